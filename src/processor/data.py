@@ -1,0 +1,516 @@
+"""Loading event JSONL files under the contract (../shared/contract/events.md).
+
+Two passes, so that every problem of a file is reported at once with file, line, id and key:
+
+1. Record by record, only what a DataFrame can no longer tell apart: JSON syntax, NaN/Infinity
+   literals, missing vs extra keys, ``null``, and the JSON type of each value (``true`` vs ``1`` vs
+   ``"true"``; ``2.0`` vs ``2.5``; ``bool`` is a subclass of ``int`` in Python, so ``true`` is caught
+   explicitly). These checks run column-wise with a fast path when a whole column has the right type.
+2. Pandera (``processor.schema.event_schema``), lazily on the whole frame: ranges, categories,
+   formats, uniqueness of ids, strictness and the output dtypes.
+
+Cells that failed pass 1 are filled with a valid placeholder before pass 2, so one wrong cell is
+reported once and does not hide problems in the other columns of its row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from processor.schema import ALL_KEYS, DTYPES, FEATURES, OPTIONAL_KEYS, contract_spec, describe_rule, event_schema
+
+__all__ = [
+    "ContractError",
+    "Inspection",
+    "Problem",
+    "UsageError",
+    "check_disjoint_ids",
+    "file_sha256",
+    "inspect_events",
+    "load_events",
+    "load_split",
+    "records",
+]
+
+PathLike = str | os.PathLike[str]
+
+_SPEC: dict[str, dict[str, Any]] = contract_spec()["keys"]
+_MISSING = object()
+_INT64_MAX = 2**63 - 1
+_MAX_SHOWN = 50  # problems printed by str(ContractError); .problems always holds all of them
+
+
+class UsageError(Exception):
+    """The path itself is unusable (missing, a directory, unreadable): a usage error, not a data error."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One contract violation, located as precisely as the input allows."""
+
+    file: str
+    line: int | None
+    id: str | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        parts = [self.file if self.line is None else f"{self.file}:{self.line}"]
+        if self.id is not None:
+            # Quote ids that would otherwise blur into the rest of the line.
+            shown = self.id if self.id.isprintable() and " " not in self.id else json.dumps(self.id)
+            parts.append(f"id={shown}")
+        if self.key is not None:
+            parts.append(f"key={self.key}")
+        return " ".join(parts) + ": " + self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with keys file, line, id, key, message (for JSON reports)."""
+        return asdict(self)
+
+
+class ContractError(Exception):
+    """Data that break the contract. ``.problems`` holds every problem found (sorted by file order, line)."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems: list[Problem] = list(problems)
+        super().__init__(self.report())
+
+    def report(self, max_shown: int | None = _MAX_SHOWN) -> str:
+        """Human-readable report; shows at most ``max_shown`` problems (None: all) plus a count."""
+        n = len(self.problems)
+        files = len({p.file for p in self.problems})
+        head = f"{n} problem{'s' if n != 1 else ''} in {files} file{'s' if files != 1 else ''} " \
+               "(the data do not meet the event contract):"
+        shown = self.problems if max_shown is None else self.problems[:max_shown]
+        lines = [head, *(f"  {p}" for p in shown)]
+        if len(shown) < n:
+            lines.append(f"  ... and {n - len(shown)} more")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.report()
+
+
+@dataclass
+class Inspection:
+    """Result of :func:`inspect_events`: a frame per file (None when no record could be read) and all
+    problems. A frame of a file with problems may hold placeholder values and ``id=None`` for bad ids."""
+
+    frames: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+class _BadConstant(ValueError):
+    pass
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _BadConstant(name)
+
+
+def _pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json keeps the last of duplicated keys silently; a record saying two things is an error.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_to_dict)
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, expected a JSONL file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _split_lines(raw: bytes, file: str, problems: list[Problem]) -> list[tuple[int, str]]:
+    """Non-blank lines as (1-based line number, text); undecodable lines become problems."""
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM is still UTF-8
+        raw = raw[3:]
+    out: list[tuple[int, str]] = []
+    try:
+        text_lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        text_lines = None
+    if text_lines is not None:
+        for no, text in enumerate(text_lines, start=1):
+            if text and not text.isspace():
+                out.append((no, text))
+        return out
+    # Slow path only for broken files: find which lines are not UTF-8.
+    for no, chunk in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem(file, no, None, None,
+                                    f"not valid UTF-8 (byte 0x{chunk[exc.start]:02x} at column {exc.start + 1})"))
+            continue
+        if text and not text.isspace():
+            out.append((no, text))
+    return out
+
+
+def _parse(lines: list[tuple[int, str]], file: str, problems: list[Problem]) -> tuple[list[dict], list[int]]:
+    recs: list[dict] = []
+    line_nos: list[int] = []
+    decode = _DECODER.decode
+    for no, text in lines:
+        try:
+            obj = decode(text)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(file, no, None, None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        except _BadConstant as exc:
+            problems.append(Problem(file, no, None, None,
+                                    f"invalid JSON: {exc} is not allowed (numbers must be finite)"))
+            continue
+        except _DuplicateKey as exc:
+            problems.append(Problem(file, no, None, str(exc), "key appears more than once in the record"))
+            continue
+        except RecursionError:
+            problems.append(Problem(file, no, None, None, "invalid JSON: nested too deeply"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(file, no, None, None,
+                                    f"each line must be a JSON object, got {_json_type(obj)}"))
+            continue
+        recs.append(obj)
+        line_nos.append(no)
+    return recs, line_nos
+
+
+# ------------------------------------------------------------------------------------- per-record checks
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A value as it appeared in JSON (true, null, "x", 2.5), shortened for reports."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fill_value(key: str, line: int) -> Any:
+    """A valid stand-in for a cell already reported, so Pandera does not report it a second time."""
+    spec = _SPEC[key]
+    if key == "id":
+        return f"\x00<no valid id on line {line}>"  # unique, so uniqueness is not disturbed
+    if "enum" in spec:
+        return spec["enum"][0]
+    kind = spec["type"]
+    if kind == "boolean":
+        return False
+    if kind in ("integer", "number"):
+        value = spec.get("minimum", spec.get("exclusiveMinimum", -1) + 1)
+        return float(value) if kind == "number" else int(value)
+    return None
+
+
+def _check_int(v: Any) -> tuple[bool, Any]:
+    t = type(v)
+    if t is int:
+        return (-_INT64_MAX <= v <= _INT64_MAX), v
+    if t is float and math.isfinite(v) and v.is_integer() and abs(v) <= _INT64_MAX:
+        return True, int(v)
+    return False, None
+
+
+def _check_column(key: str, values: list[Any], required: bool, line_nos: list[int],
+                  bad: list[tuple[int, str]]) -> list[Any]:
+    """Check the JSON types of one column; append (row, message) to ``bad``; return cleaned values.
+
+    Missing keys are skipped here (reported once by the key check); cleaned values of bad cells are
+    valid placeholders.
+    """
+    spec = _SPEC[key]
+    kind = spec["type"]
+    types = set(map(type, values))
+    # Fast paths: a whole column of the exact type needs no per-value work here.
+    if kind == "boolean" and types == {bool}:
+        return values
+    if kind == "string" and types == {str}:
+        return values
+    if kind == "number" and types <= {float, int}:
+        try:
+            return np.asarray(values, dtype=np.float64).tolist() if int in types else values
+        except OverflowError:
+            pass  # an integer too big for a float; fall through to the per-value path
+    if kind == "integer" and types == {int}:
+        if -_INT64_MAX <= min(values) and max(values) <= _INT64_MAX:
+            return values
+
+    rule = describe_rule(key)
+    out: list[Any] = []
+    for row, v in enumerate(values):
+        if v is _MISSING:
+            out.append(_fill_value(key, line_nos[row]) if required else None)
+            continue
+        ok, clean = False, None
+        t = type(v)
+        if kind == "boolean":
+            if t is bool:
+                ok, clean = True, v
+            elif t is int and v in (0, 1):
+                ok, clean = True, bool(v)
+        elif kind == "integer":
+            ok, clean = _check_int(v)
+            if not ok and (t is int or (t is float and math.isfinite(v) and v.is_integer())):
+                bad.append((row, f"{rule}, got {_show(v)} (out of range)"))
+                out.append(_fill_value(key, line_nos[row]))
+                continue
+        elif kind == "number":
+            if t is float:
+                ok, clean = True, v
+            elif t is int:
+                try:
+                    ok, clean = True, float(v)
+                except OverflowError:
+                    bad.append((row, f"{rule}, got {_show(v)} (too large)"))
+                    out.append(_fill_value(key, line_nos[row]))
+                    continue
+        elif kind == "string":
+            ok, clean = t is str, v
+        if ok:
+            out.append(clean)
+            continue
+        if v is None:
+            msg = "must not be null"
+        elif kind == "integer" and t is float:
+            msg = f"{rule}, got {_show(v)} ({'not an integer' if math.isfinite(v) else 'not finite'})"
+        elif kind in ("integer", "number") and t is bool:
+            msg = f"{rule}, got boolean {_show(v)} (booleans are not numbers)"
+        else:
+            msg = f"{rule}, got {_json_type(v)} {_show(v)}"
+        bad.append((row, msg))
+        out.append(_fill_value(key, line_nos[row]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _output_columns(labeled: bool) -> list[str]:
+    return ["line", "id", *FEATURES, *(["label"] if labeled else []), *OPTIONAL_KEYS]
+
+
+def _build_frame(columns: dict[str, list[Any]], line_nos: list[int]) -> pd.DataFrame:
+    data: dict[str, Any] = {"line": np.asarray(line_nos, dtype=np.int64)}
+    for key, values in columns.items():
+        dtype = DTYPES[key]
+        if dtype in ("object", "str"):
+            data[key] = pd.Series(values, dtype=dtype)
+        else:
+            data[key] = np.asarray(values, dtype=dtype)
+    return pd.DataFrame(data)
+
+
+def _pandera_problems(frame: pd.DataFrame, labeled: bool, file: str,
+                      ids: list[str | None]) -> list[Problem]:
+    try:
+        event_schema(labeled).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return []
+    lines = frame["line"].to_numpy()
+    dup_lines: dict[str, list[int]] = {}
+    if (cases["check"] == "field_uniqueness").any():
+        dupes = frame.loc[frame["id"].duplicated(keep=False), ["id", "line"]]
+        for rid, line in zip(dupes["id"], dupes["line"]):
+            dup_lines.setdefault(rid, []).append(int(line))
+    problems: list[Problem] = []
+    for column, check, value, index in zip(cases["column"], cases["check"], cases["failure_case"],
+                                           cases["index"]):
+        key = None if pd.isna(column) else str(column)
+        if index is None or pd.isna(index):
+            # Column-level failures (dtype, strictness) would be a bug in this loader, not in the data;
+            # still reported rather than swallowed.
+            problems.append(Problem(file, None, None, key, f"{check}: {value}"))
+            continue
+        row = int(index)
+        line = int(lines[row])
+        if check == "field_uniqueness":
+            others = [str(n) for n in dup_lines.get(value, []) if n != line]
+            msg = (f"duplicate id, also on line{'s' if len(others) > 1 else ''} {', '.join(others)}"
+                   if others else "duplicate id")
+        else:
+            msg = f"{check}, got {_show(value.item() if hasattr(value, 'item') else value)}"
+        problems.append(Problem(file, line, ids[row], key, msg))
+    return problems
+
+
+def _inspect_file(path: PathLike, labeled: bool) -> tuple[pd.DataFrame | None, list[Problem]]:
+    p = Path(path)
+    file = str(path)
+    problems: list[Problem] = []
+    lines = _split_lines(_read_bytes(p), file, problems)
+    if not lines and not problems:
+        return None, [Problem(file, None, None, None, "no records (the file is empty or holds only blank lines)")]
+    recs, line_nos = _parse(lines, file, problems)
+    if not recs:
+        return None, _sorted(problems)
+
+    ids: list[str | None] = [r.get("id") if type(r.get("id")) is str and r.get("id") else None for r in recs]
+    required = {k for k, s in _SPEC.items() if s["required"] or (labeled and s.get("required_when_labeled"))}
+    allowed = set(ALL_KEYS)
+    for row, rec in enumerate(recs):
+        keys = rec.keys()
+        if keys >= required and keys <= allowed:
+            continue
+        for key in sorted(required - keys, key=ALL_KEYS.index):
+            problems.append(Problem(file, line_nos[row], ids[row], key, "required key is missing"))
+        for key in sorted(keys - allowed):
+            problems.append(Problem(file, line_nos[row], ids[row], key,
+                                    "unexpected key (the contract allows no extra keys)"))
+
+    columns: dict[str, list[Any]] = {}
+    for key in ALL_KEYS:
+        values = [r.get(key, _MISSING) for r in recs]
+        if key == "label" and not labeled and all(v is _MISSING for v in values):
+            continue  # prediction input without labels: nothing to check
+        bad: list[tuple[int, str]] = []
+        columns[key] = _check_column(key, values, key in required, line_nos, bad)
+        problems.extend(Problem(file, line_nos[row], ids[row], key, msg) for row, msg in bad)
+
+    frame = _build_frame(columns, line_nos)
+    problems.extend(_pandera_problems(frame, labeled, file, ids))
+    if problems:
+        frame["id"] = pd.Series(ids, dtype="str")
+        return frame, _sorted(problems)
+    if "label" in frame and not labeled:
+        frame = frame.drop(columns="label")  # prediction never sees a label
+    return frame[_output_columns(labeled)], []
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    order = {k: i for i, k in enumerate(ALL_KEYS)}
+    return sorted(problems, key=lambda p: (p.line or 0, order.get(p.key or "", -1 if p.key is None else 99),
+                                           p.key or "", p.message))
+
+
+def inspect_events(paths: Iterable[PathLike], *, labeled: bool = True) -> Inspection:
+    """Check several files (each on its own, then ids across them) without raising on bad data.
+
+    Raises :class:`UsageError` when a path is missing, a directory or unreadable.
+    """
+    result = Inspection()
+    for path in paths:
+        frame, problems = _inspect_file(path, labeled)
+        result.frames[str(path)] = frame
+        result.problems.extend(problems)
+    loaded = {f: df for f, df in result.frames.items() if df is not None}
+    if len(loaded) > 1:
+        result.problems.extend(check_disjoint_ids(loaded))
+    return result
+
+
+def load_events(path: PathLike, *, labeled: bool = True) -> pd.DataFrame:
+    """Load one JSONL file of events, validated against the contract.
+
+    Returns a frame with columns ``line`` (1-based line number), ``id``, the 13 features in contract
+    order, ``label`` (only when ``labeled``), ``timestamp`` and ``symbol`` (None where absent).
+    Dtypes: flags bool; ext_dir, int_dir, mgann_leg_index int64; wave_strength, atr float64; id, session,
+    label str; timestamp, symbol object.
+
+    Raises :class:`ContractError` listing every problem of the file, :class:`UsageError` for an
+    unusable path.
+    """
+    frame, problems = _inspect_file(path, labeled)
+    if problems:
+        raise ContractError(problems)
+    assert frame is not None
+    return frame
+
+
+def check_disjoint_ids(frames_by_path: Mapping[PathLike, pd.DataFrame]) -> list[Problem]:
+    """Problems for ids present in more than one file; each later occurrence names the first one."""
+    first_seen: dict[str, tuple[str, int]] = {}
+    problems: list[Problem] = []
+    for path, frame in frames_by_path.items():
+        file = str(path)
+        sub = frame.loc[frame["id"].notna(), ["id", "line"]]
+        clash = sub["id"].isin(first_seen.keys()).to_numpy()
+        for rid, line in zip(sub["id"][clash], sub["line"][clash]):
+            other_file, other_line = first_seen[rid]
+            problems.append(Problem(file, int(line), rid, "id",
+                                    f"id also present in {other_file}:{other_line} "
+                                    "(ids must be unique across train and val)"))
+        fresh = sub[~clash].drop_duplicates("id")
+        first_seen.update((rid, (file, int(line))) for rid, line in zip(fresh["id"], fresh["line"]))
+    return problems
+
+
+def load_split(train_path: PathLike, val_path: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load labeled train and val files; raise one :class:`ContractError` with every problem of both
+    files, including ids shared between them."""
+    result = inspect_events([train_path, val_path], labeled=True)
+    if result.problems:
+        raise ContractError(result.problems)
+    train, val = result.frames[str(train_path)], result.frames[str(val_path)]
+    assert train is not None and val is not None
+    return train, val
+
+
+def file_sha256(path: PathLike) -> str:
+    """sha256 hex digest of a file's bytes (for lineage: which data a run was trained on)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Feature dicts with plain Python values (bool/int/float/str), one per row, for serialization."""
+    return df[list(FEATURES)].to_dict(orient="records")
