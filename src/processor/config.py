@@ -1,0 +1,295 @@
+"""One typed config for a training run: YAML template, overridden by CLI flags and ``key=value``.
+
+Precedence (lowest first): dataclass defaults < ``--config FILE`` < ``section.key=value`` overrides <
+explicit flags (``--lr 3e-4``). Unknown keys and values of the wrong type are errors that name the
+file and the key, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A config file, override or flag is wrong; the message says where and why."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.05
+    # "all-linear" = every linear layer of the decoder (peft's shorthand), or an explicit list.
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3.0e-4
+    epochs: int = 5
+    early_stop_metric: str = "val_macro_f1"
+    patience: int = 2
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    max_length: int = 64
+    eval_batch_size: int = 64
+    device: str = "auto"
+
+
+@dataclass
+class LossConfig:
+    type: str = "focal"
+    gamma: float = 1.5
+    # "auto" (from class counts), "none", or an explicit list in label order (long, short, no_trade).
+    class_weights: list[float] | str = "auto"
+
+
+@dataclass
+class DataConfig:
+    train_file: str = "data/train.jsonl"
+    val_file: str = "data/val.jsonl"
+    oversample: bool = True
+
+
+@dataclass
+class PackagingConfig:
+    output_dir: str = "outputs/v3_run1"
+    zip_final: str = "model_final.zip"
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    experiment: str = "train-loop-v3"
+    # Log the pyfunc model with the run (the gate registers it; it is never registered here).
+    log_model: bool = True
+
+
+@dataclass
+class EvalConfig:
+    # Bootstrap settings for the confidence intervals written to metrics.json.
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.90
+    baselines: bool = True
+
+
+@dataclass
+class Config:
+    # The embedded demo base; real runs pass qwen-base, a hub id, or a local directory.
+    model: str = "qwen-tiny"
+    revision: str | None = None
+    seed: int = 42
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    packaging: PackagingConfig = field(default_factory=PackagingConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """``section.key -> value``, the form logged as MLflow params."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one value to the annotated type. YAML already typed most values; strings come
+    from ``key=value`` overrides and are parsed as YAML scalars first."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} is not a valid value ({'; '.join(errors)})")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str) and "," in value:
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML 1.1 reads "3e-4" as a string; float() does not.
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not a user error
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = _hints(type(obj))
+    for key, value in values.items():
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise ConfigError(f"{where}: unknown key {key!r} (known keys: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a mapping, got {value!r}")
+            _apply(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+
+
+def check(cfg: Config) -> Config:
+    """Range checks that types alone cannot express."""
+    problems = []
+    t, lo, ls = cfg.training, cfg.lora, cfg.loss
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            problems.append(msg)
+
+    need(lo.r >= 1, f"lora.r must be >= 1, got {lo.r}")
+    need(lo.alpha >= 1, f"lora.alpha must be >= 1, got {lo.alpha}")
+    need(0.0 <= lo.dropout < 1.0, f"lora.dropout must be in [0, 1), got {lo.dropout}")
+    need(t.batch_size >= 1, f"training.batch_size must be >= 1, got {t.batch_size}")
+    need(t.eval_batch_size >= 1, f"training.eval_batch_size must be >= 1, got {t.eval_batch_size}")
+    need(t.grad_accum >= 1, f"training.grad_accum must be >= 1, got {t.grad_accum}")
+    need(t.lr > 0, f"training.lr must be > 0, got {t.lr}")
+    need(t.epochs >= 1, f"training.epochs must be >= 1, got {t.epochs}")
+    need(t.patience >= 1, f"training.patience must be >= 1, got {t.patience}")
+    need(t.max_length >= 8, f"training.max_length must be >= 8, got {t.max_length}")
+    need(0.0 <= t.warmup_ratio < 1.0, f"training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    need(t.early_stop_metric in EARLY_STOP_METRICS,
+         f"training.early_stop_metric must be one of {', '.join(EARLY_STOP_METRICS)}, got {t.early_stop_metric!r}")
+    need(t.device in DEVICES, f"training.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
+    need(ls.type == "focal", f"loss.type must be 'focal', got {ls.type!r}")
+    need(ls.gamma >= 0, f"loss.gamma must be >= 0, got {ls.gamma}")
+    if isinstance(ls.class_weights, str):
+        need(ls.class_weights in ("auto", "none"),
+             f"loss.class_weights must be 'auto', 'none' or a list of 3 positive numbers, got {ls.class_weights!r}")
+    else:
+        need(len(ls.class_weights) == 3 and all(w > 0 for w in ls.class_weights),
+             f"loss.class_weights must be 3 positive numbers (long, short, no_trade), got {ls.class_weights}")
+    need(cfg.eval.bootstrap_resamples >= 100,
+         f"eval.bootstrap_resamples must be >= 100, got {cfg.eval.bootstrap_resamples}")
+    need(0.5 <= cfg.eval.confidence < 1.0, f"eval.confidence must be in [0.5, 1), got {cfg.eval.confidence}")
+    need(bool(cfg.packaging.zip_final) and Path(cfg.packaging.zip_final).name == cfg.packaging.zip_final,
+         f"packaging.zip_final must be a file name, got {cfg.packaging.zip_final!r}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``training.lr=1e-3`` -> (``training.lr``, ``1e-3``). Values are parsed as YAML scalars/lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. training.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_override(cfg: Config, dotted: str, value: Any, *, source: str) -> None:
+    """Set one ``section.key``; ``source`` (the flag or override text) is named in errors."""
+    node: Any = cfg
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        hints = _hints(type(node))
+        if part not in hints:
+            where = ".".join(parts[:i]) or "the config"
+            raise ConfigError(f"{source}: unknown key {part!r} in {where} (known keys: {', '.join(sorted(hints))})")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):
+                raise ConfigError(f"{source}: {dotted!r} is a section; set one of its keys, e.g. {dotted}.KEY=VALUE")
+            setattr(node, part, _coerce(value, hints[part], f"{source} ({dotted})"))
+        else:
+            node = getattr(node, part)
+            if not dataclasses.is_dataclass(node):
+                raise ConfigError(f"{source}: {part!r} is not a section")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then dotted overrides (``{"training.lr": 1e-3}``)."""
+    cfg = Config()
+    if path is not None:
+        _apply(cfg, load_yaml(path), str(path))
+    for dotted, value in (overrides or {}).items():
+        apply_override(cfg, dotted, value, source=dotted)
+    return check(cfg)
+
+
+def save_config(cfg: Config, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,220 @@
+"""Pipeline step 7: adapters + head + tokenizer + config -> ``model_final.zip``, and loading it back.
+
+Zip layout::
+
+    adapter/        peft adapter (LoRA weights + the trained ``score`` head via modules_to_save)
+    tokenizer/      tokenizer files, exactly as used in training
+    model_config.json   the classification model's config (labels, pad token id, ...)
+    label_map.json      {"labels": [...], "label2id": {...}}
+    serving.json        base model (name, id, revision, weights sha256), template, max length, fingerprint
+    metrics.json        the run's metrics
+    MANIFEST.json       every other member with its sha256
+
+The base weights are not copied (a real Qwen base is ~1 GB): they are resolved by name and checked
+against the revision and weights digest recorded at training time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+
+from processor.schema import LABELS
+from processor.serialize import event_to_text
+
+MANIFEST = "MANIFEST.json"
+FORMAT_VERSION = 1
+
+
+class PackageError(Exception):
+    """The zip is missing, tampered with, or does not match its base model."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_package(
+    zip_path: Path,
+    *,
+    model: Any,
+    tokenizer: Any,
+    serving: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write the zip atomically (temp file in the same directory, then rename)."""
+    zip_path = Path(zip_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp)
+        model.save_pretrained(stage / "adapter")
+        tokenizer.save_pretrained(stage / "tokenizer")
+        base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+        (stage / "model_config.json").write_text(base_config.to_json_string(), encoding="utf-8")
+        label_map = {"labels": list(LABELS), "label2id": {n: i for i, n in enumerate(LABELS)}}
+        _dump(stage / "label_map.json", label_map)
+        _dump(stage / "serving.json", {"format_version": FORMAT_VERSION, **serving})
+        _dump(stage / "metrics.json", metrics)
+        members = sorted(p for p in stage.rglob("*") if p.is_file())
+        manifest = {p.relative_to(stage).as_posix(): sha256_file(p) for p in members}
+        _dump(stage / MANIFEST, {"format_version": FORMAT_VERSION, "files": manifest})
+        fd, tmp_zip = tempfile.mkstemp(dir=zip_path.parent, prefix=".tmp-", suffix=".zip")
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for p in [*members, stage / MANIFEST]:
+                    zf.write(p, p.relative_to(stage).as_posix())
+            os.replace(tmp_zip, zip_path)
+        except BaseException:
+            Path(tmp_zip).unlink(missing_ok=True)
+            raise
+    return zip_path
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def verify_package(zip_path: Path) -> dict[str, Any]:
+    """Check the zip is intact: readable, no path traversal, every manifest sha256 matches, nothing
+    unlisted. Returns the manifest; raises PackageError naming every problem."""
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise PackageError(f"{zip_path}: not found")
+    problems: list[str] = []
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            names = zf.namelist()
+            for name in names:
+                pure = PurePosixPath(name)
+                if pure.is_absolute() or ".." in pure.parts or "\\" in name or ":" in name:
+                    problems.append(f"unsafe member path {name!r}")
+            if MANIFEST not in names:
+                raise PackageError(f"{zip_path}: no {MANIFEST}")
+            manifest = json.loads(zf.read(MANIFEST))
+            listed = manifest.get("files", {})
+            for name, digest in listed.items():
+                if name not in names:
+                    problems.append(f"{name}: listed in the manifest but missing")
+                elif sha256_bytes(zf.read(name)) != digest:
+                    problems.append(f"{name}: sha256 does not match the manifest")
+            for name in names:
+                if name != MANIFEST and not name.endswith("/") and name not in listed:
+                    problems.append(f"{name}: not listed in the manifest")
+    except zipfile.BadZipFile as exc:
+        raise PackageError(f"{zip_path}: not a valid zip ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise PackageError(f"{zip_path}: {MANIFEST} is not valid JSON ({exc})") from None
+    if problems:
+        raise PackageError(f"{zip_path}: " + "; ".join(problems))
+    return manifest
+
+
+@dataclass
+class PackagedModel:
+    """A trained classifier ready for prediction, loaded from ``model_final.zip``."""
+
+    model: Any
+    tokenizer: Any
+    serving: dict[str, Any]
+    metrics: dict[str, Any]
+    labels: tuple[str, ...] = LABELS
+    _workdir: Path | None = field(default=None, repr=False)
+
+    @torch.no_grad()
+    def predict_proba(self, events: list[dict[str, Any]], batch_size: int = 64) -> np.ndarray:
+        texts = [event_to_text(e, self.serving["template"]) for e in events]
+        return predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"], batch_size)
+
+    def predict(self, events: list[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
+        probs = self.predict_proba(events, batch_size)
+        out = []
+        for event, p in zip(events, probs):
+            row = {"id": event.get("id"), "label": self.labels[int(np.argmax(p))]}
+            row.update({f"p_{name}": float(v) for name, v in zip(self.labels, p)})
+            out.append(row)
+        return out
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
+@torch.no_grad()
+def predict_texts(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities, batched; the same tokenization as training (truncation at max_length)."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt").to(device)
+        logits = model(**enc).logits.float()
+        chunks.append(torch.softmax(logits, dim=-1).cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(LABELS)), dtype=np.float32)
+
+
+def load_packaged_model(zip_path: str | Path, *, device: str = "cpu") -> PackagedModel:
+    """Verify the zip, rebuild base + adapter + head, and return a ready predictor."""
+    from peft import PeftModel
+
+    from processor.model import load_for_classification, resolve_model
+
+    zip_path = Path(zip_path)
+    verify_package(zip_path)
+    workdir = Path(tempfile.mkdtemp(prefix="model_final-"))
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(workdir)  # members were checked for traversal by verify_package
+        serving = json.loads((workdir / "serving.json").read_text(encoding="utf-8"))
+        metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
+        base = serving["base"]
+        resolved = resolve_model(base["name"], revision=base.get("revision"))
+        if base.get("weights_sha256") and resolved_weights_sha256(Path(resolved.path)) != base["weights_sha256"]:
+            raise PackageError(
+                f"{zip_path}: base model {base['name']!r} at {resolved.path} is not the one this adapter was "
+                "trained on (weights sha256 differs)")
+        base_model, _ = load_for_classification(resolved, labels=tuple(serving["labels"]))
+        tokenizer = _load_tokenizer(workdir / "tokenizer")
+        base_model.config.pad_token_id = tokenizer.pad_token_id
+        model = PeftModel.from_pretrained(base_model, workdir / "adapter").to(device)
+        model.eval()
+        return PackagedModel(model=model, tokenizer=tokenizer, serving=serving, metrics=metrics,
+                             labels=tuple(serving["labels"]), _workdir=workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def resolved_weights_sha256(model_dir: Path) -> str:
+    """Digest of a base checkpoint's weight files (safetensors or bin), in name order."""
+    digest = hashlib.sha256()
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()

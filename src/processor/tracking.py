@@ -1,0 +1,105 @@
+"""MLflow: the run a training joins or starts, what it logs, and the pyfunc model it ships.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else MLflow's own default (a local sqlite file,
+``./mlflow.db``). Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is joined;
+otherwise a run is started in the configured experiment. Inside an Optuna study the trial is a
+nested run of the study's parent run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from transformers import TrainerCallback
+
+from processor.schema import FEATURES, LABELS
+
+PYFUNC_NAME = "model"
+
+
+def start_run(experiment: str, *, nested: bool = False, run_name: str | None = None) -> mlflow.ActiveRun:
+    """Join the run ``mlflow run`` created, nest under an active parent, or start a new run."""
+    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID") and not nested:
+        mlflow.set_experiment(experiment)
+    return mlflow.start_run(nested=nested, run_name=run_name)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def log_params(flat: dict[str, Any]) -> None:
+    # MLflow params are strings of at most 6000 chars; lists and None become their repr.
+    mlflow.log_params({k: ("" if v is None else str(v)) for k, v in flat.items()})
+
+
+def log_dataset(frame: pd.DataFrame, *, path: Path, digest: str, context: str) -> None:
+    """``mlflow.log_input`` with the file's sha256 as the digest (stable across machines)."""
+    dataset = mlflow.data.from_pandas(frame.drop(columns=["line"], errors="ignore"), source=str(path),
+                                      name=path.name, digest=digest[:16])
+    mlflow.log_input(dataset, context=context)
+
+
+class MlflowEpochLogger(TrainerCallback):
+    """Per-epoch metrics under the names the gate and the sweep use (``val_macro_f1`` ...)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D401 - Trainer hook
+        if logs and "loss" in logs and mlflow.active_run():
+            mlflow.log_metric("train_loss", float(logs["loss"]), step=int(state.global_step))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not metrics or not mlflow.active_run():
+            return
+        epoch = int(round(state.epoch or 0))
+        out = {}
+        for key, value in metrics.items():
+            name = key.removeprefix("eval_")
+            if name in ("runtime", "samples_per_second", "steps_per_second", "epoch"):
+                continue
+            out[f"val_{name}" if not name.startswith("val_") else name] = float(value)
+        mlflow.log_metrics(out, step=epoch)
+
+
+class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
+    """The registered model: wraps ``model_final.zip``; input = contract events (DataFrame),
+    output = ``id``, predicted ``label`` and one probability column per class."""
+
+    def load_context(self, context):
+        from processor.package import load_packaged_model
+
+        self._model = load_packaged_model(context.artifacts["model_final"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from processor.predict import check_frame
+
+        events = check_frame(model_input)
+        return pd.DataFrame(self._model.predict(events))
+
+
+def output_columns() -> list[str]:
+    return ["id", "label", *[f"p_{name}" for name in LABELS]]
+
+
+def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFrame, requirements: list[str]):
+    """Log (never register: that is the gate's job) the pyfunc model with signature and example."""
+    from mlflow.models import infer_signature
+
+    example = example[["id", *FEATURES]].reset_index(drop=True)
+    signature = infer_signature(example, example_output)
+    return mlflow.pyfunc.log_model(
+        name=PYFUNC_NAME,
+        python_model=EventClassifierPyfunc(),
+        artifacts={"model_final": str(zip_path)},
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements,
+    )

@@ -1,0 +1,536 @@
+"""Train loop v3, top to bottom: validate -> oversample -> focal loss -> Qwen + LoRA -> Trainer
+(early stopping on val macro-F1) -> metrics.json -> model_final.zip -> MLflow.
+
+    python -m processor.train_loop --config configs/tiny.yaml --gamma 1.5 --output-dir outputs/demo
+    python -m processor.train_loop --train-file data/train.jsonl --val-file data/val.jsonl \
+        --model qwen-base --lora-r 32 --lora-alpha 64 --batch-size 8 --grad-accum 8 --device cpu ...
+
+Flags override ``--config``; ``section.key=value`` arguments override anything (torchtune style).
+Exit codes: 0 trained, 1 the data break the contract (nothing trained), 2 usage/config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from processor.config import Config, ConfigError, apply_override, load_config, parse_override, save_config
+from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
+from processor.serialize import TEMPLATE_NAME, event_to_text
+
+# CLI flag -> config key. Every flag defaults to "unset" (None or ""), so MLproject can pass empty
+# parameters through and the config file keeps its value.
+FLAGS: dict[str, str] = {
+    "train_file": "data.train_file",
+    "val_file": "data.val_file",
+    "model": "model",
+    "revision": "revision",
+    "lora_r": "lora.r",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "batch_size": "training.batch_size",
+    "grad_accum": "training.grad_accum",
+    "lr": "training.lr",
+    "max_epochs": "training.epochs",
+    "early_stop_metric": "training.early_stop_metric",
+    "patience": "training.patience",
+    "max_length": "training.max_length",
+    "device": "training.device",
+    "gamma": "loss.gamma",
+    "class_weights": "loss.class_weights",
+    "oversample": "data.oversample",
+    "output_dir": "packaging.output_dir",
+    "zip_final": "packaging.zip_final",
+    "seed": "seed",
+    "experiment_name": "mlflow.experiment",
+}
+# Trainer reports eval metrics as eval_<name>; the config speaks of val_<name>.
+TRAINER_METRIC = {"val_macro_f1": "macro_f1", "val_accuracy": "accuracy", "val_loss": "loss"}
+REQUIREMENTS = ("torch", "transformers", "tokenizers", "peft", "accelerate", "mlflow", "pandas", "pandera",
+                "numpy", "scikit-learn", "safetensors", "pyyaml")
+
+
+class UsageError(Exception):
+    """The command cannot run as asked (paths, output directory, device); exit code 2."""
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    zip_path: Path
+    run_id: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m processor.train_loop", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML config (configs/tiny.yaml, configs/v3.yaml, ...)")
+    for flag, key in FLAGS.items():
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, metavar="VALUE",
+                       help=f"overrides {key}")
+    # Optional values so MLproject can pass "--overwrite false"; a bare flag means true.
+    p.add_argument("--resume", nargs="?", const="true", default="false", type=_flag, metavar="BOOL",
+                   help="continue from the last checkpoint in --output-dir (after an interrupted run)")
+    p.add_argument("--overwrite", nargs="?", const="true", default="false", type=_flag, metavar="BOOL",
+                   help="replace a finished run in --output-dir")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="any config key, e.g. training.lr=1e-3")
+    return p
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("", "false", "no", "0"):
+        return False
+    if value in ("true", "yes", "1"):
+        return True
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config or None)
+    for text in args.overrides:
+        key, value = parse_override(text)
+        apply_override(cfg, key, value, source=text)
+    for flag, key in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None and value != "":  # "" = an MLproject parameter left empty
+            apply_override(cfg, key, value, source=f"--{flag.replace('_', '-')}")
+    if args.no_mlflow:
+        cfg.mlflow.enabled = False
+    from processor.config import check
+
+    return check(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from processor.data import ContractError
+    from processor.model import ModelNotAvailableError
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (UsageError, ModelNotAvailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ContractError as exc:
+        print(f"error: the data break the event contract; nothing was trained.\n{exc}", file=sys.stderr)
+        return 1
+    m = result.metrics
+    print(f"\nval_macro_f1={m['val_macro_f1']:.4f}  val_accuracy={m['val_accuracy']:.4f}  "
+          f"F1 long={m['per_class']['long']['f1']:.4f} short={m['per_class']['short']['f1']:.4f} "
+          f"no_trade={m['per_class']['no_trade']['f1']:.4f}  best_epoch={m['best_epoch']}/{m['epochs_run']}")
+    print(f"outputs: {result.output_dir / 'metrics.json'}  {result.zip_path}")
+    if result.run_id:
+        print(f"mlflow run: {result.run_id}  (tracking: {_tracking_uri()}; browse with `mlflow ui`)")
+    return 0
+
+
+def _tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = (),
+          nested: bool = False, run_name: str | None = None) -> RunResult:
+    """One full training run. ``callbacks`` are extra Trainer callbacks (the sweep's pruning hook);
+    ``nested`` logs the run under the active MLflow run (a sweep trial)."""
+    out = prepare_output_dir(Path(cfg.packaging.output_dir), resume=resume, overwrite=overwrite)
+    if not cfg.mlflow.enabled:
+        return _train(cfg, out, resume, callbacks, run=None)
+
+    import mlflow
+
+    from processor.tracking import start_run
+
+    with start_run(cfg.mlflow.experiment, nested=nested, run_name=run_name) as run:
+        # An exception inside this block ends the run as FAILED (validation report attached first).
+        return _train(cfg, out, resume, callbacks, run=run)
+
+
+def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
+    finished = (out / "metrics.json").exists() or any(out.glob("*.zip")) if out.exists() else False
+    started = out.exists() and any(out.iterdir())
+    if overwrite and started:
+        shutil.rmtree(out)
+    elif finished and not resume:
+        raise UsageError(f"{out} already holds a finished run (metrics.json / model zip). "
+                         "Pass --overwrite to replace it, or choose another --output-dir.")
+    elif started and not resume and (out / "checkpoints").exists():
+        raise UsageError(f"{out} holds an unfinished run. Pass --resume to continue it, "
+                         "--overwrite to start again, or choose another --output-dir.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: Any) -> RunResult:
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
+
+    from processor import evaluate as ev
+    from processor.data import ContractError, file_sha256, load_split
+    from processor.loss import FocalLoss, resolve_class_weights
+    from processor.model import apply_lora, count_tokens, load_for_classification, resolve_model
+    from processor.oversample import oversample
+
+    mlflow = _mlflow() if run else None
+    set_seed(cfg.seed)
+    save_config(cfg, out / "resolved_config.yaml")
+    if mlflow:
+        from processor.tracking import git_commit, log_params
+
+        log_params(cfg.flat())
+        mlflow.set_tags({"schema_fingerprint": schema_fingerprint(), "git_commit": git_commit() or "unknown",
+                         "template": TEMPLATE_NAME})
+        mlflow.log_artifact(str(out / "resolved_config.yaml"))
+
+    # 1. Load and validate against the event contract: nothing trains on bad data.
+    train_path, val_path = Path(cfg.data.train_file), Path(cfg.data.val_file)
+    for path in (train_path, val_path):
+        if not path.is_file():
+            raise UsageError(f"data file not found: {path} (make sample data with "
+                             "`python -m processor.sample_data --out data`)")
+    try:
+        train_df, val_df = load_split(train_path, val_path)
+    except ContractError as exc:
+        _write_json(out / "validation_report.json", _report(False, [train_path, val_path], exc.problems))
+        if mlflow:
+            mlflow.log_artifact(str(out / "validation_report.json"))
+            mlflow.set_tag("validation", "failed")
+        raise
+    _write_json(out / "validation_report.json", _report(True, [train_path, val_path], []))
+    digests = {"train": file_sha256(train_path), "val": file_sha256(val_path)}
+    if mlflow:
+        from processor.tracking import log_dataset
+
+        mlflow.set_tag("validation", "passed")
+        mlflow.log_artifact(str(out / "validation_report.json"))
+        log_dataset(train_df, path=train_path, digest=digests["train"], context="training")
+        log_dataset(val_df, path=val_path, digest=digests["val"], context="validation")
+
+    # 2. Oversample the training set only, when a class is under 25 %.
+    if cfg.data.oversample:
+        balance = oversample(train_df, seed=cfg.seed)
+        fit_df = balance.frame
+        class_balance = {"applied": balance.applied, "before": balance.before, "after": balance.after}
+    else:
+        fit_df = train_df
+        shares = _shares(train_df["label"])
+        class_balance = {"applied": False, "before": shares, "after": shares}
+
+    # 3. Class-weighted focal loss; "auto" weights come from the class counts the model trains on.
+    weights = resolve_class_weights(cfg.loss.class_weights, fit_df["label"].to_numpy())
+    focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights))
+
+    # 4. Qwen base + LoRA, last-token classification head (score trained via modules_to_save).
+    resolved = resolve_model(cfg.model, revision=cfg.revision)
+    set_seed(cfg.seed)  # the head and LoRA init draw from this seed, whatever ran before
+    base, tokenizer = load_for_classification(resolved, labels=LABELS)
+    model = apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                       target_modules=cfg.lora.target_modules)
+    if mlflow:
+        mlflow.set_tags({"base_model": resolved.base_id, "base_model_revision": resolved.revision or "unknown",
+                         "base_model_is_demo": str(resolved.is_demo).lower()})
+
+    train_texts = [event_to_text(r) for r in _records(fit_df)]
+    val_texts = [event_to_text(r) for r in _records(val_df)]
+    tokens_per_event = count_tokens(tokenizer, [event_to_text(r) for r in _records(train_df)] + val_texts)
+    train_ds = EncodedEvents(tokenizer, train_texts, fit_df["label"], cfg.training.max_length)
+    val_ds = EncodedEvents(tokenizer, val_texts, val_df["label"], cfg.training.max_length)
+
+    # 5. Trainer: accumulation, per-epoch eval + checkpoints, early stop, best epoch restored.
+    metric = TRAINER_METRIC[cfg.training.early_stop_metric]
+    device = _device_args(cfg.training.device)
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=cfg.training.batch_size,
+        per_device_eval_batch_size=cfg.training.eval_batch_size,
+        gradient_accumulation_steps=cfg.training.grad_accum,
+        learning_rate=cfg.training.lr,
+        weight_decay=cfg.training.weight_decay,
+        warmup_steps=cfg.training.warmup_ratio,
+        num_train_epochs=cfg.training.epochs,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=max(1, len(train_ds) // (cfg.training.batch_size * cfg.training.grad_accum * 4)),
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=metric != "loss",
+        save_total_limit=2,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        **device,
+    )
+    callbacks_all = [EarlyStoppingCallback(early_stopping_patience=cfg.training.patience), *callbacks]
+    if mlflow:
+        from processor.tracking import MlflowEpochLogger
+
+        callbacks_all.append(MlflowEpochLogger())
+    trainer = FocalTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=trainer_metrics,
+        callbacks=callbacks_all,
+        focal=focal,
+    )
+    checkpoint = resume and _last_checkpoint(out / "checkpoints")
+    if resume and not checkpoint:
+        print(f"note: --resume found no checkpoint in {out / 'checkpoints'}; starting from scratch", file=sys.stderr)
+    trainer.train(resume_from_checkpoint=checkpoint or None)
+
+    # 6. Evaluate the restored best model on val: metrics, uncertainty, baselines.
+    probs = softmax(trainer.predict(val_ds).predictions)
+    y_true = list(val_df["label"])
+    y_pred = [LABELS[i] for i in probs.argmax(axis=1)]
+    metrics = ev.compute_metrics(y_true, y_pred)
+    history = epoch_history(trainer.state.log_history)
+    best_epoch = _best_epoch(trainer.state, history, metric)
+    metrics.update(
+        bootstrap=ev.bootstrap_ci(y_true, y_pred, confidence=cfg.eval.confidence,
+                                  n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
+        class_balance=class_balance,
+        class_weights=None if weights is None else dict(zip(LABELS, map(float, weights))),
+        best_epoch=best_epoch,
+        epochs_run=int(round(trainer.state.epoch or 0)),
+        epoch_history=history,
+        schema_fingerprint=schema_fingerprint(),
+        tokens_per_event=round(float(tokens_per_event), 2),
+        data={
+            "train_file": str(train_path), "val_file": str(val_path),
+            "train_sha256": digests["train"], "val_sha256": digests["val"],
+            "n_train": int(len(train_df)), "n_train_fit": int(len(fit_df)), "n_val": int(len(val_df)),
+            "train_counts": _counts(train_df["label"]), "val_counts": _counts(val_df["label"]),
+        },
+        model={"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
+               "is_demo": resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
+        loss={"type": "focal", "gamma": cfg.loss.gamma},
+        seed=cfg.seed,
+    )
+    if cfg.eval.baselines:
+        metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
+    ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
+                             title=f"{cfg.model} val (macro-F1 {metrics['val_macro_f1']:.3f})")
+
+    # 7. Package: adapter + head + tokenizer + config + template + fingerprint + metrics.
+    from processor.package import resolved_weights_sha256, write_package
+
+    serving = {
+        "base": {"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
+                 "is_demo": resolved.is_demo, "weights_sha256": resolved_weights_sha256(Path(resolved.path))},
+        "template": TEMPLATE_NAME,
+        "max_length": cfg.training.max_length,
+        "labels": list(LABELS),
+        "schema_fingerprint": schema_fingerprint(),
+        "features": list(FEATURES),
+    }
+    zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
+                             serving=serving, metrics=metrics)
+    _write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+
+    run_id = None
+    if mlflow:
+        run_id = run.info.run_id
+        final = {"val_macro_f1": metrics["val_macro_f1"], "val_accuracy": metrics["val_accuracy"],
+                 "best_epoch": best_epoch, "epochs_run": metrics["epochs_run"],
+                 "tokens_per_event": metrics["tokens_per_event"],
+                 "val_macro_f1_ci_low": metrics["bootstrap"]["val_macro_f1"]["low"],
+                 "val_macro_f1_ci_high": metrics["bootstrap"]["val_macro_f1"]["high"]}
+        final.update({f"val_f1_{name}": metrics["per_class"][name]["f1"] for name in LABELS})
+        final.update({f"share_after_{name}": class_balance["after"][name] for name in LABELS})
+        mlflow.log_metrics(final)
+        for name in ("metrics.json", "confusion_matrix.png", zip_path.name):
+            mlflow.log_artifact(str(out / name))
+        if cfg.mlflow.log_model:
+            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg)
+    return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------
+class EncodedEvents(torch.utils.data.Dataset):
+    """Tokenized once up front; padding is the collator's job (num_workers=0 safe, picklable)."""
+
+    def __init__(self, tokenizer: Any, texts: list[str], labels: Any, max_length: int):
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        self.input_ids = enc["input_ids"]
+        self.attention_mask = enc["attention_mask"]
+        self.labels = [LABEL2ID[label] for label in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i], "labels": self.labels[i]}
+
+
+class FocalTrainer(Trainer):
+    """Trainer whose loss is the class-weighted focal loss. The loss is a per-micro-batch mean, so
+    Trainer divides it by the accumulation steps (``loss_is_scaled_for_ga = False``)."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, focal: torch.nn.Module, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.focal = focal
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.focal.to(outputs.logits.device)(outputs.logits.float(), labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+def trainer_metrics(eval_pred: Any) -> dict[str, float]:
+    from processor.evaluate import compute_metrics
+
+    logits, label_ids = eval_pred.predictions, eval_pred.label_ids
+    m = compute_metrics([LABELS[i] for i in label_ids], [LABELS[i] for i in np.argmax(logits, axis=1)])
+    out = {"macro_f1": m["val_macro_f1"], "accuracy": m["val_accuracy"]}
+    out.update({f"f1_{name}": m["per_class"][name]["f1"] for name in LABELS})
+    return out
+
+
+def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per evaluated epoch: train loss (mean of that epoch's logs) and val metrics."""
+    rows, losses = [], []
+    for entry in log_history:
+        if "loss" in entry:
+            losses.append(entry["loss"])
+        if "eval_macro_f1" in entry:
+            row = {"epoch": int(round(entry["epoch"])), "step": entry["step"],
+                   "train_loss": float(np.mean(losses)) if losses else None}
+            row.update({f"val_{k[5:]}": float(v) for k, v in entry.items()
+                        if k.startswith("eval_") and k[5:] in ("loss", "macro_f1", "accuracy", "f1_long",
+                                                               "f1_short", "f1_no_trade")})
+            rows.append(row)
+            losses = []
+    return rows
+
+
+def _best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
+    if state.best_model_checkpoint:
+        step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+        for row in history:
+            if row["step"] == step:
+                return row["epoch"]
+    key = f"val_{metric}"
+    best = (min if metric == "loss" else max)(history, key=lambda r: r[key])
+    return best["epoch"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+
+
+def _device_args(device: str) -> dict[str, Any]:
+    if device == "cpu":
+        return {"use_cpu": True}
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA device is available (use --device cpu or auto)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps asked for, but MPS is not available (use --device cpu or auto)")
+    return {}  # auto/cuda/mps: Trainer picks the accelerator when there is one
+
+
+def _last_checkpoint(path: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(path)) if path.is_dir() else None
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    return frame[list(FEATURES)].to_dict("records")
+
+
+def _counts(labels: Any) -> dict[str, int]:
+    c = Counter(labels)
+    return {name: int(c.get(name, 0)) for name in LABELS}
+
+
+def _shares(labels: Any) -> dict[str, float]:
+    counts = _counts(labels)
+    total = sum(counts.values())
+    return {name: counts[name] / total for name in LABELS}
+
+
+def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, Any]:
+    return {"valid": valid, "files": [str(p) for p in paths],
+            "problems": [{"file": p.file, "line": p.line, "id": p.id, "key": p.key, "message": p.message}
+                         for p in problems]}
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config) -> None:
+    import pandas as pd
+
+    from processor.package import predict_texts
+    from processor.tracking import log_pyfunc
+
+    example = val_df.head(3).copy()
+    texts = [event_to_text(r) for r in _records(example)]
+    probs = predict_texts(model, tokenizer, texts, cfg.training.max_length)
+    out = pd.DataFrame({"id": list(example["id"]), "label": [LABELS[i] for i in probs.argmax(axis=1)],
+                        **{f"p_{name}": probs[:, i].astype(float) for i, name in enumerate(LABELS)}})
+    requirements = []
+    for dist in REQUIREMENTS:
+        try:
+            requirements.append(f"{dist}=={importlib.metadata.version(dist).split('+')[0]}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    log_pyfunc(zip_path, example, out, requirements)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
