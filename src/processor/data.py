@@ -442,9 +442,17 @@ def _sorted(problems: list[Problem]) -> list[Problem]:
 def inspect_events(paths: Iterable[PathLike], *, labeled: bool = True) -> Inspection:
     """Check several files (each on its own, then ids across them) without raising on bad data.
 
-    Raises :class:`UsageError` when a path is missing, a directory or unreadable.
+    Raises :class:`UsageError` when a path is missing, a directory, unreadable or given twice.
     """
     result = Inspection()
+    paths = list(paths)
+    seen: dict[Path, PathLike] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            # The same file twice would trivially "share" every id; almost surely a typo on the CLI.
+            raise UsageError(f"{path}: listed more than once (same file as {seen[resolved]})")
+        seen[resolved] = path
     for path in paths:
         frame, problems = _inspect_file(path, labeled)
         result.frames[str(path)] = frame

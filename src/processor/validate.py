@@ -1,0 +1,144 @@
+"""Check event files against the contract before anything is trained on them.
+
+Usage::
+
+    python -m processor.validate PATH [PATH ...] [--unlabeled] [--report-json FILE]
+
+Exit codes: 0 all files meet the contract, 1 the data break it (every problem is listed on stderr),
+2 usage error (missing or unreadable path, bad flags). With several paths, ids must also be disjoint
+across files (train vs val). ``--report-json`` writes ``{"valid", "labeled", "contract_fingerprint",
+"files", "problems"}`` atomically, whether or not the data are valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from processor.data import Inspection, PathLike, Problem, UsageError, file_sha256, inspect_events
+from processor.schema import LABELS, schema_fingerprint
+
+__all__ = ["main", "validate_paths", "write_json_atomic"]
+
+
+def validate_paths(paths: Iterable[PathLike], labeled: bool = True) -> list[Problem]:
+    """Every contract problem of ``paths`` (each file, then ids across files); empty when all valid.
+
+    Raises :class:`processor.data.UsageError` when a path is missing, a directory or unreadable.
+    """
+    return inspect_events(paths, labeled=labeled).problems
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to ``path`` via a temp file in the same directory + os.replace: never half-written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            json.dump(payload, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m processor.validate",
+        description="Validate event JSONL files against the event contract (events.md).",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="JSONL file(s) to check")
+    parser.add_argument("--unlabeled", action="store_true",
+                        help="prediction input: 'label' is not required (if present it must still be valid)")
+    parser.add_argument("--report-json", type=Path, metavar="FILE",
+                        help="also write the result as JSON to FILE (written atomically, valid or not)")
+    return parser
+
+
+def _file_entries(paths: Sequence[Path], result: Inspection, labeled: bool) -> list[dict[str, Any]]:
+    entries = []
+    for path in paths:
+        file = str(path)
+        frame = result.frames.get(file)
+        entry: dict[str, Any] = {
+            "path": file,
+            "sha256": file_sha256(path),
+            "records": 0 if frame is None else len(frame),
+            "problems": sum(p.file == file for p in result.problems),
+        }
+        # A file with problems holds placeholders in place of bad cells: its counts would mislead.
+        if labeled and frame is not None and "label" in frame and not entry["problems"]:
+            counts = frame["label"].value_counts()
+            entry["class_counts"] = {name: int(counts.get(name, 0)) for name in LABELS}
+        entries.append(entry)
+    return entries
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    text = f"{entry['path']}: {entry['records']} records"
+    if "class_counts" in entry:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in entry["class_counts"].items()) + ")"
+    else:
+        text += " (unlabeled)"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (0 valid, 1 contract broken, 2 usage error)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage + error (or --help)
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    labeled = not args.unlabeled
+    report_path: Path | None = args.report_json
+    if report_path is not None and (report_path.is_dir() or not report_path.parent.is_dir()):
+        print(f"error: --report-json {report_path}: not a writable file path "
+              "(a directory, or its folder does not exist)", file=sys.stderr)
+        return 2
+
+    try:
+        result = inspect_events(args.paths, labeled=labeled)
+        files = _file_entries(args.paths, result, labeled)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if report_path is not None:
+        payload = {
+            "valid": result.valid,
+            "labeled": labeled,
+            "contract_fingerprint": schema_fingerprint(),
+            "files": files,
+            "problems": [p.to_dict() for p in result.problems],
+        }
+        try:
+            write_json_atomic(report_path, payload)
+        except OSError as exc:
+            print(f"error: cannot write --report-json {report_path}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+
+    if result.valid:
+        for entry in files:
+            print(_summary(entry))
+        if len(files) > 1:
+            print(f"ids are disjoint across {len(files)} files")
+        return 0
+
+    n = len(result.problems)
+    bad_files = sum(1 for e in files if e["problems"])
+    print(f"INVALID: {n} problem{'s' if n != 1 else ''} in {bad_files} of {len(files)} "
+          f"file{'s' if len(files) != 1 else ''} (the data do not meet the event contract)", file=sys.stderr)
+    for problem in result.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
