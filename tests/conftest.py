@@ -1,0 +1,195 @@
+"""Shared fixtures: real services on 127.0.0.1 (MLflow tracking server, PostgreSQL), the shared
+qwen-tiny build, sample data, and one real trained run reused by the tracking/gate/predict tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT_DIR = REPO.parent / "shared" / "contract"
+
+# One qwen-tiny build for the whole suite (and across runs on this machine); no hub access ever.
+os.environ.setdefault("PROCESSOR_CACHE_DIR", str(REPO / ".cache"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def start_mlflow_server(workdir: Path, backend_uri: str | None = None) -> tuple[str, subprocess.Popen]:
+    """A real `mlflow server` on 127.0.0.1 with a sqlite (default) or given backend store."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    backend_uri = backend_uri or f"sqlite:///{(workdir / 'mlflow.db').as_posix()}"
+    log = open(workdir / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend_uri, "--artifacts-destination", (workdir / "artifacts").as_uri(),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", timeout=120, proc=proc)
+    except Exception:
+        proc.terminate()
+        raise RuntimeError((workdir / "server.log").read_text(errors="replace")[-3000:]) from None
+    return uri, proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """URI of a real MLflow tracking server (sqlite backend) for the session."""
+    uri, proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield uri
+    stop(proc)
+
+
+@pytest.fixture
+def tracking(mlflow_server, monkeypatch):
+    """Point MLflow (in-process and in subprocesses) at the session's server."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    yield mlflow_server
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: a throwaway cluster on 127.0.0.1, started by the fixture (installed by .ci/run).
+# ---------------------------------------------------------------------------------------------
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """DSN prefix ``postgresql://postgres@127.0.0.1:PORT`` of a fresh cluster; use ``pg_database``."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL server binaries not found (.ci/run installs the `postgresql` package)")
+    base = Path(tempfile.mkdtemp(prefix="pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_root = os.geteuid() == 0
+    # PostgreSQL refuses to run as root: run it as the `postgres` system user then.
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    if as_root:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    port = free_port()
+    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "pg.log"), "-w", "-t", "60",
+                    "-o", f"-p {port} -h 127.0.0.1 -k {sock} -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+    yield f"postgresql://postgres@127.0.0.1:{port}"
+    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres, request):
+    """A new empty database for one test; returns its SQLAlchemy/psycopg2 URL."""
+    import psycopg2
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    conn = psycopg2.connect(f"{postgres}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"{postgres}/{name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and one real trained run
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """Default sample data (seed 0): train.jsonl, val.jsonl, data_card.json."""
+    from processor.sample_data import write_sample_data
+
+    out = tmp_path_factory.mktemp("sample")
+    write_sample_data(out, seed=0)
+    return out
+
+
+def tiny_config(data_dir: Path, output_dir: Path, **overrides):
+    """configs/tiny.yaml pointed at ``data_dir``/``output_dir``, with dotted overrides."""
+    from processor.config import load_config
+
+    flat = {"data.train_file": str(data_dir / "train.jsonl"), "data.val_file": str(data_dir / "val.jsonl"),
+            "packaging.output_dir": str(output_dir)}
+    flat.update(overrides)
+    return load_config(REPO / "configs" / "tiny.yaml", flat)
+
+
+@pytest.fixture(scope="session")
+def trained_run(mlflow_server, sample_dir, tmp_path_factory):
+    """One real tiny training run logged to the session's MLflow server (RunResult)."""
+    import mlflow
+
+    from processor.train_loop import train
+
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("run") / "out",
+                          **{"mlflow.experiment": "tests-trained-run"})
+        result = train(cfg)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return result
