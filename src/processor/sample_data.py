@@ -1,17 +1,97 @@
-"""Synthetic structural-trading events: a feature sampler and (later) a labeled sample-data generator.
+"""Synthetic structural-trading events: the feature sampler and the labeled sample-data generator.
 
-``sample_features`` draws unlabeled, contract-valid feature dicts with realistic dependencies
-between the features. It is what the tiny demo model is pretrained on, so it must not depend on
-any user's data.
+``sample_features(n, rng)`` draws unlabeled, contract-valid feature dicts with realistic dependencies
+between the features (internal structure follows the external swing, CHoCHs and FVGs print in the
+direction of the structure, retests need an FVG, stronger waves after a CHoCH, ...). It is what the
+tiny demo model is pretrained on, so it never depends on any user's data.
+
+``generate`` / ``write_sample_data`` / ``python -m processor.sample_data`` turn those features into a
+labeled data set (``train.jsonl``, ``val.jsonl``, ``data_card.json``) that follows the event contract.
+
+Labeling rules
+--------------
+Labels come from documented "merged rules" applied to the features exactly as written to the files
+(``wave_strength`` has 2 decimals, so thresholds are exact; ``atr`` is never used because its scale
+depends on the symbol). Every input of a rule appears in the serialized model text.
+
+``v1`` (default) -- external structure + trigger + pullback filter + session filter:
+
+* **long** if all of
+  1. ``ext_dir == 1`` (bullish external structure),
+  2. a bullish trigger: ``ext_choch_up``, or (``fvg_up`` and ``fvg_retest``),
+  3. ``pb_wave_strength_ok`` (the pullback passed the strength filter),
+  4. session filter: ``session`` is ``london`` or ``new_york``, or ``wave_strength >= 0.65``
+     (an Asia event only counts with a strong wave);
+* **short** if the mirror image holds: ``ext_dir == -1``, a bearish trigger (``ext_choch_down``, or
+  ``fvg_down`` and ``fvg_retest``), ``pb_wave_strength_ok``, and the same session filter;
+* **no_trade** otherwise.
+
+``v2`` -- internal structure + first FVG of an early MGann leg (ignores ``ext_dir``, the CHoCH flags,
+``fvg_retest``, ``pb_wave_strength_ok``, ``wave_strength`` and ``session``):
+
+* **long** if ``int_dir == 1`` and ``fvg_up`` and ``mgann_leg_first_fvg`` and
+  ``1 <= mgann_leg_index <= 3``;
+* **short** if ``int_dir == -1`` and ``fvg_down`` and ``mgann_leg_first_fvg`` and
+  ``1 <= mgann_leg_index <= 3``;
+* **no_trade** otherwise.
+
+(The two conditions of a rule set can never both hold: ``ext_dir``/``int_dir`` cannot be 1 and -1 at once.)
+
+Label noise
+-----------
+After the rules, each label is independently replaced with probability ``noise`` by one of the two
+*other* classes, chosen uniformly (symmetric noise). The noise-free label of every written record can
+be recomputed with ``label_event(record, rules)``.
+
+Class mixes
+-----------
+``mix`` sets the shares of the noise-free rule labels:
+
+* ``default`` -- the natural distribution the rules produce on ``sample_features`` events
+  (v1: about 14 % long, 14 % short, 72 % no_trade before noise);
+* ``rare`` -- 6 % long, 6 % short, 88 % no_trade (exact up to rounding);
+* ``balanced`` -- 1/3 each (exact up to rounding).
+
+``rare`` and ``balanced`` draw a larger pool of events and pick, per class, the required number
+uniformly at random from the pool (seeded), keeping generation order, so events stay i.i.d. in time.
+Noise then moves every observed share toward 1/3: observed ~= share * (1 - 1.5 * noise) + noise / 2
+(with noise 0.1: default ~17/17/66 %, rare ~10/10/80 %, balanced 1/3 each).
+
+Split and records
+-----------------
+Events get increasing timestamps (UTC, 5-minute bars, inside the session's hours: asia 00-07,
+london 07-13, new_york 13-21, weekdays only), ids ``ev-000001``... in time order, and a ``symbol``.
+The most recent ``round(n * val_fraction)`` events form ``val.jsonl``, the rest ``train.jsonl``
+(a chronological split, as a real exporter would do; ids are unique across both files).
+
+Data card
+---------
+``data_card.json`` records the generator settings, per-file class counts and shares (observed and
+noise-free), file hashes, and ``bayes_ceiling``: the validation macro-F1 that the noise-free rules
+themselves score against the noisy validation labels (``bayes_ceiling(val_records, rules)``). A model
+cannot be expected to beat it, so every model score should be read against it.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
 
-from processor.schema import FEATURES, SESSIONS
+from processor import __version__
+from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
 
 # Instruments and the median ATR (price units) of each: ATR is only meaningful per symbol, which is
 # why no labeling rule may depend on its absolute value.
@@ -64,23 +144,23 @@ def _sample_columns(n: int, rng: np.random.Generator) -> dict[str, Any]:
     # A change of character is likelier in the direction of the external structure.
     choch_up, choch_down = _flag_pair(
         rng,
-        np.select([ext_dir == 1, ext_dir == -1], [0.35, 0.05], 0.10),
-        np.select([ext_dir == -1, ext_dir == 1], [0.35, 0.05], 0.10),
+        np.select([ext_dir == 1, ext_dir == -1], [0.5, 0.05], 0.10),
+        np.select([ext_dir == -1, ext_dir == 1], [0.5, 0.05], 0.10),
     )
     # FVGs print in the direction of the internal structure.
     fvg_up, fvg_down = _flag_pair(
         rng,
-        np.select([int_dir == 1, int_dir == -1], [0.45, 0.08], 0.20),
-        np.select([int_dir == -1, int_dir == 1], [0.45, 0.08], 0.20),
+        np.select([int_dir == 1, int_dir == -1], [0.5, 0.08], 0.20),
+        np.select([int_dir == -1, int_dir == 1], [0.5, 0.08], 0.20),
     )
     has_fvg = fvg_up | fvg_down
-    fvg_retest = rng.random(n) < np.where(has_fvg, 0.5, 0.03)
+    fvg_retest = rng.random(n) < np.where(has_fvg, 0.6, 0.03)
 
     # No structure at all -> no MGann leg; otherwise a geometric leg count (early legs commonest).
     has_structure = (ext_dir != 0) | (int_dir != 0)
     leg = np.minimum(rng.geometric(0.35, size=n), _LEG_MAX)
     mgann_leg_index = np.where(has_structure, leg, 0)
-    p_first = np.select([mgann_leg_index == 0, mgann_leg_index <= 2, mgann_leg_index <= 4], [0.3, 0.7, 0.45], 0.2)
+    p_first = np.select([mgann_leg_index == 0, mgann_leg_index <= 2, mgann_leg_index <= 4], [0.3, 0.8, 0.5], 0.2)
     mgann_leg_first_fvg = has_fvg & (rng.random(n) < p_first)
 
     # Waves that broke character are stronger.
@@ -140,3 +220,363 @@ def sample_features(n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     scale depends on a hidden symbol), str for ``session``. Deterministic given the generator state.
     """
     return _rows(_sample_columns(n, rng), FEATURES)
+
+
+# --------------------------------------------------------------------------------------------------
+# Labeling rules
+
+RULES: tuple[str, ...] = ("v1", "v2")
+ASIA_MIN_WAVE = 0.65  # v1: an Asia-session event only trades with a wave at least this strong
+V2_MAX_LEG = 3  # v2: only the first three MGann legs
+
+
+def _check_rules(rules: str) -> None:
+    if rules not in RULES:
+        raise ValueError(f"unknown rules {rules!r}; choose one of: {', '.join(RULES)}")
+
+
+def _label_v1(f: Mapping[str, Any]) -> str:
+    session_ok = str(f["session"]) != "asia" or float(f["wave_strength"]) >= ASIA_MIN_WAVE
+    if not (bool(f["pb_wave_strength_ok"]) and session_ok):
+        return "no_trade"
+    ext_dir = int(f["ext_dir"])
+    retest = bool(f["fvg_retest"])
+    if ext_dir == 1 and (bool(f["ext_choch_up"]) or (bool(f["fvg_up"]) and retest)):
+        return "long"
+    if ext_dir == -1 and (bool(f["ext_choch_down"]) or (bool(f["fvg_down"]) and retest)):
+        return "short"
+    return "no_trade"
+
+
+def _label_v2(f: Mapping[str, Any]) -> str:
+    if not (bool(f["mgann_leg_first_fvg"]) and 1 <= int(f["mgann_leg_index"]) <= V2_MAX_LEG):
+        return "no_trade"
+    int_dir = int(f["int_dir"])
+    if int_dir == 1 and bool(f["fvg_up"]):
+        return "long"
+    if int_dir == -1 and bool(f["fvg_down"]):
+        return "short"
+    return "no_trade"
+
+
+_RULE_FUNCS = {"v1": _label_v1, "v2": _label_v2}
+
+
+def label_event(features: Mapping[str, Any], rules: str = "v1") -> str:
+    """The noise-free label of one event under a documented rule set (see the module docstring).
+
+    Accepts any mapping holding the 13 features (extra keys such as ``id`` or ``label`` are ignored);
+    0/1 flags and numpy scalars work as well as Python bools and ints.
+    """
+    _check_rules(rules)
+    return _RULE_FUNCS[rules](features)
+
+
+def bayes_ceiling(val_records: Iterable[Mapping[str, Any]] | pd.DataFrame, rules: str = "v1") -> float:
+    """Macro-F1 (over all three LABELS) of the noise-free rules against the records' (noisy) labels.
+
+    This is what a perfect learner of the rules would score on this validation set.
+    """
+    _check_rules(rules)
+    records = val_records.to_dict("records") if isinstance(val_records, pd.DataFrame) else list(val_records)
+    if not records:
+        raise ValueError("bayes_ceiling needs at least one validation record")
+    y_true = [str(r["label"]) for r in records]
+    y_pred = [label_event(r, rules) for r in records]
+    return float(f1_score(y_true, y_pred, labels=list(LABELS), average="macro", zero_division=0))
+
+
+# --------------------------------------------------------------------------------------------------
+# Class mixes
+
+# Shares of the noise-free labels, in LABELS order; None = whatever the rules produce.
+MIXES: dict[str, tuple[float, float, float] | None] = {
+    "default": None,
+    "rare": (0.06, 0.06, 0.88),
+    "balanced": (1 / 3, 1 / 3, 1 / 3),
+}
+
+
+def _target_counts(n: int, shares: tuple[float, ...]) -> list[int]:
+    """Largest-remainder rounding: counts that sum exactly to n."""
+    raw = [n * s for s in shares]
+    counts = [int(np.floor(x)) for x in raw]
+    by_remainder = sorted(range(len(raw)), key=lambda i: (counts[i] - raw[i], i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _concat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: np.concatenate([np.asarray(a[k]), np.asarray(b[k])]) for k in a}
+
+
+def _take(columns: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
+    return {k: np.asarray(v)[idx] for k, v in columns.items()}
+
+
+def _draw_events(n: int, rules: str, mix: str, rng: np.random.Generator) -> tuple[dict[str, Any], np.ndarray]:
+    """n events (columns) and their noise-free class ids, following the requested class mix."""
+    columns = _sample_columns(n, rng)
+    clean = _clean_ids(columns, rules)
+    shares = MIXES[mix]
+    if shares is None:
+        return columns, clean
+    targets = _target_counts(n, shares)
+    # Grow a pool until every class has enough members; growth is seeded, so this is deterministic.
+    chunk = max(4 * n, 1000)
+    for _ in range(100):
+        if all(int(np.sum(clean == c)) >= t for c, t in enumerate(targets)):
+            break
+        more = _sample_columns(chunk, rng)
+        columns = _concat(columns, more)
+        clean = np.concatenate([clean, _clean_ids(more, rules)])
+    else:  # pragma: no cover - the rules give every class a few percent, so this cannot happen
+        raise RuntimeError(f"could not reach mix {mix!r} with rules {rules!r}")
+    picked = np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(clean == c), size=t, replace=False) for c, t in enumerate(targets)
+    ]))
+    return _take(columns, picked), clean[picked]
+
+
+def _clean_ids(columns: dict[str, Any], rules: str) -> np.ndarray:
+    rows = _rows(columns, FEATURES)
+    return np.array([LABEL2ID[label_event(r, rules)] for r in rows], dtype=np.int64)
+
+
+def _add_noise(clean: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Symmetric label noise: with probability ``noise`` a label becomes one of the two others."""
+    flip = rng.random(clean.shape[0]) < noise
+    offset = rng.integers(1, len(LABELS), size=clean.shape[0])  # 1 or 2: never the same class
+    return np.where(flip, (clean + offset) % len(LABELS), clean)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timestamps
+
+SESSION_HOURS: dict[str, tuple[int, int]] = {"asia": (0, 7), "london": (7, 13), "new_york": (13, 21)}
+_START = datetime(2024, 1, 2, tzinfo=timezone.utc)  # a Tuesday
+_BAR = timedelta(minutes=5)
+
+
+def _next_weekday(day: datetime) -> datetime:
+    day += timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
+
+
+def _timestamps(sessions: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """Strictly increasing 5-minute-bar times, each inside its event's session hours."""
+    out: list[str] = []
+    current = _START - _BAR
+    for session in sessions:
+        h0, h1 = SESSION_HOURS[session]
+        # A random gap (mean ~2 h) so events are spread out rather than packed into every bar.
+        earliest = current + _BAR * int(rng.geometric(1 / 24))
+        day = earliest.replace(hour=0, minute=0, second=0, microsecond=0)
+        if day.weekday() >= 5:
+            day = _next_weekday(day)
+        start, end = day + timedelta(hours=h0), day + timedelta(hours=h1)
+        if earliest >= end:
+            day = _next_weekday(day)
+            start, end = day + timedelta(hours=h0), day + timedelta(hours=h1)
+        start = max(start, earliest)
+        bars = int((end - start) / _BAR)  # >= 1: start < end and both lie on bar boundaries
+        current = start + _BAR * int(rng.integers(0, bars))
+        out.append(current.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation
+
+@dataclass(frozen=True)
+class SampleData:
+    """A generated data set: contract records (dicts in contract key order) and its data card."""
+
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    card: dict[str, Any]
+
+
+def _validate(n: int, val_fraction: float, seed: int, noise: float, rules: str, mix: str) -> int:
+    """Check the arguments; return the number of validation events."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (train and val both need events), got {n!r}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not 0.0 <= float(noise) <= 1.0:
+        raise ValueError(f"noise must be between 0 and 1, got {noise!r}")
+    _check_rules(rules)
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix!r}; choose one of: {', '.join(MIXES)}")
+    n_val = int(round(n * float(val_fraction)))
+    if not 1 <= n_val <= n - 1:
+        raise ValueError(
+            f"n={n} with val_fraction={val_fraction} gives {n_val} validation and {n - n_val} training "
+            "events; both must be at least 1"
+        )
+    return n_val
+
+
+def _class_summary(labels: Sequence[str]) -> dict[str, dict[str, float | int]]:
+    total = len(labels)
+    counts = {c: int(sum(1 for x in labels if x == c)) for c in LABELS}
+    return {"counts": counts, "shares": {c: round(counts[c] / total, 4) for c in LABELS}}
+
+
+def generate(
+    n: int = 1300,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    noise: float = 0.1,
+    rules: str = "v1",
+    mix: str = "default",
+) -> SampleData:
+    """Generate a labeled, contract-valid data set in memory (see the module docstring).
+
+    One seed drives everything (a numpy Generator), so equal arguments give equal records.
+    Raises ``ValueError`` with a clear message for bad arguments.
+    """
+    n_val = _validate(n, val_fraction, seed, noise, rules, mix)
+    n, noise = int(n), float(noise)
+    rng = np.random.default_rng(seed)
+    columns, clean = _draw_events(n, rules, mix, rng)
+    noisy = _add_noise(clean, noise, rng)
+    features = _rows(columns, ("symbol", *FEATURES))
+    stamps = _timestamps([f["session"] for f in features], rng)
+
+    records: list[dict[str, Any]] = []
+    for i, (f, y) in enumerate(zip(features, noisy, strict=True)):
+        record: dict[str, Any] = {"id": f"ev-{i + 1:06d}", "timestamp": stamps[i], "symbol": f["symbol"]}
+        record.update((k, f[k]) for k in FEATURES)
+        record["label"] = LABELS[int(y)]
+        records.append(record)
+    train, val = records[: n - n_val], records[n - n_val:]
+
+    clean_labels = [LABELS[int(c)] for c in clean]
+    card: dict[str, Any] = {
+        "generator": "processor.sample_data",
+        "generator_version": __version__,
+        "rules": rules,
+        "mix": mix,
+        "mix_target_shares": None if MIXES[mix] is None else dict(zip(LABELS, MIXES[mix], strict=True)),
+        "noise": noise,
+        "seed": int(seed),
+        "n": n,
+        "val_fraction": float(val_fraction),
+        "split": "chronological: the most recent events are validation",
+        "n_train": len(train),
+        "n_val": len(val),
+        "labels_flipped_by_noise": int(np.sum(noisy != clean)),
+        "train": _class_summary([r["label"] for r in train]),
+        "val": _class_summary([r["label"] for r in val]),
+        "train_rule_labels": _class_summary(clean_labels[: n - n_val]),
+        "val_rule_labels": _class_summary(clean_labels[n - n_val:]),
+        "bayes_ceiling": bayes_ceiling(val, rules),
+        "bayes_ceiling_metric": "val macro-F1 of the noise-free rules against the noisy val labels",
+    }
+    return SampleData(train=train, val=val, card=card)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+def _jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def _write_atomic(files: dict[Path, bytes]) -> None:
+    """Write every file to a temp file beside it, then move them all into place.
+
+    Nothing half-written is ever visible under a final name; a failure leaves no temp files behind.
+    """
+    temps: list[Path] = []
+    try:
+        for path, data in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(Path(tmp))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for tmp, path in zip(temps, files, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def write_sample_data(
+    out_dir: str | os.PathLike[str],
+    n: int = 1300,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    noise: float = 0.1,
+    rules: str = "v1",
+    mix: str = "default",
+) -> dict[str, Any]:
+    """Generate and write ``train.jsonl``, ``val.jsonl`` and ``data_card.json`` into ``out_dir``.
+
+    Creates ``out_dir`` if needed. Same arguments give byte-identical files. Returns the data card.
+    """
+    data = generate(n=n, val_fraction=val_fraction, seed=seed, noise=noise, rules=rules, mix=mix)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_bytes, val_bytes = _jsonl(data.train), _jsonl(data.val)
+    card = dict(data.card)
+    card["files"] = {
+        "train.jsonl": {"rows": len(data.train), "sha256": hashlib.sha256(train_bytes).hexdigest()},
+        "val.jsonl": {"rows": len(data.val), "sha256": hashlib.sha256(val_bytes).hexdigest()},
+    }
+    card_bytes = (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    _write_atomic({out / "train.jsonl": train_bytes, out / "val.jsonl": val_bytes, out / "data_card.json": card_bytes})
+    return card
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m processor.sample_data",
+        description="Write a synthetic labeled event data set (train.jsonl, val.jsonl, data_card.json).",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")
+    p.add_argument("--n", type=int, default=1300, help="total events, train + val (default 1300)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of events for validation, in (0, 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (non-negative; drives everything)")
+    p.add_argument("--noise", type=float, default=0.1, help="symmetric label-noise probability in [0, 1]")
+    p.add_argument("--rules", choices=RULES, default="v1", help="labeling rule set")
+    p.add_argument("--mix", choices=tuple(MIXES), default="default", help="class mix of the rule labels")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: exit 0 on success, 2 on bad arguments, 1 if the files cannot be written."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        _validate(args.n, args.val_fraction, args.seed, args.noise, args.rules, args.mix)
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2 with the usage line, no traceback
+    try:
+        card = write_sample_data(
+            args.out, n=args.n, val_fraction=args.val_fraction, seed=args.seed,
+            noise=args.noise, rules=args.rules, mix=args.mix,
+        )
+    except OSError as exc:
+        print(f"error: cannot write the sample data to {args.out}: {exc}", file=sys.stderr)
+        return 1
+    shares = ", ".join(f"{c} {card['train']['shares'][c]:.1%}" for c in LABELS)
+    print(f"wrote {card['n_train']} train and {card['n_val']} val events to {args.out} "
+          f"(rules {card['rules']}, mix {card['mix']}, noise {card['noise']}, seed {card['seed']})")
+    print(f"train shares: {shares}; Bayes ceiling (val macro-F1 of the rules): {card['bayes_ceiling']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
