@@ -1,0 +1,236 @@
+"""Batch prediction with a trained model, and the contract check of in-memory input.
+
+    python -m processor.predict --model outputs/demo/model_final.zip --input events.jsonl --output preds.jsonl
+    python -m processor.predict --model models:/train-loop-v3@champion --input events.jsonl --output preds.jsonl
+    python -m processor.predict --model runs:/<run_id>/model --input events.jsonl --output preds.jsonl
+
+``--model`` is a ``model_final.zip`` (loaded directly, no MLflow), an MLflow model URI (``runs:/``,
+``models:/``, ...; loaded with ``mlflow.pyfunc.load_model`` from ``MLFLOW_TRACKING_URI``) or a local
+MLflow model directory. The input is checked against the event contract with the ``--unlabeled`` rules
+of ``processor.validate``; the output has one JSON line per event: ``id``, predicted ``label`` and
+``p_long``, ``p_short``, ``p_no_trade``. The output file appears complete or not at all.
+
+Exit codes: 0 predicted, 1 the input breaks the contract (every problem on stderr, with line numbers),
+2 usage error (missing file, unloadable or tampered model, unreachable tracking server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from processor.data import ContractError, Problem, UsageError, load_events
+from processor.schema import FEATURES, LABELS
+
+__all__ = ["FRAME_SOURCE", "Predictor", "check_frame", "load_predictor", "main", "predict_file"]
+
+# Problems found in a DataFrame name this as their "file"; their "line" is the 1-based row position.
+FRAME_SOURCE = "dataframe row"
+OUTPUT_KEYS: tuple[str, ...] = ("id", "label", *(f"p_{name}" for name in LABELS))
+_URI_SCHEMES = ("runs:/", "models:/", "file:", "s3:", "gs:", "wasbs:", "dbfs:", "http:", "https:", "mlflow-artifacts:")
+
+
+# ------------------------------------------------------------------------------------ frame checking
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _json_default(value: Any) -> Any:
+    # DataFrames hold numpy scalars and timestamps; the contract judges their JSON form.
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        return value.item()
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+def check_frame(frame: pd.DataFrame, *, source: str = FRAME_SOURCE) -> list[dict[str, Any]]:
+    """Check a DataFrame of unlabeled events against the contract; return ``[{"id", *FEATURES}]``.
+
+    This is the serving-side twin of ``load_events(path, labeled=False)`` and runs the very same
+    checks: each row is written as the JSON record it stands for and loaded by :func:`load_events`,
+    so a frame passes exactly when the equivalent JSONL file would. A missing cell (``None``/``NaN``,
+    which is how a DataFrame shows a key absent from some records) counts as an absent key.
+
+    Raises :class:`ContractError`; each problem's ``file`` is ``source`` and its ``line`` the 1-based
+    row position (``dataframe row:3 id=ev-9 key=atr: ...``).
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame of events, got {type(frame).__name__}")
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns):
+        dupes = sorted({c for c in columns if columns.count(c) > 1})
+        raise ContractError([Problem(source, None, None, c, "column appears more than once") for c in dupes])
+    if frame.empty:
+        raise ContractError([Problem(source, None, None, None, "no events (the frame has no rows)")])
+    rows = frame.set_axis(columns, axis=1).to_dict(orient="records")
+    with tempfile.TemporaryDirectory(prefix="check_frame-") as tmp:
+        path = Path(tmp) / "events.jsonl"
+        with path.open("w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                record = {k: v for k, v in row.items() if not _is_missing(v)}
+                fh.write(json.dumps(record, default=_json_default, ensure_ascii=False, allow_nan=True))
+                fh.write("\n")
+        try:
+            loaded = load_events(path, labeled=False)
+        except ContractError as exc:
+            raise ContractError([Problem(source, p.line, p.id, p.key, p.message) for p in exc.problems]) from None
+    return loaded[["id", *FEATURES]].to_dict(orient="records")
+
+
+# ----------------------------------------------------------------------------------------- models
+class Predictor(Protocol):
+    def __call__(self, events: pd.DataFrame) -> list[dict[str, Any]]: ...
+
+
+def _looks_like_uri(text: str) -> bool:
+    return text.startswith(_URI_SCHEMES)
+
+
+def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]:
+    """A function ``frame of checked events -> output rows`` for ``model`` and a ``close()`` handle.
+
+    ``model`` is a ``.zip`` package, a local MLflow model directory or an MLflow model URI.
+    Raises :class:`UsageError` with a one-line reason when the model cannot be loaded.
+    """
+    path = Path(model)
+    if not _looks_like_uri(model) and path.is_file():
+        from processor.model import ModelNotAvailableError
+        from processor.package import PackageError, load_packaged_model
+
+        try:
+            packaged = load_packaged_model(path)
+        except (PackageError, ModelNotAvailableError) as exc:
+            raise UsageError(f"cannot load model {model}: {exc}") from None
+
+        def predict_zip(events: pd.DataFrame) -> list[dict[str, Any]]:
+            return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size)
+
+        return predict_zip, packaged.close
+    if not _looks_like_uri(model) and not path.exists():
+        raise UsageError(f"--model {model}: no such file, and not a model URI (runs:/..., models:/...)")
+    if not _looks_like_uri(model) and not (path / "MLmodel").is_file():
+        raise UsageError(f"--model {model}: a directory without an MLmodel file (expected model_final.zip "
+                         "or an MLflow model)")
+    pyfunc = _load_pyfunc(model)
+
+    def predict_pyfunc(events: pd.DataFrame) -> list[dict[str, Any]]:
+        frame = events[["id", *FEATURES]].reset_index(drop=True)
+        out: list[dict[str, Any]] = []
+        # The pyfunc model batches internally too; chunking here bounds the size of each call.
+        for start in range(0, len(frame), batch_size):
+            answer = pyfunc.predict(frame.iloc[start:start + batch_size])
+            out.extend(pd.DataFrame(answer).to_dict(orient="records"))
+        return out
+
+    return predict_pyfunc, lambda: None
+
+
+def _load_pyfunc(uri: str) -> Any:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): "
+                         f"{_first_line(exc.message)}") from None
+    except OSError as exc:  # connection refused / DNS after MLflow's retries
+        raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): {exc}") from None
+
+
+def _first_line(text: str) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else "unknown error"
+
+
+# ---------------------------------------------------------------------------------------- the job
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    out = {"id": str(row["id"]), "label": str(row["label"])}
+    out.update({k: float(row[k]) for k in OUTPUT_KEYS[2:]})
+    return out
+
+
+def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write rows as JSON lines to a temp file beside ``path``, then rename: no partial file ever."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64) -> int:
+    """Validate ``input_path``, predict with ``model``, write ``output_path``; return the event count.
+
+    Raises :class:`ContractError` (bad input; nothing written) or :class:`UsageError`.
+    """
+    if Path(input_path).resolve() == Path(output_path).resolve():
+        raise UsageError(f"--output {output_path} is the input file; choose another path")
+    events = load_events(input_path, labeled=False)  # before loading a model: bad data fails fast
+    predict, close = load_predictor(model, batch_size=batch_size)
+    try:
+        rows = [_plain(r) for r in predict(events)]
+    finally:
+        close()
+    if [r["id"] for r in rows] != list(events["id"]):
+        raise RuntimeError("the model returned predictions that do not line up with the input events")
+    write_jsonl_atomic(Path(output_path), rows)
+    return len(rows)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m processor.predict", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model_final.zip, runs:/<run_id>/model, "
+                   "models:/<name>@<alias> or an MLflow model directory")
+    p.add_argument("--input", required=True, type=Path, help="JSONL events (label optional, ignored)")
+    p.add_argument("--output", required=True, type=Path, help="JSONL predictions (written atomically)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="events per forward pass (default 64)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
+    try:
+        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ContractError as exc:
+        print(f"error: {args.input} breaks the event contract; no predictions written.\n{exc.report(None)}",
+              file=sys.stderr)
+        return 1
+    print(f"{n} predictions -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
