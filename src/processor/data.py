@@ -120,16 +120,20 @@ class Inspection:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-class _BadConstant(ValueError):
-    pass
+class _NonFinite:
+    """Stand-in for a NaN/Infinity literal: parsed, so that the problem is reported with its key."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str):
+        self.literal = literal
+
+    def __repr__(self) -> str:
+        return self.literal
 
 
 class _DuplicateKey(ValueError):
     pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise _BadConstant(name)
 
 
 def _pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -145,7 +149,7 @@ def _pairs_to_dict(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _JSON_WS = " \t\r\n"  # JSON's whitespace; str.strip() alone would also eat e.g. NBSP
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_to_dict)
+_DECODER = json.JSONDecoder(parse_constant=_NonFinite, object_pairs_hook=_pairs_to_dict)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -206,10 +210,6 @@ def _parse(lines: list[tuple[int, str]], file: str, problems: list[Problem]) -> 
         except json.JSONDecodeError as exc:
             problems.append(Problem(file, no, None, None, f"invalid JSON: {exc.msg} (column {exc.colno})"))
             continue
-        except _BadConstant as exc:
-            problems.append(Problem(file, no, None, None,
-                                    f"invalid JSON: {exc} is not allowed (numbers must be finite)"))
-            continue
         except _DuplicateKey as exc:
             problems.append(Problem(file, no, None, str(exc), "key appears more than once in the record"))
             continue
@@ -233,7 +233,7 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, _NonFinite)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -290,8 +290,8 @@ def _check_column(key: str, values: Sequence[Any], required: bool, line_nos: lis
     types = set(map(type, values))
     # Fast paths: a column whose values all have an allowed JSON type and value needs no per-value
     # Python work here. None and the _MISSING marker always fall through to the per-value path.
-    if kind == "boolean" and types <= {bool, int} and set(values) <= {0, 1}:
-        # True == 1 and False == 0 in Python sets, so this admits exactly true/false/0/1.
+    if kind == "boolean" and types <= {bool, int, float} and set(values) <= {0, 1}:
+        # True == 1 == 1.0 in Python sets, so this admits exactly true/false, 0/1 and 0.0/1.0.
         return np.asarray(values, dtype=bool)
     if kind == "string" and types == {str}:
         return values
@@ -325,7 +325,7 @@ def _check_column(key: str, values: Sequence[Any], required: bool, line_nos: lis
         if kind == "boolean":
             if t is bool:
                 ok, clean = True, v
-            elif t is int and v in (0, 1):
+            elif (t is int or t is float) and v in (0, 1):
                 ok, clean = True, bool(v)
         elif kind == "integer":
             ok, clean = _check_int(v)
@@ -350,6 +350,8 @@ def _check_column(key: str, values: Sequence[Any], required: bool, line_nos: lis
             continue
         if v is None:
             msg = "must not be null"
+        elif t is _NonFinite:
+            msg = f"{rule}, got {v.literal} (NaN and Infinity are not allowed)"
         elif kind == "integer" and t is float:
             msg = f"{rule}, got {_show(v)} ({'not an integer' if math.isfinite(v) else 'not finite'})"
         elif kind in ("integer", "number") and t is bool:

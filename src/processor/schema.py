@@ -34,7 +34,8 @@ ALL_KEYS: tuple[str, ...] = ("id", *FEATURES, "label", *OPTIONAL_KEYS)
 # with events.schema.json. Only ints, strings, bools and lists appear, so the JSON dump behind
 # schema_fingerprint() is byte-identical on every Python version. Everything below (the Pandera schema,
 # the loader's per-record type checks, the test strategies) is derived from this one table.
-_FLAG: dict[str, Any] = {"type": "boolean", "required": True, "accepts_integers": [0, 1]}
+# Flags: JSON true/false, or the integers 0/1 -- and, as for every integer in JSON Schema, 0.0/1.0.
+_FLAG: dict[str, Any] = {"type": "boolean", "required": True, "accepts_integers": [0, 1], "integral_floats": True}
 _DIRECTION: dict[str, Any] = {"type": "integer", "required": True, "enum": [-1, 0, 1], "integral_floats": True}
 _KEYS: dict[str, dict[str, Any]] = {
     "id": {"type": "string", "required": True, "minLength": 1, "unique": True},
@@ -90,11 +91,16 @@ def contract_spec() -> dict[str, Any]:
     }
 
 
-def schema_fingerprint() -> str:
-    """sha256 (hex) of :func:`contract_spec`, canonically JSON-encoded (sorted keys, no whitespace)."""
-    canonical = json.dumps(contract_spec(), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                           allow_nan=False)
+def fingerprint_of(spec: dict[str, Any]) -> str:
+    """sha256 (hex) of a contract description, canonically JSON-encoded (sorted keys, no whitespace,
+    ASCII): independent of dict insertion order and of the Python version."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def schema_fingerprint() -> str:
+    """Fingerprint of this code's contract (:func:`contract_spec`); store it with models and data reports."""
+    return fingerprint_of(contract_spec())
 
 
 def is_datetime_with_offset(value: str) -> bool:
