@@ -1,0 +1,195 @@
+"""The in-code contract (processor.schema) against the published one (../shared/contract)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+import pytest
+
+from processor.data import load_events
+from processor.schema import (
+    ALL_KEYS,
+    FEATURES,
+    LABELS,
+    OPTIONAL_KEYS,
+    SESSIONS,
+    contract_spec,
+    event_schema,
+    fingerprint_of,
+    is_datetime_with_offset,
+    schema_fingerprint,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT_DIR = REPO.parent / "shared" / "contract"
+needs_contract = pytest.mark.skipif(
+    not CONTRACT_DIR.is_dir(), reason=f"published contract directory {CONTRACT_DIR} not present in this checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def json_schema() -> dict[str, Any]:
+    return json.loads((CONTRACT_DIR / "events.schema.json").read_text(encoding="utf-8"))
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    assert ref.startswith("#/"), ref
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return _resolve(target, root)
+
+
+def _normalise_json_property(prop: dict[str, Any]) -> dict[str, Any]:
+    """events.schema.json property -> the vocabulary of contract_spec()['keys'] (minus required-ness)."""
+    if "oneOf" in prop:
+        # The flag pattern: a boolean, or an integer restricted to 0/1.
+        branches = {b["type"]: b for b in prop["oneOf"]}
+        assert set(branches) == {"boolean", "integer"}, prop
+        assert set(branches["boolean"]) == {"type"}, prop
+        return {"type": "boolean", "accepts_integers": branches["integer"]["enum"]}
+    return {k: v for k, v in prop.items() if k != "description"}
+
+
+@needs_contract
+def test_property_names_required_and_strictness_agree(json_schema: dict[str, Any]) -> None:
+    spec = contract_spec()
+    assert set(json_schema["properties"]) == set(spec["keys"]) == set(ALL_KEYS)
+    assert set(json_schema["required"]) == {k for k, s in spec["keys"].items() if s["required"]}
+    assert json_schema["additionalProperties"] is False
+    assert spec["additional_keys"] is False
+    # Feature order is part of the contract (serialization, model input): the JSON lists them in order.
+    assert [k for k in json_schema["required"] if k != "id"] == list(FEATURES) == spec["features"]
+
+
+@needs_contract
+@pytest.mark.parametrize("key", ALL_KEYS)
+def test_each_key_agrees_with_json_schema(json_schema: dict[str, Any], key: str) -> None:
+    published = _normalise_json_property(_resolve(json_schema["properties"][key], json_schema))
+    ours = {k: v for k, v in contract_spec()["keys"][key].items()
+            if k not in ("required", "required_when_labeled", "unique", "finite", "integral_floats")}
+    assert ours == published
+    kind = contract_spec()["keys"][key]["type"]
+    if kind in ("integer", "boolean"):
+        # JSON Schema counts 2.0 as an integer; the contract's coercion rule says the same.
+        assert contract_spec()["keys"][key]["integral_floats"] is True
+    if kind == "number":
+        # JSON cannot carry NaN/Infinity, so the published schema implies finiteness.
+        assert contract_spec()["keys"][key]["finite"] is True
+
+
+@needs_contract
+def test_enums_match_constants(json_schema: dict[str, Any]) -> None:
+    props = json_schema["properties"]
+    assert tuple(props["label"]["enum"]) == LABELS  # class ids follow this order
+    assert tuple(props["session"]["enum"]) == SESSIONS
+    assert set(OPTIONAL_KEYS) | {"label"} == set(props) - set(json_schema["required"])
+
+
+@needs_contract
+def test_published_examples_validate_with_the_pandera_schema() -> None:
+    df = load_events(CONTRACT_DIR / "examples.jsonl")
+    assert sorted(df["label"]) == sorted(LABELS)
+    event_schema(labeled=True).validate(df)  # raises if the loader's output drifts from the schema
+
+
+def test_fingerprint_is_canonical_sha256() -> None:
+    spec = contract_spec()
+    fp = schema_fingerprint()
+    assert len(fp) == 64 and int(fp, 16) >= 0
+    expected = hashlib.sha256(
+        json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    ).hexdigest()
+    assert fp == expected
+
+
+def _reverse_order(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _reverse_order(obj[k]) for k in reversed(list(obj))}
+    if isinstance(obj, list):
+        return [_reverse_order(v) for v in obj]
+    return obj
+
+
+def test_fingerprint_ignores_dict_order_but_not_content() -> None:
+    spec = contract_spec()
+    assert list(_reverse_order(spec)) != list(spec)
+    assert fingerprint_of(_reverse_order(spec)) == schema_fingerprint()
+    changed = contract_spec()
+    changed["keys"]["atr"]["exclusiveMinimum"] = 1
+    assert fingerprint_of(changed) != schema_fingerprint()
+    reordered_features = contract_spec()
+    reordered_features["features"] = list(reversed(reordered_features["features"]))
+    assert fingerprint_of(reordered_features) != schema_fingerprint()
+
+
+def test_contract_spec_returns_a_copy() -> None:
+    spec = contract_spec()
+    spec["keys"]["session"]["enum"].append("tokyo")
+    assert "tokyo" not in contract_spec()["keys"]["session"]["enum"]
+
+
+def test_fingerprint_does_not_depend_on_hash_seed() -> None:
+    src = str(REPO / "src")
+    code = "from processor.schema import schema_fingerprint; print(schema_fingerprint())"
+    outputs = set()
+    for seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed,
+               "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        outputs.add(proc.stdout.strip())
+    assert outputs == {schema_fingerprint()}
+
+
+@needs_contract
+def test_unlabeled_schema_makes_label_optional() -> None:
+    df = load_events(CONTRACT_DIR / "examples.jsonl")
+    without_label = df.drop(columns="label")
+    event_schema(labeled=False).validate(without_label)
+    with pytest.raises((pa.errors.SchemaError, pa.errors.SchemaErrors), match="label"):
+        event_schema(labeled=True).validate(without_label)
+
+
+@needs_contract
+def test_schema_is_strict_and_checks_values() -> None:
+    df = load_events(CONTRACT_DIR / "examples.jsonl")
+    with pytest.raises((pa.errors.SchemaError, pa.errors.SchemaErrors), match="extra"):
+        event_schema(labeled=True).validate(df.assign(extra=1))
+    bad = df.copy()
+    bad.loc[0, "session"] = "tokyo"
+    bad.loc[1, "atr"] = 0.0
+    with pytest.raises(pa.errors.SchemaErrors) as info:
+        event_schema(labeled=True).validate(bad, lazy=True)
+    failed = set(zip(info.value.failure_cases["column"], info.value.failure_cases["index"]))
+    assert failed == {("session", 0), ("atr", 1)}
+    wrong_dtype = df.assign(ext_dir=df["ext_dir"].astype("float64"))
+    with pytest.raises((pa.errors.SchemaError, pa.errors.SchemaErrors), match="ext_dir"):
+        event_schema(labeled=True).validate(wrong_dtype)
+    assert isinstance(df["session"].dtype, pd.StringDtype) or df["session"].dtype == object
+
+
+@pytest.mark.parametrize("value", [
+    "2024-03-05T13:45:00Z", "2024-03-06T02:10:00+09:00", "2024-03-05T13:45:00.123456-05:30",
+    "2024-03-05 13:45:00+00:00", "2024-03-05t13:45:00z",
+])
+def test_datetime_with_offset_accepts(value: str) -> None:
+    assert is_datetime_with_offset(value)
+
+
+@pytest.mark.parametrize("value", [
+    "2024-03-05T13:45:00", "2024-03-05", "13:45:00Z", "2024-02-30T13:45:00Z", "2024-03-05T13:45:00+25:00",
+    "2024-03-05T13:45Z", "yesterday", "", "2024-03-05T13:45:00+0900", " 2024-03-05T13:45:00Z",
+])
+def test_datetime_with_offset_rejects(value: str) -> None:
+    assert not is_datetime_with_offset(value)
