@@ -15,6 +15,7 @@ reported once and does not hide problems in the other columns of its row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -381,10 +382,15 @@ def _build_frame(columns: dict[str, Sequence[Any] | np.ndarray], line_nos: list[
     return pd.DataFrame(data)
 
 
+@functools.cache
+def _schema(labeled: bool) -> pa.DataFrameSchema:
+    return event_schema(labeled)
+
+
 def _pandera_problems(frame: pd.DataFrame, labeled: bool, file: str,
                       ids: list[str | None]) -> list[Problem]:
     try:
-        event_schema(labeled).validate(frame, lazy=True)
+        _schema(labeled).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases
     else:
