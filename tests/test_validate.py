@@ -139,6 +139,8 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str | None, str]] = 
     ("trailing-data", raw(json.dumps(BASE) + " x"), None, "invalid JSON"),
     ("not-an-object", raw("[1, 2, 3]"), None, "must be a JSON object, got array"),
     ("bare-string", raw('"hello"'), None, "must be a JSON object, got string"),
+    ("5000-digit-number", raw_value("atr", "9" * 5000), None, "invalid JSON: Exceeds the limit"),
+    ("deeply-nested", raw_value("session", "[" * 100_000 + "]" * 100_000), None, "nested too deeply"),
 ]
 
 

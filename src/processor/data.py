@@ -217,6 +217,9 @@ def _parse(lines: list[tuple[int, str]], file: str, problems: list[Problem]) -> 
         except RecursionError:
             problems.append(Problem(file, no, None, None, "invalid JSON: nested too deeply"))
             continue
+        except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
+            problems.append(Problem(file, no, None, None, f"invalid JSON: {exc}"))
+            continue
         if not isinstance(obj, dict):
             problems.append(Problem(file, no, None, None,
                                     f"each line must be a JSON object, got {_json_type(obj)}"))
