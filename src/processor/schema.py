@@ -34,6 +34,7 @@ ALL_KEYS: tuple[str, ...] = ("id", *FEATURES, "label", *OPTIONAL_KEYS)
 # with events.schema.json. Only ints, strings, bools and lists appear, so the JSON dump behind
 # schema_fingerprint() is byte-identical on every Python version. Everything below (the Pandera schema,
 # the loader's per-record type checks, the test strategies) is derived from this one table.
+
 # Flags: JSON true/false, or the integers 0/1 -- and, as for every integer in JSON Schema, 0.0/1.0.
 _FLAG: dict[str, Any] = {"type": "boolean", "required": True, "accepts_integers": [0, 1], "integral_floats": True}
 _DIRECTION: dict[str, Any] = {"type": "integer", "required": True, "enum": [-1, 0, 1], "integral_floats": True}
