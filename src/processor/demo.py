@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== 1/4 sample data -> {data}/")
     card = sample_data.write_sample_data(data, seed=args.seed)
     shares = card["train"]["shares"]
-    print(f"   rules {card['rules']}, noise {card['noise']}: train {card['train']['n']} / val {card['val']['n']} events;"
+    print(f"   rules {card['rules']}, noise {card['noise']}: train {card['n_train']} / val {card['n_val']} events;"
           f" train shares " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     print(f"   Bayes ceiling (noise-free rules on noisy val labels): val macro-F1 {card['bayes_ceiling']:.3f}")
 
