@@ -461,6 +461,27 @@ def test_unreadable_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 2 and "cannot read" in err
 
 
+def test_read_error_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Root can read anything, so simulate the OS refusing: the mapping to exit 2 is what is tested.
+    path = write_jsonl(tmp_path / "train.jsonl", [event(1)])
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    code, _, err = run_main([str(path)], capsys)
+    assert code == 2 and "cannot read (Permission denied)" in err and "Traceback" not in err
+
+
+def test_validate_paths_collects_problems_of_all_files(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [event(1, atr=0), event(2)])
+    b = write_jsonl(tmp_path / "b.jsonl", [event(2), event(3, session="tokyo")])
+    problems = validate_paths([a, b], labeled=True)
+    assert [(Path(p.file).name, p.line, p.key) for p in problems] == [
+        ("a.jsonl", 1, "atr"), ("b.jsonl", 2, "session"), ("b.jsonl", 1, "id")]
+
+
 # ------------------------------------------------------------------------------------------ subprocess
 
 
