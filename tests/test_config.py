@@ -1,0 +1,94 @@
+"""Config: YAML template < key=value overrides < flags; unknown keys and wrong types are clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from processor.config import Config, ConfigError, load_config
+from processor.train_loop import build_parser, config_from_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cfg_from(argv: list[str]) -> Config:
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def test_shipped_configs_load():
+    v3 = load_config(REPO / "configs" / "v3.yaml")
+    assert (v3.model, v3.lora.r, v3.lora.alpha, v3.training.batch_size) == ("qwen-base", 32, 64, 64)
+    assert (v3.training.lr, v3.loss.gamma, v3.loss.class_weights) == (3e-4, 1.5, "auto")
+    assert v3.packaging.zip_final == "model_final.zip"
+    cpu = load_config(REPO / "configs" / "cpu.yaml")
+    assert (cpu.training.batch_size, cpu.training.grad_accum, cpu.training.device) == (8, 8, "cpu")
+    tiny = load_config(REPO / "configs" / "tiny.yaml")
+    assert tiny.model == "qwen-tiny"
+
+
+def test_flags_override_config_and_overrides():
+    cfg = cfg_from(["--config", str(REPO / "configs" / "v3.yaml"), "training.lr=1e-3", "lora.r=8",
+                    "--lr", "5e-4", "--gamma", "0", "--class-weights", "1,2,2", "--max-epochs", "3",
+                    "--batch-size", "8", "--grad-accum", "8", "--device", "cpu"])
+    assert cfg.training.lr == 5e-4  # the flag wins over the key=value override
+    assert cfg.lora.r == 8  # the override wins over the file
+    assert cfg.loss.gamma == 0.0 and cfg.loss.class_weights == [1.0, 2.0, 2.0]
+    assert (cfg.training.epochs, cfg.training.batch_size, cfg.training.grad_accum) == (3, 8, 8)
+    assert cfg.model == "qwen-base"  # untouched keys keep the file's value
+
+
+def test_empty_flag_means_unset():
+    # MLproject passes empty parameters through as "".
+    cfg = cfg_from(["--config", str(REPO / "configs" / "v3.yaml"), "--gamma", "", "--lr", ""])
+    assert cfg.loss.gamma == 1.5 and cfg.training.lr == 3e-4
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--lr", "fast"], "--lr (training.lr): expected a number, got 'fast'"),
+    (["--lora-r", "2.5"], "--lora-r (lora.r): expected an integer"),
+    (["--lora-r", "0"], "lora.r must be >= 1"),
+    (["--gamma", "-1"], "loss.gamma must be >= 0"),
+    (["--class-weights", "1,2"], "loss.class_weights must be 3 positive numbers"),
+    (["--device", "tpu"], "training.device must be one of"),
+    (["--early-stop-metric", "f1"], "training.early_stop_metric must be one of"),
+    (["training.lrr=1"], "unknown key 'lrr' in training"),
+    (["nosuch=1"], "unknown key 'nosuch'"),
+])
+def test_bad_values_are_clear_errors(argv, fragment):
+    with pytest.raises(ConfigError) as err:
+        cfg_from(argv)
+    assert fragment in str(err.value)
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: {lr: 1e-3, epochz: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.training: unknown key 'epochz'"):
+        load_config(bad)
+    bad.write_text("lora: {r: sixteen}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.lora.r: expected an integer, got 'sixteen'"):
+        load_config(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
+    # YAML 1.1 reads "3e-4" as a string; the config must still take it as a float.
+    f = tmp_path / "c.yaml"
+    f.write_text("training: {lr: 3e-4}\n")
+    assert load_config(f).training.lr == 3e-4
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"),
+                          "--lora-r", "abc", "--no-mlflow", "--output-dir", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 2
+    assert "lora.r" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "o").exists()
