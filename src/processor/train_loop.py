@@ -367,7 +367,9 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
                  "val_macro_f1_ci_high": metrics["bootstrap"]["val_macro_f1"]["high"]}
         final.update({f"val_f1_{name}": metrics["per_class"][name]["f1"] for name in LABELS})
         final.update({f"share_after_{name}": class_balance["after"][name] for name in LABELS})
-        mlflow.log_metrics(final)
+        # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
+        # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
+        mlflow.log_metrics(final, step=metrics["epochs_run"])
         for name in ("metrics.json", "confusion_matrix.png", zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
