@@ -73,6 +73,9 @@ class RunResult:
     metrics: dict[str, Any]
     zip_path: Path
     run_id: str | None
+    # The in-memory trained model (best epoch restored) and its tokenizer, for callers in-process.
+    model: Any = None
+    tokenizer: Any = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,8 +166,6 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbac
     out = prepare_output_dir(Path(cfg.packaging.output_dir), resume=resume, overwrite=overwrite)
     if not cfg.mlflow.enabled:
         return _train(cfg, out, resume, callbacks, run=None)
-
-    import mlflow
 
     from processor.tracking import start_run
 
@@ -374,7 +375,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
             _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg)
-    return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id)
+    return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id, model=trainer.model,
+                     tokenizer=tokenizer)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,255 @@
+"""The train loop end to end on the embedded demo base: real Trainer, real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from processor.data import ContractError, file_sha256, load_events, records
+from processor.evaluate import compute_metrics
+from processor.package import PackageError, load_packaged_model, predict_texts, verify_package
+from processor.schema import LABELS, schema_fingerprint
+from processor.serialize import event_to_text
+from processor.train_loop import UsageError, main, train
+
+from conftest import REPO, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def shipping_problems(m: dict) -> list[str]:
+    """The shipping thresholds of the spec, evaluated on a metrics.json (the gate has its own copy)."""
+    problems = [f"share {k}={v:.3f}" for k, v in m["class_balance"]["after"].items() if not 0.30 <= v <= 0.40]
+    if m["val_macro_f1"] < 0.60:
+        problems.append(f"val_macro_f1={m['val_macro_f1']:.3f}")
+    problems += [f"f1 {c}={m['per_class'][c]['f1']:.3f}" for c in ("long", "short") if m["per_class"][c]["f1"] < 0.55]
+    return problems
+
+
+def test_metrics_json_has_everything(trained_run, sample_dir):
+    m = json.loads((trained_run.output_dir / "metrics.json").read_text())
+    assert m == json.loads(json.dumps(trained_run.metrics))
+    for key in ("val_accuracy", "val_macro_f1", "per_class", "confusion_matrix", "class_balance", "best_epoch",
+                "epochs_run", "class_weights", "schema_fingerprint", "tokens_per_event", "data", "bootstrap",
+                "baselines"):
+        assert key in m, key
+    assert set(m["per_class"]) == set(LABELS)
+    assert m["confusion_matrix"]["labels"] == list(LABELS)
+    val = load_events(sample_dir / "val.jsonl")
+    assert sum(map(sum, m["confusion_matrix"]["matrix"])) == len(val)
+    assert [sum(row) for row in m["confusion_matrix"]["matrix"]] == [m["per_class"][c]["support"] for c in LABELS]
+    assert m["class_balance"]["applied"] is True  # the sample data's minorities are < 25 %
+    assert min(m["class_balance"]["before"].values()) < 0.25
+    assert m["schema_fingerprint"] == schema_fingerprint()
+    assert m["data"]["train_sha256"] == file_sha256(sample_dir / "train.jsonl")
+    assert m["data"]["val_sha256"] == file_sha256(sample_dir / "val.jsonl")
+    ci = m["bootstrap"]["val_macro_f1"]
+    assert ci["low"] <= m["val_macro_f1"] <= ci["high"]
+    assert 5 < m["tokens_per_event"] <= 48
+    assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting"}
+    assert (trained_run.output_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_base_passes_the_shipping_checks_on_sample_data(trained_run):
+    assert shipping_problems(trained_run.metrics) == []
+
+
+def test_early_stopping_restores_the_best_epoch(trained_run):
+    m = trained_run.metrics
+    history = {row["epoch"]: row for row in m["epoch_history"]}
+    assert len(history) == m["epochs_run"]
+    best = max(history.values(), key=lambda r: r["val_macro_f1"])
+    # The final evaluation is of the restored best checkpoint, not of the last epoch.
+    assert m["best_epoch"] == best["epoch"]
+    assert m["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
+
+
+def test_model_zip_round_trip_gives_identical_predictions(trained_run, sample_dir):
+    manifest = verify_package(trained_run.zip_path)
+    for member in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer.json",
+                   "model_config.json", "label_map.json", "serving.json", "metrics.json"):
+        assert member in manifest["files"], member
+    val = load_events(sample_dir / "val.jsonl")
+    events = records(val)
+    texts = [event_to_text(e) for e in events]
+    in_memory = predict_texts(trained_run.model, trained_run.tokenizer, texts, max_length=48)
+    packaged = load_packaged_model(trained_run.zip_path)
+    try:
+        loaded = packaged.predict_proba(events)
+    finally:
+        packaged.close()
+    np.testing.assert_allclose(loaded, in_memory, atol=1e-5)
+    assert (loaded.argmax(1) == in_memory.argmax(1)).all()
+    # ... and they reproduce the run's metrics exactly.
+    again = compute_metrics(list(val["label"]), [LABELS[i] for i in loaded.argmax(1)])
+    assert again["val_macro_f1"] == trained_run.metrics["val_macro_f1"]
+    assert again["confusion_matrix"] == trained_run.metrics["confusion_matrix"]
+
+
+def test_tampered_zip_is_rejected(trained_run, tmp_path):
+    import zipfile
+
+    bad = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(trained_run.zip_path) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "metrics.json":
+                data = data.replace(b'"val_macro_f1": 0.', b'"val_macro_f1": 1.', 1)
+            dst.writestr(item, data)
+    with pytest.raises(PackageError, match="metrics.json: sha256 does not match"):
+        verify_package(bad)
+
+
+def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, tracking):
+    client = MlflowClient(tracking)
+    run = client.get_run(trained_run.run_id)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert (p["loss.gamma"], p["lora.r"], p["model"], p["seed"]) == ("1.5", "16", "qwen-tiny", "42")
+    assert run.data.tags["schema_fingerprint"] == schema_fingerprint()
+    assert run.data.tags["base_model_is_demo"] == "true"
+    assert run.data.tags["validation"] == "passed"
+    assert run.data.metrics["val_macro_f1"] == pytest.approx(trained_run.metrics["val_macro_f1"])
+    per_epoch = client.get_metric_history(trained_run.run_id, "val_macro_f1")
+    assert len({h.step for h in per_epoch}) == trained_run.metrics["epochs_run"]
+    assert client.get_metric_history(trained_run.run_id, "train_loss")
+    artifacts = {a.path for a in client.list_artifacts(trained_run.run_id)}
+    assert {"metrics.json", "model_final.zip", "confusion_matrix.png", "resolved_config.yaml",
+            "validation_report.json"} <= artifacts
+    contexts = sorted(d.tags[0].value for d in run.inputs.dataset_inputs)
+    assert contexts == ["training", "validation"]
+    digests = {d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert digests == {trained_run.metrics["data"]["train_sha256"][:16], trained_run.metrics["data"]["val_sha256"][:16]}
+    # The pyfunc model: logged with a signature, not registered, and it predicts.
+    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{trained_run.run_id}'", output_format="list")
+    assert len(logged) == 1
+    assert client.search_model_versions(f"run_id = '{trained_run.run_id}'") == []
+    model = mlflow.pyfunc.load_model(logged[0].model_uri)
+    assert model.metadata.signature is not None
+    import pandas as pd
+
+    example = pd.DataFrame(records(load_events(REPO.parent / "shared" / "contract" / "examples.jsonl")))
+    example.insert(0, "id", ["a", "b", "c"])
+    out = model.predict(example)
+    assert list(out["id"]) == ["a", "b", "c"] and set(out["label"]) <= set(LABELS)
+    assert np.allclose(out[[f"p_{c}" for c in LABELS]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, tmp_path):
+    bad = tmp_path / "val.jsonl"
+    lines = (sample_dir / "val.jsonl").read_text().splitlines()
+    lines[4] = lines[4].replace('"session": "', '"session": "tokyo-')
+    bad.write_text("\n".join(lines) + "\n")
+    cfg = tiny_config(sample_dir, tmp_path / "out", **{"data.val_file": str(bad), "mlflow.experiment": "bad-data"})
+    with pytest.raises(ContractError) as err:
+        train(cfg)
+    assert any(p.line == 5 and p.key == "session" for p in err.value.problems)
+    assert not (tmp_path / "out" / "checkpoints").exists() and not (tmp_path / "out" / "metrics.json").exists()
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("bad-data")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["validation"] == "failed"
+    report = json.loads(Path(client.download_artifacts(run.info.run_id, "validation_report.json", str(tmp_path))).read_text())
+    assert report["valid"] is False
+    assert {"file": str(bad), "line": 5, "key": "session"}.items() <= report["problems"][0].items()
+    # The CLI says the same with exit code 1 and no traceback.
+    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/tiny.yaml"),
+                           "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(bad), "--no-mlflow",
+                           "--output-dir", str(tmp_path / "cli")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "val.jsonl:5" in proc.stderr and "session" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_finished_output_dir_is_never_overwritten_silently(trained_run, sample_dir):
+    before = (trained_run.output_dir / "metrics.json").read_bytes()
+    cfg = tiny_config(sample_dir, trained_run.output_dir, **{"mlflow.enabled": False})
+    with pytest.raises(UsageError, match="already holds a finished run"):
+        train(cfg)
+    assert main(["--config", str(REPO / "configs/tiny.yaml"), "--no-mlflow",
+                 "--output-dir", str(trained_run.output_dir)]) == 2
+    assert (trained_run.output_dir / "metrics.json").read_bytes() == before
+
+
+def test_missing_data_file_is_a_usage_error(tmp_path, capsys):
+    code = main(["--config", str(REPO / "configs/tiny.yaml"), "--no-mlflow", "--train-file", str(tmp_path / "nope.jsonl"),
+                 "--output-dir", str(tmp_path / "o")])
+    assert code == 2
+    assert "data file not found" in capsys.readouterr().err
+
+
+def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir):
+    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/v3.yaml"),
+                           "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
+                           "--no-mlflow", "--output-dir", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert "Qwen/Qwen2.5-0.5B" in proc.stderr and "qwen-tiny" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_after_kill_ends_with_the_same_metrics(trained_run, sample_dir, tmp_path):
+    """Kill a real run right after its first checkpoint, resume it, and compare with the uninterrupted run."""
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/tiny.yaml"),
+            "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
+            "--no-mlflow", "--output-dir", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    while not list(out.glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    # Without --resume the unfinished directory is protected too.
+    assert subprocess.run(argv, capture_output=True, timeout=600).returncode == 2
+    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=1200)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = json.loads((out / "metrics.json").read_text())
+    want = trained_run.metrics
+    assert got["val_macro_f1"] == pytest.approx(want["val_macro_f1"], abs=1e-9)
+    assert got["confusion_matrix"] == want["confusion_matrix"]
+    assert (got["best_epoch"], got["epochs_run"]) == (want["best_epoch"], want["epochs_run"])
+
+
+def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
+    """`mlflow run . -e main` with -P values ends in a finished run; a bad -P value is a clear failure."""
+    base = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "mlproject",
+            "-P", "config=configs/tiny.yaml", "-P", f"train_file={sample_dir / 'train.jsonl'}",
+            "-P", f"val_file={sample_dir / 'val.jsonl'}", "-P", "max_epochs=1"]
+    ok = subprocess.run([*base, "-P", "gamma=2.0", "-P", f"output_dir={tmp_path / 'ok'}"],
+                        capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("mlproject")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["loss.gamma"] == "2.0" and runs[0].data.params["training.epochs"] == "1"
+    assert "val_macro_f1" in runs[0].data.metrics
+    assert (tmp_path / "ok" / "model_final.zip").is_file()
+    bad = subprocess.run([*base, "-P", "gamma=high", "-P", f"output_dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert bad.returncode != 0
+    assert "--gamma (loss.gamma): expected a number, got 'high'" in bad.stderr
+    assert "Traceback" not in bad.stderr.split("mlflow.exceptions")[0]
+
+
+@pytest.mark.parametrize("rules, mix", [("v2", "default"), ("v1", "rare")])
+def test_demo_base_ships_on_other_rules_and_class_mixes(rules, mix, tmp_path):
+    from processor.sample_data import write_sample_data
+
+    data = tmp_path / "data"
+    card = write_sample_data(data, seed=1, rules=rules, mix=mix)
+    result = train(tiny_config(data, tmp_path / "out", **{"mlflow.enabled": False, "eval.baselines": False}))
+    m = result.metrics
+    assert shipping_problems(m) == [], (card["bayes_ceiling"], m["val_macro_f1"], m["per_class"])
