@@ -56,6 +56,9 @@ def start_mlflow_server(workdir: Path, backend_uri: str | None = None) -> tuple[
          "--backend-store-uri", backend_uri, "--artifacts-destination", (workdir / "artifacts").as_uri(),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+        # The server's background job runner (huey workers, for GenAI jobs) is not needed here and
+        # costs CPU on a 2-core machine.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:
