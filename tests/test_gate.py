@@ -1,0 +1,490 @@
+"""The shipping gate against a real MLflow tracking server (sqlite, and once PostgreSQL).
+
+Runs that must fail are new runs whose artifacts are copies of the one trained run's with exactly one
+thing changed, each with a logged pyfunc model, so that registration would be possible if the gate
+let them through. No model is trained here beyond the session's ``trained_run``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from processor.package import MANIFEST, sha256_bytes, verify_package
+from processor.schema import FEATURES, schema_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+GATE_PY = REPO / "gates" / "gate.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _load_gate():
+    spec = importlib.util.spec_from_file_location("ship_gate", GATE_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+gate = _load_gate()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+@contextmanager
+def tracking_at(uri: str) -> Iterator[MlflowClient]:
+    """MLflow (in-process and subprocesses) pointed at ``uri`` for the block."""
+    old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield MlflowClient(uri)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        mlflow.set_tracking_uri(old_uri)
+
+
+def unique_name(prefix: str = "gate") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Genuine:
+    """The trained run's artifacts as logged, and its pyfunc model's signature."""
+
+    def __init__(self, run_id: str, directory: Path, signature: ModelSignature, tags: dict[str, str]):
+        self.run_id, self.dir, self.signature, self.tags = run_id, directory, signature, tags
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
+
+    def copy_to(self, dst: Path, change_metrics: Callable[[dict], None] | None = None) -> Path:
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.dir / "model_final.zip", dst / "model_final.zip")
+        metrics = self.metrics
+        if change_metrics:
+            change_metrics(metrics)
+        (dst / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        return dst
+
+
+@pytest.fixture(scope="session")
+def genuine(trained_run, mlflow_server, tmp_path_factory) -> Genuine:
+    assert trained_run.run_id, "the trained run was not logged to MLflow"
+    out = tmp_path_factory.mktemp("genuine")
+    with tracking_at(mlflow_server) as client:
+        run = client.get_run(trained_run.run_id)
+        for name in ("metrics.json", "model_final.zip"):
+            client.download_artifacts(trained_run.run_id, name, str(out))
+        logged = gate.find_logged_model(client, run)
+        assert logged is not None, "the trained run logged no pyfunc model"
+        local = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
+                                                    dst_path=str(out / "pyfunc"))
+        signature = Model.load(local).signature
+    return Genuine(trained_run.run_id, out, signature, dict(run.data.tags))
+
+
+def make_run(client: MlflowClient, files: Path, genuine: Genuine, *, log_model: bool = True,
+             signature: ModelSignature | None = None, bundled_zip: Path | None = None,
+             skip: tuple[str, ...] = (), experiment: str = "gate-doctored") -> str:
+    """A finished run logging ``files``' metrics.json / model_final.zip (minus ``skip``), the trained
+    run's tags and (unless ``log_model`` is False) a pyfunc model bundling ``bundled_zip`` (default: the
+    run's own zip). Uses the tracking URI of the enclosing ``tracking_at``/``tracking`` block."""
+    from processor.tracking import EventClassifierPyfunc
+
+    exp = mlflow.set_experiment(experiment)
+    with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+        mlflow.set_tags({k: genuine.tags[k] for k in ("schema_fingerprint", "git_commit") if k in genuine.tags})
+        for name in ("metrics.json", "model_final.zip"):
+            if name not in skip:
+                mlflow.log_artifact(str(files / name))
+        if log_model:
+            mlflow.pyfunc.log_model(name="model", python_model=EventClassifierPyfunc(),
+                                    artifacts={"model_final": str(bundled_zip or files / "model_final.zip")},
+                                    signature=signature or genuine.signature, pip_requirements=["mlflow"])
+    return run.info.run_id
+
+
+def rewrite_zip(path: Path, edit: Callable[[dict[str, bytes]], None]) -> None:
+    """Rewrite a zip with its members edited in memory (nothing else changed)."""
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    edit(members)
+    path.unlink()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def flip_adapter_byte(members: dict[str, bytes]) -> None:
+    name = next(n for n in members if n.startswith("adapter/") and n.endswith(".safetensors"))
+    data = bytearray(members[name])
+    data[-1] ^= 0xFF
+    members[name] = bytes(data)
+
+
+def add_traversal_member(members: dict[str, bytes]) -> None:
+    members["../evil.txt"] = b"outside the extraction directory"
+
+
+def valid_but_different(members: dict[str, bytes]) -> None:
+    """A consistent package (manifest updated) that is not the genuine one."""
+    metrics = json.loads(members["metrics.json"])
+    metrics["note"] = "re-packed"
+    members["metrics.json"] = json.dumps(metrics).encode()
+    manifest = json.loads(members[MANIFEST])
+    manifest["files"]["metrics.json"] = sha256_bytes(members["metrics.json"])
+    members[MANIFEST] = json.dumps(manifest).encode()
+
+
+def with_extra_input(sig: ModelSignature) -> ModelSignature:
+    return ModelSignature(inputs=Schema([*sig.inputs.inputs, ColSpec("double", "extra_feature")]),
+                          outputs=sig.outputs)
+
+
+def registered_versions(client: MlflowClient, name: str) -> list[Any]:
+    return sorted(client.search_model_versions(f"name = '{name}'"), key=lambda mv: int(mv.version))
+
+
+def report_of(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def failed_checks(report: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in report["checks"] if not c["passed"]}
+
+
+def run_gate(*args: str) -> int:
+    return gate.main([*args])
+
+
+# -------------------------------------------------------------------------------------- thresholds
+def test_default_thresholds_are_the_issue_s():
+    th = gate.load_thresholds(gate.DEFAULT_CHECKS)
+    assert (th.min_share, th.max_share, th.min_macro_f1) == (0.30, 0.40, 0.60)
+    assert th.class_f1 == {"long": 0.55, "short": 0.55}
+    assert th.strict is False and th.margin == 0.0
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("val_macro_f1: {minimum: 0.5}\n", "minimum"),
+    ("val_macro_fl: {min: 0.5}\n", "val_macro_fl"),
+    ("class_f1: {long: 1.5}\n", "class_f1.long"),
+    ("class_balance: {min_share: 0.5, max_share: 0.4}\n", "min_share"),
+    ("strict: maybe\n", "strict"),
+])
+def test_a_bad_checks_file_is_a_usage_error(tmp_path, capsys, text, needle):
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(text, encoding="utf-8")
+    assert run_gate("--output-dir", str(tmp_path), "--checks", str(checks)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------ --output-dir
+def test_output_dir_check_needs_no_mlflow(genuine, tmp_path, monkeypatch, capsys):
+    out = genuine.copy_to(tmp_path / "out")
+    # Nothing listens there: the local check must not touch a tracking server at all.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    report = tmp_path / "report.json"
+    code = run_gate("--output-dir", str(out), "--report", str(report))
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    data = report_of(report)
+    assert data["status"] == "passed" and data.get("registration") is None
+    assert [c["name"] for c in data["checks"]] == list(gate.CHECK_NAMES)
+    for name in gate.CHECK_NAMES:
+        assert re.search(rf"^{name}\s.*PASS$", shown, re.M), shown
+
+
+def test_strict_mode_compares_the_bootstrap_lower_bound(genuine, tmp_path):
+    def wide_interval(m: dict) -> None:
+        m["val_macro_f1"] = 0.70
+        m["bootstrap"]["val_macro_f1"] = {"low": 0.58, "high": 0.80}
+        for name in ("long", "short"):
+            m["per_class"][name]["f1"] = 0.70
+            m["bootstrap"]["f1"][name] = {"low": 0.60, "high": 0.80}
+
+    out = genuine.copy_to(tmp_path / "out", wide_interval)
+    lenient, strict = tmp_path / "lenient.json", tmp_path / "strict.json"
+    assert run_gate("--output-dir", str(out), "--report", str(lenient)) == 0
+    assert run_gate("--output-dir", str(out), "--report", str(strict), "--strict") == 1
+    assert failed_checks(report_of(strict)) == {"val_macro_f1"}
+    macro = {c["name"]: c for c in report_of(strict)["checks"]}["val_macro_f1"]
+    assert macro["data"]["point"] == 0.70 and macro["data"]["ci_low"] == 0.58 and macro["data"]["used"] == "ci_low"
+    assert "0.700" in macro["value"] and "0.580" in macro["value"]
+    # A stricter checks file can switch strict mode on, and F1 floors on the CI bound apply per class.
+    checks = tmp_path / "strict.yaml"
+    checks.write_text(yaml.safe_dump({"strict": True, "val_macro_f1": {"min": 0.5}, "class_f1": {"long": 0.65}}))
+    report = tmp_path / "file.json"
+    assert run_gate("--output-dir", str(out), "--checks", str(checks), "--report", str(report)) == 1
+    assert failed_checks(report_of(report)) == {"class_f1"}
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (flip_adapter_byte, "sha256 does not match"),
+    (add_traversal_member, "unsafe member path"),
+])
+def test_a_tampered_zip_is_rejected(genuine, tmp_path, edit, needle):
+    out = genuine.copy_to(tmp_path / "out")
+    rewrite_zip(out / "model_final.zip", edit)
+    report = tmp_path / "report.json"
+    assert run_gate("--output-dir", str(out), "--report", str(report)) == 1
+    data = report_of(report)
+    assert failed_checks(data) == {"artifacts"}
+    assert needle in {c["name"]: c for c in data["checks"]}["artifacts"]["detail"]
+
+
+# ------------------------------------------------------------------------------ promotion (MLflow)
+def test_the_trained_run_passes_and_is_promoted(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    name = unique_name()
+    report = tmp_path / "report.json"
+    code = run_gate("--run-id", genuine.run_id, "--model-name", name, "--report", str(report))
+    data = report_of(report)
+    assert code == 0, json.dumps(data["checks"], indent=1)
+    assert data["status"] == "passed" and failed_checks(data) == set()
+
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id == genuine.run_id
+    assert [v.version for v in registered_versions(client, name)] == [champion.version]
+    assert champion.current_stage in (None, "None")  # aliases, never the deprecated stages
+    tags = champion.tags
+    assert {tags[f"gate.{c}"] for c in gate.CHECK_NAMES} == {"pass"}
+    assert tags["run_id"] == genuine.run_id
+    assert tags["schema_fingerprint"] == schema_fingerprint()
+    assert tags["git_commit"] == genuine.tags["git_commit"]
+    assert float(tags["val_macro_f1"]) == genuine.metrics["val_macro_f1"]
+    assert data["registration"]["version"] == champion.version and data["registration"]["created"] is True
+
+    run = client.get_run(genuine.run_id)
+    assert run.data.tags["gate.status"] == "passed"
+    assert {run.data.tags[f"gate.{c}"] for c in gate.CHECK_NAMES} == {"pass"}
+    logged = client.download_artifacts(genuine.run_id, "gate_report.json", str(tmp_path / "dl"))
+    assert report_of(Path(logged))["checks"] == data["checks"]
+
+
+def test_gating_a_run_twice_makes_one_version(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    name = unique_name()
+    first, second = tmp_path / "1.json", tmp_path / "2.json"
+    assert run_gate("--run-id", genuine.run_id, "--model-name", name, "--report", str(first)) == 0
+    assert run_gate("--run-id", genuine.run_id, "--model-name", name, "--report", str(second)) == 0
+    # ... and once more through the MLproject entry point, as users and CI call it. Its command says
+    # `python`: with the virtualenv's bin first on PATH, as in an activated environment.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "gate", "--env-manager", "local",
+         "-P", f"run_id={genuine.run_id}", "-P", f"model_name={name}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    versions = registered_versions(client, name)
+    assert len(versions) == 1
+    assert report_of(first)["registration"]["created"] is True
+    assert report_of(second)["registration"]["created"] is False
+    assert report_of(second)["registration"]["version"] == versions[0].version
+    assert client.get_model_version_by_alias(name, "champion").version == versions[0].version
+
+
+# ------------------------------------------------------------------------- each check failing alone
+def _set(path: str, value: Any) -> Callable[[dict], None]:
+    def change(m: dict) -> None:
+        *parents, leaf = path.split(".")
+        node = m
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return change
+
+
+FAILING_CASES = {
+    # name: (the one check expected to fail, make_run options, metrics change, zip edit)
+    "class_balance": ("class_balance", {}, _set("class_balance.after", {"long": 0.5, "short": 0.25, "no_trade": 0.25}), None),
+    "val_macro_f1": ("val_macro_f1", {}, _set("val_macro_f1", 0.55), None),
+    "class_f1_short": ("class_f1", {}, _set("per_class.short.f1", 0.40), None),
+    "zip_tampered": ("artifacts", {}, None, flip_adapter_byte),
+    "zip_traversal": ("artifacts", {}, None, add_traversal_member),
+    "zip_missing": ("artifacts", {"skip": ("model_final.zip",)}, None, None),
+    "no_pyfunc_model": ("artifacts", {"log_model": False}, None, None),
+    "pyfunc_bundles_other_zip": ("artifacts", {"bundled_zip": "genuine"}, None, valid_but_different),
+    "fingerprint": ("schema", {}, _set("schema_fingerprint", "0" * 64), None),
+    "extra_key_in_signature": ("schema", {"signature": "extra"}, None, None),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILING_CASES))
+def test_each_check_failing_alone_blocks_registration(tracking, genuine, tmp_path, case):
+    expected, options, change_metrics, zip_edit = FAILING_CASES[case]
+    client = MlflowClient(tracking)
+    files = genuine.copy_to(tmp_path / "files", change_metrics)
+    if zip_edit:
+        rewrite_zip(files / "model_final.zip", zip_edit)
+    if options.get("bundled_zip") == "genuine":
+        options = {**options, "bundled_zip": genuine.dir / "model_final.zip"}
+    if options.get("signature") == "extra":
+        options = {**options, "signature": with_extra_input(genuine.signature)}
+    run_id = make_run(client, files, genuine, **options)
+    name = unique_name()
+    report = tmp_path / "report.json"
+
+    assert run_gate("--run-id", run_id, "--model-name", name, "--report", str(report)) == 1
+    data = report_of(report)
+    assert data["status"] == "failed" and data["registration"] is None
+    assert failed_checks(data) == {expected}, json.dumps(data["checks"], indent=1)
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert client.search_model_versions(f"run_id = '{run_id}'") == []
+    tags = client.get_run(run_id).data.tags
+    assert tags["gate.status"] == "failed" and tags[f"gate.{expected}"] == "fail"
+
+
+def test_missing_metrics_is_a_check_failure_not_an_error(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    run_id = make_run(client, genuine.copy_to(tmp_path / "files"), genuine, skip=("metrics.json",))
+    name = unique_name()
+    report = tmp_path / "report.json"
+    assert run_gate("--run-id", run_id, "--model-name", name, "--report", str(report)) == 1
+    assert {"class_balance", "val_macro_f1", "class_f1", "artifacts"} <= failed_checks(report_of(report))
+    assert client.search_registered_models(f"name = '{name}'") == []
+
+
+# ----------------------------------------------------------------------------- champion/challenger
+def _scores(macro: float) -> Callable[[dict], None]:
+    def change(m: dict) -> None:
+        m["val_macro_f1"] = macro
+        for name in ("long", "short"):
+            m["per_class"][name]["f1"] = max(m["per_class"][name]["f1"], 0.60)
+    return change
+
+
+def test_a_worse_challenger_does_not_replace_the_champion(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    name = unique_name()
+    strong = make_run(client, genuine.copy_to(tmp_path / "a", _scores(0.90)), genuine)
+    weak = make_run(client, genuine.copy_to(tmp_path / "b", _scores(0.85)), genuine)
+    assert run_gate("--run-id", strong, "--model-name", name) == 0
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id == strong
+
+    report = tmp_path / "weak.json"
+    assert run_gate("--run-id", weak, "--model-name", name, "--report", str(report)) == 0
+    assert report_of(report)["registration"]["outcome"] == "challenger"
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert challenger.run_id == weak and challenger.tags["gate.status"] == "passed"
+
+    # A margin cannot make a weaker run win; switching the comparison off moves the alias.
+    assert run_gate("--run-id", weak, "--model-name", name, "--margin", "0.01") == 0
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    assert run_gate("--run-id", weak, "--model-name", name, "--no-require-better") == 0
+    assert client.get_model_version_by_alias(name, "champion").version == challenger.version
+    assert "challenger" not in client.get_registered_model(name).aliases  # no longer a mere challenger
+    assert len(registered_versions(client, name)) == 2
+
+
+def test_a_better_run_replaces_the_champion(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    name = unique_name()
+    old = make_run(client, genuine.copy_to(tmp_path / "a", _scores(0.80)), genuine)
+    new = make_run(client, genuine.copy_to(tmp_path / "b", _scores(0.82)), genuine)
+    assert run_gate("--run-id", old, "--model-name", name) == 0
+    # Requiring an improvement of 0.05 keeps the old champion; the default margin (0) does not.
+    assert run_gate("--run-id", new, "--model-name", name, "--margin", "0.05") == 0
+    assert client.get_model_version_by_alias(name, "champion").run_id == old
+    assert run_gate("--run-id", new, "--model-name", name) == 0
+    assert client.get_model_version_by_alias(name, "champion").run_id == new
+
+
+# ----------------------------------------------------------------------------------- races, errors
+def test_racing_gates_leave_the_registry_consistent(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    name = unique_name()
+    other = make_run(client, genuine.copy_to(tmp_path / "b"), genuine)
+    runs = [genuine.run_id, genuine.run_id, other, other]
+    procs = [subprocess.Popen([sys.executable, str(GATE_PY), "--run-id", r, "--model-name", name],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in runs]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    versions = registered_versions(client, name)
+    assert sorted(v.run_id for v in versions) == sorted({genuine.run_id, other})  # one version per run
+    for v in versions:  # every surviving version was written whole, with its gate tags
+        assert v.tags["gate.status"] == "passed" and v.tags["run_id"] == v.run_id
+        assert {v.tags[f"gate.{c}"] for c in gate.CHECK_NAMES} == {"pass"}
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version in {v.version for v in versions}
+
+
+def test_unknown_run_is_exit_2(tracking, capsys):
+    assert run_gate("--run-id", uuid.uuid4().hex, "--model-name", unique_name()) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "Traceback" not in err
+
+
+def test_unreachable_server_is_exit_2(genuine, tmp_path):
+    from conftest import free_port
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    proc = subprocess.run([sys.executable, str(GATE_PY), "--run-id", genuine.run_id], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_usage_errors_are_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as both:
+        gate.main(["--run-id", "x", "--output-dir", str(tmp_path)])
+    assert both.value.code == 2
+    assert run_gate("--output-dir", str(tmp_path / "nope")) == 2
+    assert run_gate("--output-dir", str(tmp_path), "--checks", str(tmp_path / "missing.yaml")) == 2
+    assert "checks file not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- PostgreSQL
+def test_promotion_with_a_postgresql_backend(pg_database, genuine, tmp_path):
+    from conftest import start_mlflow_server, stop
+
+    # The psycopg2 driver is the one installed; SQLAlchemy's bare postgresql:// may pick psycopg 3.
+    uri, proc = start_mlflow_server(tmp_path / "server", pg_database.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        with tracking_at(uri) as client:
+            run_id = make_run(client, genuine.copy_to(tmp_path / "files"), genuine)
+            name = unique_name()
+            assert run_gate("--run-id", run_id, "--model-name", name) == 0
+            assert run_gate("--run-id", run_id, "--model-name", name) == 0
+            champion = client.get_model_version_by_alias(name, "champion")
+            assert champion.run_id == run_id and len(registered_versions(client, name)) == 1
+            assert champion.tags["gate.status"] == "passed"
+            assert client.get_run(run_id).data.tags["gate.status"] == "passed"
+    finally:
+        stop(proc)
+
+
+def test_genuine_package_is_intact(genuine):
+    """Sanity of the fixture the doctored runs start from: the copies differ only where a test edits."""
+    manifest = verify_package(genuine.dir / "model_final.zip")
+    assert "serving.json" in manifest["files"]
+    with zipfile.ZipFile(genuine.dir / "model_final.zip") as zf:
+        assert json.loads(zf.read("serving.json"))["features"] == list(FEATURES)
