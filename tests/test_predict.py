@@ -1,0 +1,242 @@
+"""Prediction and serving: the contract check of DataFrames, the batch CLI (zip and registry URIs),
+``mlflow.pyfunc.load_model(...).predict`` and a real ``mlflow models serve`` answering HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from processor.data import ContractError, load_events
+from processor.predict import FRAME_SOURCE, check_frame, main
+from processor.schema import FEATURES, LABELS
+
+CONTRACT_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contract" / "examples.jsonl"
+PREDICT_MODEL = "predict-tests"
+PROB_KEYS = [f"p_{name}" for name in LABELS]
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+@contextmanager
+def tracking_at(uri: str) -> Iterator[MlflowClient]:
+    old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield MlflowClient(uri)
+    finally:
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        mlflow.set_tracking_uri(old_uri)
+
+
+@pytest.fixture(scope="session")
+def champion_uri(trained_run, mlflow_server) -> str:
+    """The trained run's pyfunc model registered with alias champion (directly: the gate has its own tests)."""
+    with tracking_at(mlflow_server) as client:
+        mv = mlflow.register_model(f"runs:/{trained_run.run_id}/model", PREDICT_MODEL)
+        client.set_registered_model_alias(PREDICT_MODEL, "champion", mv.version)
+    return f"models:/{PREDICT_MODEL}@champion"
+
+
+@pytest.fixture(scope="session")
+def packaged(trained_run):
+    from processor.package import load_packaged_model
+
+    model = load_packaged_model(trained_run.zip_path)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def events_file(sample_dir, tmp_path_factory) -> Path:
+    """40 validation events without labels, one with the optional keys."""
+    rows = [json.loads(line) for line in (sample_dir / "val.jsonl").read_text(encoding="utf-8").splitlines()[:40]]
+    for row in rows:
+        row.pop("label", None)
+    rows[0].update(timestamp="2024-03-05T13:45:00Z", symbol="EURUSD")
+    path = tmp_path_factory.mktemp("predict-input") / "events.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def expected_rows(packaged, path: Path) -> list[dict[str, Any]]:
+    frame = load_events(path, labeled=False)
+    return packaged.predict(frame[["id", *FEATURES]].to_dict(orient="records"))
+
+
+def assert_same_predictions(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    assert [r["id"] for r in got] == [r["id"] for r in want]
+    assert [r["label"] for r in got] == [r["label"] for r in want]
+    for g, w in zip(got, want):
+        assert set(g) == {"id", "label", *PROB_KEYS}
+        assert [g[k] for k in PROB_KEYS] == pytest.approx([w[k] for k in PROB_KEYS], abs=1e-5)
+        assert sum(g[k] for k in PROB_KEYS) == pytest.approx(1.0, abs=1e-5)
+        assert g["label"] == LABELS[max(range(3), key=lambda i: g[PROB_KEYS[i]])]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ---------------------------------------------------------------------------------------- check_frame
+def test_check_frame_accepts_what_the_file_loader_accepts():
+    records = [json.loads(line) for line in CONTRACT_EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    frame = pd.DataFrame(records)  # 0/1 flags, 1.0 as an int, optional keys missing on some rows
+    got = check_frame(frame)
+    want = load_events(CONTRACT_EXAMPLES, labeled=False)[["id", *FEATURES]].to_dict(orient="records")
+    assert got == want
+    assert all(type(r["ext_choch_up"]) is bool and type(r["mgann_leg_index"]) is int for r in got)
+
+
+def test_check_frame_names_row_and_key_of_every_problem():
+    records = [json.loads(line) for line in CONTRACT_EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    frame = pd.DataFrame(records).drop(columns="label")
+    frame.loc[1, "atr"] = -1.0
+    frame.loc[2, "session"] = "tokyo"
+    frame.loc[0, "wave_strength"] = None  # a missing cell = an absent key
+    with pytest.raises(ContractError) as err:
+        check_frame(frame)
+    found = {(p.file, p.line, p.id, p.key) for p in err.value.problems}
+    assert found == {(FRAME_SOURCE, 1, "ev-000001", "wave_strength"), (FRAME_SOURCE, 2, "ev-000002", "atr"),
+                     (FRAME_SOURCE, 3, "ev-000003", "session")}
+    assert "dataframe row:2 id=ev-000002 key=atr" in str(err.value)
+
+
+def test_check_frame_rejects_extra_columns_and_empty_frames():
+    frame = pd.DataFrame([json.loads(CONTRACT_EXAMPLES.read_text(encoding="utf-8").splitlines()[0])])
+    frame["extra"] = 1
+    with pytest.raises(ContractError, match="key=extra: unexpected key"):
+        check_frame(frame)
+    with pytest.raises(ContractError, match="no events"):
+        check_frame(frame.iloc[:0])
+
+
+# --------------------------------------------------------------------------------------- predict CLI
+def test_predict_cli_with_the_zip_matches_the_packaged_model(trained_run, packaged, events_file, tmp_path):
+    out = tmp_path / "sub" / "preds.jsonl"
+    assert main(["--model", str(trained_run.zip_path), "--input", str(events_file), "--output", str(out),
+                 "--batch-size", "16"]) == 0
+    assert_same_predictions(read_jsonl(out), expected_rows(packaged, events_file))
+
+
+def test_bad_input_is_exit_1_with_line_numbers_and_no_output(trained_run, events_file, tmp_path, capsys):
+    lines = events_file.read_text(encoding="utf-8").splitlines()
+    bad3, bad5 = json.loads(lines[2]), json.loads(lines[4])
+    bad3["atr"] = -2
+    del bad5["session"]
+    lines[2], lines[4] = json.dumps(bad3), json.dumps(bad5)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out" / "preds.jsonl"
+    assert main(["--model", str(trained_run.zip_path), "--input", str(bad), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3 id={bad3['id']} key=atr" in err
+    assert f"{bad}:5 id={bad5['id']} key=session: required key is missing" in err
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_predict_usage_errors_are_exit_2_without_traceback(trained_run, events_file, tmp_path):
+    import zipfile
+
+    out = tmp_path / "preds.jsonl"
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(trained_run.zip_path) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for name in src.namelist():
+            blob = src.read(name)
+            dst.writestr(name, blob + b" " if name == "label_map.json" else blob)
+    cases = {
+        "no such file": ["--model", str(tmp_path / "missing.zip"), "--input", str(events_file)],
+        "missing.jsonl: no such file": ["--model", str(trained_run.zip_path), "--input", str(tmp_path / "missing.jsonl")],
+        "label_map.json: sha256 does not match": ["--model", str(tampered), "--input", str(events_file)],
+        "expected a positive integer": ["--model", str(trained_run.zip_path), "--input", str(events_file),
+                                        "--batch-size", "0"],
+    }
+    for needle, args in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "processor.predict", *args, "--output", str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not out.exists()
+
+
+# -------------------------------------------------------------------------------- registry and serving
+def test_pyfunc_model_from_the_registry_predicts_dataframes(tracking, champion_uri, packaged, events_file):
+    model = mlflow.pyfunc.load_model(champion_uri)
+    frame = load_events(events_file, labeled=False)[["id", *FEATURES]]
+    got = model.predict(frame)
+    assert isinstance(got, pd.DataFrame)
+    assert_same_predictions(got.to_dict(orient="records"), expected_rows(packaged, events_file))
+    bad = frame.head(3).copy()
+    bad.loc[1, "session"] = "tokyo"
+    with pytest.raises(Exception, match=r"dataframe row:2 id=\S+ key=session"):
+        model.predict(bad)
+
+
+def test_predict_cli_with_a_registry_uri(tracking, champion_uri, packaged, events_file, tmp_path):
+    out = tmp_path / "preds.jsonl"
+    assert main(["--model", champion_uri, "--input", str(events_file), "--output", str(out)]) == 0
+    assert_same_predictions(read_jsonl(out), expected_rows(packaged, events_file))
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, events_file, tmp_path):
+    from conftest import free_port, wait_http
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    # MLflow starts `uvicorn` from PATH: the virtualenv's bin goes first, as in an activated environment.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    # Own session: the server runs its workers as children, stopped together below.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", champion_uri, "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", timeout=300, proc=proc)
+        except Exception:
+            raise AssertionError((tmp_path / "serve.log").read_text(errors="replace")[-4000:]) from None
+        records = read_jsonl(events_file)[:8]
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
+        assert status == 200, answer
+        want = packaged.predict([{k: r[k] for k in ("id", *FEATURES)} for r in records])
+        assert_same_predictions(answer["predictions"], want)
+
+        broken = [dict(records[0]), dict(records[1])]
+        broken[1]["wave_strength"] = 7.5
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": broken})
+        assert status >= 400 and "dataframe row:2" in json.dumps(answer) and "wave_strength" in json.dumps(answer)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (AttributeError, ProcessLookupError):  # no process groups (Windows) / already gone
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
