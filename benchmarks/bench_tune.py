@@ -3,9 +3,12 @@
 Three sweeps of N qwen-tiny trials (same data, search space and sampler seed), each run as real
 ``python -m processor.tune`` processes against a real MLflow server:
 
-  1. one worker, no pruning            (torch threads = all cores)
-  2. two workers, no pruning           (torch threads = cores / 2 each)
+  1. one worker, no pruning
+  2. two workers, no pruning
   3. one worker, median pruning        (same as 1 plus MedianPruner)
+
+Every worker uses ``--threads-per-worker`` torch threads (default 1): on a shared box, two threads per
+process can be several times slower than one, which would swamp the effect being measured.
 
 Reports wall time, trials/minute, the 1-vs-2-worker speed-up, and for pruning the wall time and the
 number of epochs trained against sweep 1. A throwaway PostgreSQL cluster is started on 127.0.0.1
@@ -87,7 +90,7 @@ def run_sweep(name: str, *, workers: int, pruner: str, storage: str, work: Path,
 
     from processor.tune import normalize_url
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = args.threads_per_worker
     cmd = [sys.executable, "-m", "processor.tune", "--config", str(REPO / "configs" / "tiny.yaml"),
            "--sweep", str(sweep), "--n-trials", str(args.trials), "--study-name", name, "--storage", storage,
            *(["--pruner", "none"] if pruner == "none" else []), "--output-dir", str(work / name), "--torch-threads", str(threads),
@@ -96,9 +99,16 @@ def run_sweep(name: str, *, workers: int, pruner: str, storage: str, work: Path,
            "eval.baselines=false", "eval.bootstrap_resamples=100", "mlflow.log_model=false",
            f"mlflow.experiment=bench-tune-{name}"]
     logs = [work / f"{name}-worker{i}.log" for i in range(workers)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
     procs = [subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env) for log in logs]
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait() for p in procs]
+    finally:
+        for proc in procs:  # Ctrl-C: stop the workers before the servers go away
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     wall = time.perf_counter() - start
     if any(codes):
         raise SystemExit(f"{name}: worker exit codes {codes}; see {logs}")
@@ -109,7 +119,8 @@ def run_sweep(name: str, *, workers: int, pruner: str, storage: str, work: Path,
     row = {"workers": workers, "torch_threads_per_worker": threads, "pruner": pruner, "wall_s": round(wall, 1),
            "trials": len(trials), **{f"n_{k.lower()}": v for k, v in states.items()},
            "epochs_trained": epochs, "trials_per_min": round(len(trials) / wall * 60, 2),
-           "best_val_macro_f1": round(best, 4) if best is not None else None}
+           "best_val_macro_f1": round(best, 4) if best is not None else None,
+           "loadavg_1min_start": load}
     print(f"{name:>14}: {wall:7.1f} s  {row['trials_per_min']:5.2f} trials/min  epochs {epochs:3d}  "
           f"pruned {states['PRUNED']}  best {row['best_val_macro_f1']}", flush=True)
     return row
@@ -120,6 +131,7 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--events", type=int, default=300, help="sample events (80 %% train)")
+    p.add_argument("--threads-per-worker", type=int, default=1)
     p.add_argument("--storage-base", help="postgresql://user@host:port of an existing server")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
@@ -160,7 +172,8 @@ def main() -> int:
     one, two, pruned = runs["one-worker"], runs["two-workers"], runs["one-pruned"]
     result = {
         "benchmark": "tune", "command": "PYTHONPATH=src .venv/bin/python benchmarks/bench_tune.py "
-                                        f"--trials {args.trials} --epochs {args.epochs} --events {args.events}",
+                                        f"--trials {args.trials} --epochs {args.epochs} --events {args.events} "
+                                        f"--threads-per-worker {args.threads_per_worker}",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None},
@@ -172,7 +185,7 @@ def main() -> int:
                     "epochs_saved_pct": round(100 * (1 - pruned["epochs_trained"] / one["epochs_trained"]), 1),
                     "n_pruned": pruned["n_pruned"]},
     }
-    print(f"\ntwo workers vs one: {result['two_vs_one_worker_speedup']}x faster; pruning saved "
+    print(f"\ntwo workers vs one: speed-up {result['two_vs_one_worker_speedup']}x; pruning saved "
           f"{result['pruning']['wall_saved_pct']} % wall time, {result['pruning']['epochs_saved_pct']} % epochs "
           f"({pruned['n_pruned']} of {pruned['trials']} trials pruned)")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -571,7 +571,6 @@ class Context:
     quiet: bool
     keep_checkpoints: bool
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    finished: list[int] = field(default_factory=list)  # trial numbers this worker ran
 
 
 def _client():
@@ -695,7 +694,6 @@ def _fmt(value: Any) -> str:
 
 
 def _progress(ctx: Context, study: optuna.Study, t: FrozenTrial) -> None:
-    ctx.finished.append(t.number)
     params = " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
     value = f"{OBJECTIVE}={t.value:.4f}" if t.value is not None else f"{OBJECTIVE}=-"
     extra = ""
