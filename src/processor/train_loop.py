@@ -199,6 +199,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     from processor.oversample import oversample
 
     mlflow = _mlflow() if run else None
+    if cfg.training.torch_threads:
+        torch.set_num_threads(cfg.training.torch_threads)
     set_seed(cfg.seed)
     save_config(cfg, out / "resolved_config.yaml")
     if mlflow:
@@ -289,11 +291,12 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         dataloader_num_workers=0,
         **device,
     )
-    callbacks_all = [EarlyStoppingCallback(early_stopping_patience=cfg.training.patience), *callbacks]
+    callbacks_all = [EarlyStoppingCallback(early_stopping_patience=cfg.training.patience)]
     if mlflow:
         from processor.tracking import MlflowEpochLogger
 
-        callbacks_all.append(MlflowEpochLogger())
+        callbacks_all.append(MlflowEpochLogger())  # before the caller's: a pruning hook may raise
+    callbacks_all.extend(callbacks)
     trainer = FocalTrainer(
         model=model,
         args=args,
