@@ -56,17 +56,18 @@ MINI_RECIPE = TinyRecipe(
     tokenizer_events=300,
     tokenizer_generic_lines=50,
     vocab_size=300,
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    intermediate_size=64,
-    pretrain_events=64,
-    pretrain_steps=4,
-    batch_size=16,
+    hidden_size=64,  # big enough that a different thread count changes the float sums
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=256,
+    pretrain_events=640,
+    pretrain_steps=20,
+    batch_size=32,
 )
 UNSEEN = [
     "atr=123.456 leg=99 tokyo",
+    "ext1 int-1 leg99 ws100 atr123.456 zanzibar",
     "ext=1 int=-1 choch=10 fvg=101 leg=100 first=1 pb=0 ws=1.00 atr=1.23e-05 sydney",
     "symbol=BTCUSD 2024-03-05T13:45:00+09:00 price 67,890.5",
     "Zürich 東京 🚀 tab\there\nnew line",
@@ -412,7 +413,7 @@ def test_qwen_tiny_tokenizer_round_trips_unseen_text(tiny_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
     vocab = tokenizer.get_vocab()
-    assert "tokyo" not in vocab and "Ġtokyo" not in vocab  # really unseen as a word
+    assert "zanzibar" not in vocab and "Ġzanzibar" not in vocab  # really unseen as a word
     for text in UNSEEN:
         ids = tokenizer(text)["input_ids"]
         assert tokenizer.eos_token_id not in ids  # nothing mapped to the unk/eos token
@@ -430,18 +431,26 @@ def test_qwen_tiny_tokenizer_is_deterministic(tiny_dir: Path) -> None:
     assert rebuilt(text)["input_ids"] == saved(text)["input_ids"]
 
 
-def test_build_is_deterministic_cached_and_keeps_the_callers_rng(tmp_path: Path) -> None:
-    torch.manual_seed(7)
-    np.random.seed(7)
-    expected_torch, expected_np = torch.rand(3), np.random.rand(3)
-    torch.manual_seed(7)
-    np.random.seed(7)
-    first = build_qwen_tiny(tmp_path / "a", recipe=MINI_RECIPE)
-    # The build reseeds internally; the caller's RNG streams continue as if it had not run.
-    assert torch.equal(torch.rand(3), expected_torch)
-    assert np.array_equal(np.random.rand(3), expected_np)
+def test_build_is_deterministic_cached_and_keeps_the_callers_state(tmp_path: Path) -> None:
+    caller_threads = torch.get_num_threads()
+    try:
+        torch.manual_seed(7)
+        np.random.seed(7)
+        expected_torch, expected_np = torch.rand(3), np.random.rand(3)
+        torch.manual_seed(7)
+        np.random.seed(7)
+        torch.set_num_threads(1)
+        first = build_qwen_tiny(tmp_path / "a", recipe=MINI_RECIPE)
+        # The build reseeds and sets its own thread count; the caller's state is as before.
+        assert torch.equal(torch.rand(3), expected_torch)
+        assert np.array_equal(np.random.rand(3), expected_np)
+        assert torch.get_num_threads() == 1
 
-    second = build_qwen_tiny(tmp_path / "b", recipe=MINI_RECIPE)
+        torch.set_num_threads(3)  # a machine with more cores must still rebuild the same weights
+        second = build_qwen_tiny(tmp_path / "b", recipe=MINI_RECIPE)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(caller_threads)
     assert first.name == second.name == f"qwen-tiny-{MINI_RECIPE.recipe_hash()}"
     info_a = json.loads((first / BUILD_INFO_FILE).read_text(encoding="utf-8"))
     info_b = json.loads((second / BUILD_INFO_FILE).read_text(encoding="utf-8"))

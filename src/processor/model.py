@@ -423,21 +423,24 @@ class TinyRecipe:
     tokenizer_events: int = 20_000
     tokenizer_generic_lines: int = 4_000
     vocab_size: int = 1024
-    hidden_size: int = 128
-    num_hidden_layers: int = 4
+    # 64 x 2 layers: measured on 2 busy cores, LoRA fine-tuning of this size reaches the same val
+    # macro-F1 band as 128 x 4 (0.71 vs 0.75 on the default sample data) in a fraction of the time.
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    intermediate_size: int = 512
+    intermediate_size: int = 256
     max_position_embeddings: int = 256
     pretrain_events: int = 12_800
     pretrain_steps: int = 400
     batch_size: int = 32
     learning_rate: float = 3e-3
-    # Share of pretraining events whose fields are written in a random order (see _pretrain_corpus).
-    field_shuffle_prob: float = 0.5
     warmup_ratio: float = 0.05
     weight_decay: float = 0.01
     seed: int = 20_240_501
+    # CPU kernels split work by thread count, and a different split gives different float sums: the
+    # build runs on a fixed number of threads so that other machines rebuild the same weights.
+    torch_threads: int = 2
     # Library versions are part of the recipe: the same code on another torch/transformers may not
     # produce bit-identical weights, and then it must not share a revision.
     versions: tuple[tuple[str, str], ...] = field(default_factory=lambda: _library_versions())
@@ -472,21 +475,12 @@ def _tokenizer_corpus(recipe: TinyRecipe) -> list[str]:
 
 
 def _pretrain_corpus(recipe: TinyRecipe) -> list[str]:
-    """Serialized events, a share of them with their fields in a random order.
+    """Serialized unlabeled events in template order, exactly as the classifier will read them.
 
-    In template order the last field (the session) is independent of the rest, so plain next-token
-    training leaves the last token's state -- the one the classification head reads -- with nothing to
-    encode. With fields in random order every position must summarise all fields seen so far to predict
-    the values still to come (an any-order LM objective), which the classifier then builds on.
+    (Writing a share of them with their fields in random order, an any-order LM objective, was tried
+    and made LoRA fine-tuning worse: val macro-F1 0.53-0.67 against 0.65-0.73 over 3 seeds.)
     """
-    rng = np.random.default_rng(recipe.seed + 5)
-    texts = []
-    for text in _event_texts(recipe.pretrain_events, recipe.seed + 3):
-        if rng.random() < recipe.field_shuffle_prob:
-            fields = text.split(" ")
-            text = " ".join(fields[i] for i in rng.permutation(len(fields)))
-        texts.append(text)
-    return texts
+    return _event_texts(recipe.pretrain_events, recipe.seed + 3)
 
 
 _fingerprints: dict[TinyRecipe, str] = {}
@@ -543,14 +537,19 @@ def build_tiny_tokenizer(recipe: TinyRecipe | None = None) -> Any:
 
 
 @contextmanager
-def _preserved_global_rng() -> Iterator[None]:
-    # Trainer reseeds torch/numpy/random globally; the caller's later draws (e.g. the score head init)
-    # must not depend on whether qwen-tiny was already cached.
-    py_state, np_state = random.getstate(), np.random.get_state()
+def _isolated_build(threads: int) -> Iterator[None]:
+    """Fixed torch thread count during the build; the caller's RNG streams and threads are restored.
+
+    Trainer reseeds torch/numpy/random globally; the caller's later draws (e.g. the score head init)
+    must not depend on whether qwen-tiny was already cached.
+    """
+    py_state, np_state, caller_threads = random.getstate(), np.random.get_state(), torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         try:
+            torch.set_num_threads(threads)
             yield
         finally:
+            torch.set_num_threads(caller_threads)
             random.setstate(py_state)
             np.random.set_state(np_state)
 
@@ -630,8 +629,9 @@ data: it knows nothing but the event template. Results obtained with it say noth
    LM loss: first logged {info['lm_loss_first']:.4f}, final logged {info['lm_loss_final']:.4f} nats/token.
 3. Mean tokens per serialized event: {info['tokens_per_event']:.2f}.
 
-The full recipe is in `{BUILD_INFO_FILE}`. Rebuilding with the same recipe and library versions gives the
-same tokenizer and weights.
+The full recipe is in `{BUILD_INFO_FILE}`. Rebuilding with the same recipe and library versions (the build
+pins its torch thread count; a different CPU instruction set may still change the last bits) gives the same
+tokenizer and weights.
 """
 
 
@@ -707,7 +707,7 @@ def build_qwen_tiny(cache_dir: Path | None = None, *, recipe: TinyRecipe | None 
         staging = root / f".qwen-tiny-{recipe_hash}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         logger.info("building the qwen-tiny demo base into %s (once; about a minute on 2 CPU cores)", target)
         try:
-            with _preserved_global_rng():
+            with _isolated_build(recipe.torch_threads):
                 _build_into(staging, recipe, recipe_hash)
             os.replace(staging, target)
         finally:
