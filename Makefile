@@ -3,6 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# MLproject commands say `python` and `mlflow models serve` starts `uvicorn`: both must be the venv's.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: setup demo test bench clean
 

@@ -23,6 +23,9 @@ os.environ.setdefault("PROCESSOR_CACHE_DIR", str(REPO / ".cache"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+# `mlflow run` (MLproject commands say `python`) and `mlflow models serve` (uvicorn) must find this
+# interpreter's environment even when the venv is not activated.
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 
 def free_port() -> int:
@@ -137,7 +140,8 @@ def postgres(tmp_path_factory):
 
 @pytest.fixture
 def pg_database(postgres, request):
-    """A new empty database for one test; returns its SQLAlchemy/psycopg2 URL."""
+    """A new empty database for one test; returns its SQLAlchemy URL (psycopg2 driver: a bare
+    ``postgresql://`` makes SQLAlchemy 2.1 pick psycopg 3, which is not installed)."""
     import psycopg2
 
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
@@ -147,7 +151,7 @@ def pg_database(postgres, request):
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    return f"{postgres}/{name}"
+    return f"{postgres}/{name}".replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-gate", action="store_true", help="stop after training")
     args = p.parse_args(argv)
     root = Path.cwd()
+    # `mlflow run` runs the MLproject command `python -m ...`: make that this interpreter, even when
+    # the venv is not activated (`.venv/bin/python -m processor.demo`).
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     if not (root / "MLproject").is_file():
         print("error: run the demo from the repository root (where MLproject is)", file=sys.stderr)
         return 2

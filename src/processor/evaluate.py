@@ -217,6 +217,7 @@ def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusio
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png")
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the plot is meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -81,6 +81,7 @@ def write_package(
             with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 for p in [*members, stage / MANIFEST]:
                     zf.write(p, p.relative_to(stage).as_posix())
+            os.chmod(tmp_zip, 0o644)  # mkstemp makes it 0600; the zip is meant to be shared
             os.replace(tmp_zip, zip_path)
         except BaseException:
             Path(tmp_zip).unlink(missing_ok=True)
