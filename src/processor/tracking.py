@@ -24,7 +24,9 @@ PYFUNC_NAME = "model"
 
 def start_run(experiment: str, *, nested: bool = False, run_name: str | None = None) -> mlflow.ActiveRun:
     """Join the run ``mlflow run`` created, nest under an active parent, or start a new run."""
-    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID") and not nested:
+    # Not keyed on MLFLOW_EXPERIMENT_ID: mlflow.set_experiment itself exports it, so a second run in
+    # the same process would otherwise land in the first run's experiment.
+    if not os.environ.get("MLFLOW_RUN_ID") and not nested:
         mlflow.set_experiment(experiment)
     return mlflow.start_run(nested=nested, run_name=run_name)
 
