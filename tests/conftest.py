@@ -11,7 +11,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +89,26 @@ def mlflow_server(tmp_path_factory):
     uri, proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield uri
     stop(proc)
+
+
+@contextmanager
+def tracking_at(uri: str) -> Iterator[Any]:
+    """MLflow (in-process and subprocesses) pointed at ``uri`` for the block; restored after."""
+    import mlflow
+
+    old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield mlflow.MlflowClient(uri)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+        mlflow.set_tracking_uri(old_uri)
 
 
 @pytest.fixture
@@ -180,23 +203,10 @@ def tiny_config(data_dir: Path, output_dir: Path, **overrides):
 @pytest.fixture(scope="session")
 def trained_run(mlflow_server, sample_dir, tmp_path_factory):
     """One real tiny training run logged to the session's MLflow server (RunResult)."""
-    import mlflow
-
     from processor.train_loop import train
 
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
-    mlflow.set_tracking_uri(mlflow_server)
-    try:
+    with tracking_at(mlflow_server):
         cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("run") / "out",
                           **{"mlflow.experiment": "tests-trained-run"})
         result = train(cfg)
-    finally:
-        while mlflow.active_run():
-            mlflow.end_run()
-        mlflow.set_tracking_uri(None)
-        if old is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old
     return result

@@ -19,8 +19,7 @@ import subprocess
 import sys
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from conftest import tracking_at
 from processor.package import MANIFEST, sha256_bytes, verify_package
 from processor.schema import FEATURES, schema_fingerprint
 
@@ -52,22 +52,6 @@ gate = _load_gate()
 
 
 # ------------------------------------------------------------------------------------------ helpers
-@contextmanager
-def tracking_at(uri: str) -> Iterator[MlflowClient]:
-    """MLflow (in-process and subprocesses) pointed at ``uri`` for the block."""
-    old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield MlflowClient(uri)
-    finally:
-        while mlflow.active_run():
-            mlflow.end_run()
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
-        mlflow.set_tracking_uri(old_uri)
 
 
 def unique_name(prefix: str = "gate") -> str:

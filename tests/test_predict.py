@@ -10,16 +10,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
+from conftest import tracking_at
 from processor.data import ContractError, load_events
 from processor.predict import FRAME_SOURCE, check_frame, main
 from processor.schema import FEATURES, LABELS
@@ -30,19 +28,6 @@ PROB_KEYS = [f"p_{name}" for name in LABELS]
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@contextmanager
-def tracking_at(uri: str) -> Iterator[MlflowClient]:
-    old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield MlflowClient(uri)
-    finally:
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
-        mlflow.set_tracking_uri(old_uri)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ Exit codes: 0 trained, 1 the data break the contract (nothing trained), 2 usage/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata
 import json
 import os

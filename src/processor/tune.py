@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import copy
 import importlib.util
-import io
 import json
 import math
 import os
