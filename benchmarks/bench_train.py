@@ -58,6 +58,17 @@ def events(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return [event_to_text(f) for f in feats], [LABEL2ID[label_event(f)] for f in feats]
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
+    exec, so a case would inherit the parent's peak (the parent builds the 0.5B checkpoint)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_case(model_name: str, mode: str, steps: int, batch: int, max_length: int) -> dict:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
@@ -92,7 +103,7 @@ def run_case(model_name: str, mode: str, steps: int, batch: int, max_length: int
             t0 = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     return {"model": model_name, "mode": mode, "events": n, "seconds": round(seconds, 2),
             "events_per_s": round(n / seconds, 2), "tokens_per_event": round(tokens, 1),
             "peak_rss_mb": round(peak_mb), "batch_size": batch, "torch_threads": torch.get_num_threads()}
