@@ -115,7 +115,7 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     run = client.get_run(trained_run.run_id)
     assert run.info.status == "FINISHED"
     p = run.data.params
-    assert (p["loss.gamma"], p["lora.r"], p["model"], p["seed"]) == ("1.5", "16", "qwen-tiny", "42")
+    assert (p["loss.gamma"], p["lora.r"], p["run.model"], p["run.seed"]) == ("1.5", "16", "qwen-tiny", "42")
     assert run.data.tags["schema_fingerprint"] == schema_fingerprint()
     assert run.data.tags["base_model_is_demo"] == "true"
     assert run.data.tags["validation"] == "passed"

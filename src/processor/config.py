@@ -106,13 +106,15 @@ class Config:
         return dataclasses.asdict(self)
 
     def flat(self) -> dict[str, Any]:
-        """``section.key -> value``, the form logged as MLflow params."""
+        """``section.key -> value``, the form logged as MLflow params. Top-level keys go under
+        ``run.`` (``run.model``, ``run.seed``): ``mlflow run`` already logged its ``-P model=...``
+        parameters under the bare names, and MLflow refuses to change a logged param."""
         out: dict[str, Any] = {}
         for key, value in self.to_dict().items():
             if isinstance(value, dict):
                 out.update({f"{key}.{k}": v for k, v in value.items()})
             else:
-                out[key] = value
+                out[f"run.{key}"] = value
         return out
 
 
