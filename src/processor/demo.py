@@ -52,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
     print("== 3/4 train qwen-tiny (demo base, not Qwen's weights) via `mlflow run . -e main`")
-    submitted = mlflow.projects.run(
-        str(root), entry_point="main", env_manager="local", synchronous=True,
-        parameters={"config": args.config, "train_file": str(data / "train.jsonl"),
-                    "val_file": str(data / "val.jsonl"), "output_dir": args.output_dir, "overwrite": "true"},
-    )
+    try:
+        submitted = mlflow.projects.run(
+            str(root), entry_point="main", env_manager="local", synchronous=True,
+            parameters={"config": args.config, "train_file": str(data / "train.jsonl"),
+                        "val_file": str(data / "val.jsonl"), "output_dir": args.output_dir, "overwrite": "true"},
+        )
+    except mlflow.exceptions.ExecutionException as exc:
+        print(f"error: training failed ({exc}); its output is above", file=sys.stderr)
+        return 1
     run_id = submitted.run_id
     metrics = json.loads((Path(args.output_dir) / "metrics.json").read_text(encoding="utf-8"))
     ci = metrics["bootstrap"]["val_macro_f1"]
