@@ -133,7 +133,6 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     # The pyfunc model: logged with a signature, not registered, and it predicts.
     logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{trained_run.run_id}'", output_format="list")
     assert len(logged) == 1
-    assert client.search_model_versions(f"run_id = '{trained_run.run_id}'") == []
     model = mlflow.pyfunc.load_model(logged[0].model_uri)
     assert model.metadata.signature is not None
     import pandas as pd
@@ -227,8 +226,11 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     base = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "mlproject",
             "-P", "config=configs/tiny.yaml", "-P", f"train_file={sample_dir / 'train.jsonl'}",
             "-P", f"val_file={sample_dir / 'val.jsonl'}", "-P", "max_epochs=1"]
+    # mlflow.set_experiment (earlier tests, in this process) exports MLFLOW_EXPERIMENT_ID; a user's
+    # shell would not have it, and `mlflow run` refuses it beside --experiment-name.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
     ok = subprocess.run([*base, "-P", "gamma=2.0", "-P", f"output_dir={tmp_path / 'ok'}"],
-                        capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+                        capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr[-3000:]
     client = MlflowClient(tracking)
     exp = client.get_experiment_by_name("mlproject")
@@ -236,9 +238,11 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.params["loss.gamma"] == "2.0" and runs[0].data.params["training.epochs"] == "1"
     assert "val_macro_f1" in runs[0].data.metrics
+    # Training logs the pyfunc model but never registers it: that is the gate's job.
+    assert client.search_model_versions(f"run_id = '{runs[0].info.run_id}'") == []
     assert (tmp_path / "ok" / "model_final.zip").is_file()
     bad = subprocess.run([*base, "-P", "gamma=high", "-P", f"output_dir={tmp_path / 'bad'}"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert bad.returncode != 0
     assert "--gamma (loss.gamma): expected a number, got 'high'" in bad.stderr
     assert "Traceback" not in bad.stderr.split("mlflow.exceptions")[0]
