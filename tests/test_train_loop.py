@@ -116,6 +116,8 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert run.info.status == "FINISHED"
     p = run.data.params
     assert (p["loss.gamma"], p["lora.r"], p["run.model"], p["run.seed"]) == ("1.5", "16", "qwen-tiny", "42")
+    weights = trained_run.metrics["class_weights"]
+    assert p["loss.class_weights_used"] == ",".join(f"{c}={weights[c]:.4f}" for c in LABELS)
     assert run.data.tags["schema_fingerprint"] == schema_fingerprint()
     assert run.data.tags["base_model_is_demo"] == "true"
     assert run.data.tags["validation"] == "passed"

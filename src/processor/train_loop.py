@@ -247,6 +247,9 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     # 3. Class-weighted focal loss; "auto" weights come from the class counts the model trains on.
     weights = resolve_class_weights(cfg.loss.class_weights, fit_df["label"].to_numpy())
     focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights))
+    if mlflow:
+        used = "none" if weights is None else ",".join(f"{name}={w:.4f}" for name, w in zip(LABELS, weights))
+        mlflow.log_param("loss.class_weights_used", used)
 
     # 4. Qwen base + LoRA, last-token classification head (score trained via modules_to_save).
     resolved = resolve_model(cfg.model, revision=cfg.revision)
