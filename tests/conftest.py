@@ -20,6 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_DIR = REPO.parent / "shared" / "contract"
+# CI lays shared/ beside the clone; a bare clone elsewhere has no published contract to compare with.
+needs_contract = pytest.mark.skipif(
+    not CONTRACT_DIR.is_dir(), reason=f"published contract directory {CONTRACT_DIR} not present in this checkout"
+)
 
 # One qwen-tiny build for the whole suite (and across runs on this machine); no hub access ever.
 os.environ.setdefault("PROCESSOR_CACHE_DIR", str(REPO / ".cache"))

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,11 +27,7 @@ from processor.schema import (
     schema_fingerprint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-CONTRACT_DIR = REPO.parent / "shared" / "contract"
-needs_contract = pytest.mark.skipif(
-    not CONTRACT_DIR.is_dir(), reason=f"published contract directory {CONTRACT_DIR} not present in this checkout"
-)
+from conftest import CONTRACT_DIR, REPO, needs_contract
 
 
 @pytest.fixture(scope="module")

@@ -34,11 +34,7 @@ from processor.schema import ALL_KEYS, FEATURES, LABELS, contract_spec
 from processor.serialize import event_to_text
 from processor.validate import main, validate_paths
 
-REPO = Path(__file__).resolve().parents[1]
-CONTRACT_DIR = REPO.parent / "shared" / "contract"
-needs_contract = pytest.mark.skipif(
-    not CONTRACT_DIR.is_dir(), reason=f"published contract directory {CONTRACT_DIR} not present in this checkout"
-)
+from conftest import CONTRACT_DIR, REPO, needs_contract
 
 BASE: dict[str, Any] = {
     "id": "ev-000001", "timestamp": "2024-03-05T13:45:00Z", "symbol": "EURUSD",
