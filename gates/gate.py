@@ -49,6 +49,7 @@ except ModuleNotFoundError:  # a plain checkout run as `python gates/gate.py`
 
 import yaml
 
+from processor.atomic import write_text_atomic
 from processor.package import PackageError, verify_package
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 
@@ -440,15 +441,7 @@ def format_table(checks: Sequence[CheckResult]) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, allow_nan=False, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False, default=str))
 
 
 # ----------------------------------------------------------------------------------------- registry

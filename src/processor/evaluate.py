@@ -7,8 +7,7 @@ matrix are the true class).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from processor.atomic import write_bytes_atomic
 from processor.schema import FEATURES, LABELS, SESSIONS
 
 # How the 13 contract features are fed to the sklearn baselines.
@@ -192,7 +192,6 @@ def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusio
     if matrix.shape != (len(labels), len(labels)):
         raise ValueError(f"confusion matrix has shape {matrix.shape}, expected {len(labels)}x{len(labels)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     # Figure + Agg canvas instead of pyplot: no global figure state, safe in threads and loops.
     fig = Figure(figsize=(1.6 * len(labels) + 2.2, 1.4 * len(labels) + 1.6), dpi=100)
@@ -212,16 +211,9 @@ def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusio
     ax.set_title(title)
     fig.tight_layout()
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the plot is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    write_bytes_atomic(path, png.getvalue())
     return path
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from processor.atomic import write_text_atomic
 from processor.data import ContractError, Problem, UsageError, load_events
 from processor.schema import FEATURES, LABELS
 
@@ -164,17 +164,8 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Write rows as JSON lines to a temp file beside ``path``, then rename: no partial file ever."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+                                           for row in rows))
 
 
 def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64) -> int:

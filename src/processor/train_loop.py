@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import shutil
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from processor.atomic import write_text_atomic
 from processor.config import Config, ConfigError, apply_override, load_config, parse_override, save_config
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
 from processor.serialize import TEMPLATE_NAME, event_to_text
@@ -500,9 +500,7 @@ def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, An
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
