@@ -52,10 +52,10 @@ def events(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
 
     from processor.sample_data import label_event, sample_features
     from processor.schema import LABEL2ID
-    from processor.serialize import event_to_text
+    from processor.serialize import render_events
 
     feats = sample_features(n, np.random.default_rng(seed))
-    return [event_to_text(f) for f in feats], [LABEL2ID[label_event(f)] for f in feats]
+    return render_events(feats), [LABEL2ID[label_event(f)] for f in feats]
 
 
 def peak_rss_mb() -> float:

@@ -48,7 +48,7 @@ from processor.model import (
 )
 from processor.sample_data import sample_features
 from processor.schema import LABELS
-from processor.serialize import event_to_text
+from processor.serialize import render_events
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Small enough to build in seconds: for tests of the build machinery, not of model quality.
@@ -373,7 +373,7 @@ def test_qwen_tiny_resolves_and_loads_like_a_real_checkpoint(tiny_dir: Path) -> 
     assert isinstance(model, Qwen2ForSequenceClassification)
     model = apply_lora(model, r=4, alpha=8, dropout=0.0)
     events = sample_features(5, np.random.default_rng(0))
-    batch = tokenizer([event_to_text(e) for e in events], return_tensors="pt", padding=True)
+    batch = tokenizer(render_events(events), return_tensors="pt", padding=True)
     assert model(**batch).logits.shape == (5, len(LABELS))
 
 
@@ -389,7 +389,7 @@ def test_qwen_tiny_was_really_pretrained(tiny_dir: Path) -> None:
     torch.manual_seed(0)
     random_model = Qwen2ForCausalLM(model.config).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
-    texts = [event_to_text(e) + tokenizer.eos_token for e in sample_features(32, np.random.default_rng(99))]
+    texts = [t + tokenizer.eos_token for t in render_events(sample_features(32, np.random.default_rng(99)))]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     with torch.no_grad():
@@ -427,7 +427,7 @@ def test_qwen_tiny_tokenizer_is_deterministic(tiny_dir: Path) -> None:
     saved = AutoTokenizer.from_pretrained(tiny_dir)
     rebuilt = build_tiny_tokenizer(TinyRecipe())
     assert rebuilt.get_vocab() == saved.get_vocab()
-    text = " ".join(event_to_text(e) for e in sample_features(20, np.random.default_rng(5)))
+    text = " ".join(render_events(sample_features(20, np.random.default_rng(5))))
     assert rebuilt(text)["input_ids"] == saved(text)["input_ids"]
 
 

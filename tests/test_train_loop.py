@@ -19,7 +19,7 @@ from processor.data import ContractError, file_sha256, load_events, records
 from processor.evaluate import compute_metrics
 from processor.package import PackageError, load_packaged_model, predict_texts, verify_package
 from processor.schema import LABELS, schema_fingerprint
-from processor.serialize import event_to_text
+from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
 from conftest import REPO, tiny_config
@@ -57,7 +57,8 @@ def test_metrics_json_has_everything(trained_run, sample_dir):
     assert ci["low"] <= m["val_macro_f1"] <= ci["high"]
     assert 5 < m["tokens_per_event"] <= 48
     assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting"}
-    assert (trained_run.output_dir / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("confusion_matrix.png", "learning_curve.png"):
+        assert (trained_run.output_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
 def test_demo_base_passes_the_shipping_checks_on_sample_data(trained_run):
@@ -81,7 +82,7 @@ def test_model_zip_round_trip_gives_identical_predictions(trained_run, sample_di
         assert member in manifest["files"], member
     val = load_events(sample_dir / "val.jsonl")
     events = records(val)
-    texts = [event_to_text(e) for e in events]
+    texts = Serializer.fit(load_events(sample_dir / "train.jsonl")).render_all(events)
     in_memory = predict_texts(trained_run.model, trained_run.tokenizer, texts, max_length=48)
     packaged = load_packaged_model(trained_run.zip_path)
     try:
@@ -94,6 +95,20 @@ def test_model_zip_round_trip_gives_identical_predictions(trained_run, sample_di
     again = compute_metrics(list(val["label"]), [LABELS[i] for i in loaded.argmax(1)])
     assert again["val_macro_f1"] == trained_run.metrics["val_macro_f1"]
     assert again["confusion_matrix"] == trained_run.metrics["confusion_matrix"]
+
+
+def test_serialization_bins_are_fitted_on_the_training_split_only(trained_run, sample_dir):
+    import zipfile
+
+    with zipfile.ZipFile(trained_run.zip_path) as zf:
+        packaged = Serializer.from_serving(json.loads(zf.read("serving.json")))
+    train_events = load_events(sample_dir / "train.jsonl")
+    assert packaged == Serializer.fit(train_events)
+    # Not on val, and not on the oversampled frame the model trained on (duplicates move quantiles).
+    assert packaged != Serializer.fit(load_events(sample_dir / "val.jsonl"))
+    from processor.oversample import oversample
+
+    assert packaged != Serializer.fit(oversample(train_events, seed=42).frame)
 
 
 def test_tampered_zip_is_rejected(trained_run, tmp_path):
@@ -126,8 +141,13 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert len({h.step for h in per_epoch}) == trained_run.metrics["epochs_run"]
     assert client.get_metric_history(trained_run.run_id, "train_loss")
     artifacts = {a.path for a in client.list_artifacts(trained_run.run_id)}
-    assert {"metrics.json", "model_final.zip", "confusion_matrix.png", "resolved_config.yaml",
+    assert {"metrics.json", "model_final.zip", "confusion_matrix.png", "learning_curve.png", "resolved_config.yaml",
             "validation_report.json"} <= artifacts
+    gbdt = trained_run.metrics["baselines"]["hist_gradient_boosting"]["val_macro_f1"]
+    assert run.data.metrics["baseline_gbdt_macro_f1"] == pytest.approx(gbdt)
+    assert run.data.metrics["baseline_logreg_macro_f1"] == pytest.approx(
+        trained_run.metrics["baselines"]["logistic_regression"]["val_macro_f1"])
+    assert run.data.metrics["val_macro_f1_minus_gbdt"] == pytest.approx(trained_run.metrics["val_macro_f1"] - gbdt)
     contexts = sorted(d.tags[0].value for d in run.inputs.dataset_inputs)
     assert contexts == ["training", "validation"]
     digests = {d.dataset.digest for d in run.inputs.dataset_inputs}

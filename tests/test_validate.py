@@ -31,7 +31,7 @@ from processor.data import (
     records,
 )
 from processor.schema import ALL_KEYS, FEATURES, LABELS, contract_spec
-from processor.serialize import event_to_text
+from processor.serialize import render_events
 from processor.validate import main, validate_paths
 
 from conftest import CONTRACT_DIR, REPO, needs_contract
@@ -338,7 +338,7 @@ def test_records_round_trip_into_serialization(tmp_path: Path) -> None:
     recs = records(df)
     assert recs == [{k: r[k] for k in FEATURES} for r in rows]
     assert all(type(v) in (bool, int, float, str) for r in recs for v in r.values())
-    assert [event_to_text(r) for r in recs] == [event_to_text(r) for r in rows]
+    assert render_events(recs) == render_events(rows)
 
 
 def test_optional_columns_are_filled_with_none(tmp_path: Path) -> None:

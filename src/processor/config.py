@@ -16,8 +16,11 @@ from typing import Any
 
 import yaml
 
+from processor.serialize import LEGACY_TEMPLATES, TEMPLATE_NAME
+
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TEMPLATES = (TEMPLATE_NAME, *LEGACY_TEMPLATES)
 
 
 class ConfigError(ValueError):
@@ -64,6 +67,9 @@ class DataConfig:
     train_file: str = "data/train.jsonl"
     val_file: str = "data/val.jsonl"
     oversample: bool = True
+    # How events become text (processor.serialize): "words-v1" (one word per feature, quantile bins
+    # fitted on train) or the older "compact-v2" (raw digits).
+    template: str = TEMPLATE_NAME
 
 
 @dataclass
@@ -230,6 +236,8 @@ def check(cfg: Config) -> Config:
     else:
         need(len(ls.class_weights) == 3 and all(w > 0 for w in ls.class_weights),
              f"loss.class_weights must be 3 positive numbers (long, short, no_trade), got {ls.class_weights}")
+    need(cfg.data.template in TEMPLATES,
+         f"data.template must be one of {', '.join(TEMPLATES)}, got {cfg.data.template!r}")
     need(cfg.eval.bootstrap_resamples >= 100,
          f"eval.bootstrap_resamples must be >= 100, got {cfg.eval.bootstrap_resamples}")
     need(0.5 <= cfg.eval.confidence < 1.0, f"eval.confidence must be in [0.5, 1), got {cfg.eval.confidence}")

@@ -211,10 +211,44 @@ def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusio
     ax.set_title(title)
     fig.tight_layout()
 
+    _save_png(fig, path)
+    return path
+
+
+def _save_png(fig: Figure, path: Path) -> None:
     png = io.BytesIO()
     fig.savefig(png, format="png")
     write_bytes_atomic(path, png.getvalue())
-    return path
+
+
+def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, *, best_epoch: int | None = None,
+                        baseline_f1: float | None = None, title: str = "Learning curve") -> Path:
+    """Per-epoch train loss (left axis) and val macro-F1 (right axis) to a PNG, with the restored best
+    epoch and, when given, the GBDT baseline's macro-F1 as reference lines. Written atomically."""
+    if not history:
+        raise ValueError("learning curve needs at least one evaluated epoch")
+    epochs = [int(row["epoch"]) for row in history]
+    fig = Figure(figsize=(6.4, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    losses = [row.get("train_loss") for row in history]
+    ax.plot(epochs, [np.nan if v is None else v for v in losses], "o-", color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss (focal)", color="tab:blue")
+    ax.set_xticks(epochs)
+    f1_ax = ax.twinx()
+    f1_ax.plot(epochs, [row["val_macro_f1"] for row in history], "s-", color="tab:orange", label="val macro-F1")
+    if baseline_f1 is not None:
+        f1_ax.axhline(baseline_f1, color="tab:green", linestyle="--", label=f"GBDT baseline {baseline_f1:.3f}")
+    if best_epoch is not None:
+        f1_ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+    f1_ax.set_ylabel("val macro-F1", color="tab:orange")
+    handles = ax.get_legend_handles_labels()[0] + f1_ax.get_legend_handles_labels()[0]
+    f1_ax.legend(handles=handles, loc="lower right", fontsize="small")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return Path(path)
 
 
 def _preprocessor(scale_numeric: bool) -> ColumnTransformer:

@@ -462,9 +462,11 @@ def _library_versions() -> tuple[tuple[str, str], ...]:
 
 def _event_texts(n: int, seed: int) -> list[str]:
     from processor.sample_data import sample_features
-    from processor.serialize import event_to_text
+    from processor.serialize import render_events
 
-    return [event_to_text(event) for event in sample_features(n, np.random.default_rng(seed))]
+    # Bins fitted on the synthetic events themselves: the tokenizer and the pretraining see every
+    # bin word, whatever edges a user's training split later gives them.
+    return render_events(sample_features(n, np.random.default_rng(seed)))
 
 
 def _tokenizer_corpus(recipe: TinyRecipe) -> list[str]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from processor.schema import LABELS
-from processor.serialize import event_to_text
+from processor.serialize import Serializer
 
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = 1
@@ -141,7 +141,7 @@ class PackagedModel:
 
     @torch.no_grad()
     def predict_proba(self, events: list[dict[str, Any]], batch_size: int = 64) -> np.ndarray:
-        texts = [event_to_text(e, self.serving["template"]) for e in events]
+        texts = Serializer.from_serving(self.serving).render_all(events)
         return predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"], batch_size)
 
     def predict(self, events: list[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:

@@ -1,43 +1,154 @@
-"""Event -> text: the one serialization template shared by training and prediction.
+"""Event -> text: the serialization shared by training and prediction.
 
-Tokens per event is the main cost of CPU training on a real Qwen (measured on 2 cores:
-~2.5 events/s at 40 tokens, ~1.1 at 96), so the template is terse: short key names glued to their
-values (no ``=``: Qwen's pre-tokenizer splits letters from digits anyway, so ``=`` would be one more
-token per field), the two CHoCH flags and the three FVG flags packed as digit strings,
-``wave_strength`` as a whole percentage, ``atr`` with 3 significant digits. Key order is fixed.
-The template's name is stored in the packaged model so that prediction serializes exactly as
-training did.
+Template ``words-v1`` (the default) writes every feature as ONE short word that names the feature and
+its value, in a fixed order, e.g. (contract keys in brackets)::
 
-Example (contract keys in brackets)::
+    extup intup chuy chdn fvuy fvdn frty legc lffy pbky wsn atrc sesl
+    [ext_dir] [int_dir] [ext_choch_up] [ext_choch_down] [fvg_up] [fvg_down] [fvg_retest]
+    [mgann_leg_index] [mgann_leg_first_fvg] [pb_wave_strength_ok] [wave_strength] [atr] [session]
 
-    ext1 int1 choch10 fvg101 leg2 first1 pb1 ws64 atr0.00112 london
-    [ext_dir] [int_dir] [ext_choch_up ext_choch_down] [fvg_up fvg_down fvg_retest]
-    [mgann_leg_index] [mgann_leg_first_fvg] [pb_wave_strength_ok] [wave_strength x100] [atr] [session]
+Why words, not numbers (measured, docs/quality.md): with the older ``compact-v2`` text
+(``ext1 int1 choch10 fvg101 leg2 ... ws64 atr0.00112 london``) a value was spread over several digit
+tokens whose count varied from event to event (``ext-1`` is one token more than ``ext1``, ``atr`` had
+3 to 7 digits), so a feature sat at a different distance from the last token in every event, and a
+threshold such as ``wave_strength >= 0.65`` had to be read off two digits. One word per feature gives
+a fixed layout and one token per feature value in the demo base's tokenizer: 13 tokens per event
+instead of 28.6 (tokens are the CPU cost on a real Qwen), and val macro-F1 rose by about 0.1.
+
+The two continuous features become **quantile bins fitted on the training split** (before
+oversampling, so duplicated rows do not move the edges): ``wave_strength`` in 20 bins, ``atr`` in 10
+(its scale differs by orders of magnitude between symbols, so raw digits meant little). The fitted
+edges are part of the :class:`Serializer`, stored in ``model_final.zip`` (``serving.json``) and applied
+again at prediction time, so training and serving never disagree. ``mgann_leg_index`` keeps its value
+up to 9 and folds 10+ into one word (the contract allows up to 100; the data rarely go past 10).
+
+``compact-v2`` is still rendered for packages trained before ``words-v1`` existed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-TEMPLATE_NAME = "compact-v2"
-TEMPLATE = (
+import numpy as np
+
+TEMPLATE_NAME = "words-v1"
+LEGACY_TEMPLATES = ("compact-v2",)
+
+# Bins per continuous feature. 20 for wave_strength: the sample rules (and traders) threshold it, and a
+# finer grid puts a bin edge close to any threshold; atr is a scale feature, 10 bins are plenty.
+N_BINS: dict[str, int] = {"wave_strength": 20, "atr": 10}
+LEG_CAP = 10  # mgann_leg_index 10..100 -> one word
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_DIRECTION = {-1: "dn", 0: "no", 1: "up"}
+_SESSION = {"asia": "a", "london": "l", "new_york": "n"}
+# (word prefix, contract key) for the 0/1 flags, in contract order around the other features.
+_FLAG_WORDS = {
+    "ext_choch_up": "chu", "ext_choch_down": "chd", "fvg_up": "fvu", "fvg_down": "fvd", "fvg_retest": "frt",
+    "mgann_leg_first_fvg": "lff", "pb_wave_strength_ok": "pbk",
+}
+
+
+@dataclass(frozen=True)
+class Serializer:
+    """A template plus what was fitted for it (bin edges per continuous feature)."""
+
+    template: str = TEMPLATE_NAME
+    # feature -> interior bin edges, ascending; bin = number of edges <= value (0 .. len(edges)).
+    edges: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, events: Iterable[Mapping[str, Any]] | Any, template: str = TEMPLATE_NAME) -> Serializer:
+        """Fit the bin edges on training events (records, or a frame with the feature columns)."""
+        _check_template(template)
+        if template != TEMPLATE_NAME:
+            return cls(template=template)
+        columns = _columns(events, tuple(N_BINS))
+        edges = {}
+        for key, n_bins in N_BINS.items():
+            values = np.asarray(columns[key], dtype=np.float64)
+            if values.size == 0:
+                raise ValueError("cannot fit the serializer's bins on no events")
+            # method="lower": every edge is a value seen in training (no interpolated in-between edges).
+            qs = np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)[1:-1], method="lower")
+            # Ties (e.g. many equal values) collapse edges; fewer, distinct bins are the honest result.
+            edges[key] = tuple(float(q) for q in np.unique(qs))
+        return cls(template=template, edges=edges)
+
+    def render(self, event: Mapping[str, Any]) -> str:
+        """Render one (already validated) event as model input text."""
+        if self.template == "compact-v2":
+            return _compact_v2(event)
+        if self.template != TEMPLATE_NAME:
+            _check_template(self.template)
+        if set(self.edges) != set(N_BINS):
+            raise ValueError(f"serializer {self.template!r} is not fitted (bin edges for {sorted(N_BINS)} needed)")
+        words = [f"ext{_DIRECTION[int(event['ext_dir'])]}", f"int{_DIRECTION[int(event['int_dir'])]}"]
+        words += [f"{_FLAG_WORDS[k]}{'y' if bool(event[k]) else 'n'}"
+                  for k in ("ext_choch_up", "ext_choch_down", "fvg_up", "fvg_down", "fvg_retest")]
+        words.append(f"leg{_LETTERS[min(int(event['mgann_leg_index']), LEG_CAP)]}")
+        words += [f"{_FLAG_WORDS[k]}{'y' if bool(event[k]) else 'n'}"
+                  for k in ("mgann_leg_first_fvg", "pb_wave_strength_ok")]
+        words.append(f"ws{_LETTERS[self._bin('wave_strength', event)]}")
+        words.append(f"atr{_LETTERS[self._bin('atr', event)]}")
+        words.append(f"ses{_SESSION[str(event['session'])]}")
+        return " ".join(words)
+
+    def render_all(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
+        return [self.render(e) for e in events]
+
+    def _bin(self, key: str, event: Mapping[str, Any]) -> int:
+        return int(np.searchsorted(self.edges[key], float(event[key]), side="right"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "edges": {k: list(v) for k, v in self.edges.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Serializer:
+        template = str(data.get("template", ""))
+        _check_template(template)
+        edges = {str(k): tuple(float(x) for x in v) for k, v in dict(data.get("edges") or {}).items()}
+        return cls(template=template, edges=edges)
+
+    @classmethod
+    def from_serving(cls, serving: Mapping[str, Any]) -> Serializer:
+        """The serializer a packaged model was trained with (``serving.json``; old packages: template only)."""
+        if "serialization" in serving:
+            return cls.from_dict(serving["serialization"])
+        return cls.from_dict({"template": serving.get("template", "")})
+
+
+def render_events(events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Texts of ``events`` with bins fitted on those same events: for synthetic corpora, benchmarks
+    and tests, never for a trained model (which renders with the serializer stored in its package)."""
+    events = list(events)
+    return Serializer.fit(events).render_all(events)
+
+
+def _check_template(template: str) -> None:
+    if template != TEMPLATE_NAME and template not in LEGACY_TEMPLATES:
+        known = ", ".join(repr(t) for t in (TEMPLATE_NAME, *LEGACY_TEMPLATES))
+        raise ValueError(f"unknown serialization template {template!r} (this version knows {known})")
+
+
+def _columns(events: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    if hasattr(events, "columns"):  # a DataFrame
+        return {k: events[k].to_numpy() for k in keys}
+    rows = list(events)
+    return {k: [row[k] for row in rows] for k in keys}
+
+
+# --- compact-v2 (packages trained before words-v1) -----------------------------------------------
+_COMPACT_V2 = (
     "ext{ext_dir} int{int_dir} choch{ext_choch_up}{ext_choch_down} "
     "fvg{fvg_up}{fvg_down}{fvg_retest} leg{mgann_leg_index} first{mgann_leg_first_fvg} "
     "pb{pb_wave_strength_ok} ws{wave_strength} atr{atr} {session}"
 )
 
-_FLAGS = (
-    "ext_choch_up", "ext_choch_down", "fvg_up", "fvg_down", "fvg_retest",
-    "mgann_leg_first_fvg", "pb_wave_strength_ok",
-)
 
-
-def event_to_text(event: Mapping[str, Any], template: str = TEMPLATE_NAME) -> str:
-    """Render one (already validated) event as model input text."""
-    if template != TEMPLATE_NAME:
-        raise ValueError(f"unknown serialization template {template!r} (this version knows {TEMPLATE_NAME!r})")
-    fields = {flag: int(bool(event[flag])) for flag in _FLAGS}
+def _compact_v2(event: Mapping[str, Any]) -> str:
+    fields = {flag: int(bool(event[flag])) for flag in _FLAG_WORDS}
     fields.update(
         ext_dir=int(event["ext_dir"]),
         int_dir=int(event["int_dir"]),
@@ -46,4 +157,4 @@ def event_to_text(event: Mapping[str, Any], template: str = TEMPLATE_NAME) -> st
         atr=f"{float(event['atr']):.3g}",
         session=str(event["session"]),
     )
-    return TEMPLATE.format(**fields)
+    return _COMPACT_V2.format(**fields)

@@ -28,7 +28,7 @@ from transformers import Trainer
 from processor.atomic import write_text_atomic
 from processor.config import Config, ConfigError, apply_override, load_config, parse_override, save_config
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
-from processor.serialize import TEMPLATE_NAME, event_to_text
+from processor.serialize import Serializer
 
 # CLI flag -> config key. Every flag defaults to "unset" (None or ""), so MLproject can pass empty
 # parameters through and the config file keeps its value.
@@ -207,7 +207,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
 
         log_params(cfg.flat())
         mlflow.set_tags({"schema_fingerprint": schema_fingerprint(), "git_commit": git_commit() or "unknown",
-                         "template": TEMPLATE_NAME})
+                         "template": cfg.data.template})
         mlflow.log_artifact(str(out / "resolved_config.yaml"))
 
     # 1. Load and validate against the event contract: nothing trains on bad data.
@@ -261,9 +261,12 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         mlflow.set_tags({"base_model": resolved.base_id, "base_model_revision": resolved.revision or "unknown",
                          "base_model_is_demo": str(resolved.is_demo).lower()})
 
-    train_texts = [event_to_text(r) for r in _records(fit_df)]
-    val_texts = [event_to_text(r) for r in _records(val_df)]
-    tokens_per_event = count_tokens(tokenizer, [event_to_text(r) for r in _records(train_df)] + val_texts)
+    # Bins are fitted on the training split as loaded (before oversampling: duplicates must not move the
+    # edges) and travel in the package, so prediction renders events exactly as training did.
+    serializer = Serializer.fit(train_df, template=cfg.data.template)
+    train_texts = serializer.render_all(_records(fit_df))
+    val_texts = serializer.render_all(_records(val_df))
+    tokens_per_event = count_tokens(tokenizer, serializer.render_all(_records(train_df)) + val_texts)
     train_ds = EncodedEvents(tokenizer, train_texts, fit_df["label"], cfg.training.max_length)
     val_ds = EncodedEvents(tokenizer, val_texts, val_df["label"], cfg.training.max_length)
 
@@ -346,6 +349,9 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
     ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
                              title=f"{cfg.model} val (macro-F1 {metrics['val_macro_f1']:.3f})")
+    gbdt_f1 = metrics.get("baselines", {}).get("hist_gradient_boosting", {}).get("val_macro_f1")
+    ev.plot_learning_curve(history, out / "learning_curve.png", best_epoch=best_epoch, baseline_f1=gbdt_f1,
+                           title=f"{cfg.model}: train loss and val macro-F1 per epoch")
 
     # 7. Package: adapter + head + tokenizer + config + template + fingerprint + metrics.
     from processor.package import resolved_weights_sha256, write_package
@@ -353,7 +359,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     serving = {
         "base": {"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
                  "is_demo": resolved.is_demo, "weights_sha256": resolved_weights_sha256(Path(resolved.path))},
-        "template": TEMPLATE_NAME,
+        "template": serializer.template,
+        "serialization": serializer.to_dict(),
         "max_length": cfg.training.max_length,
         "labels": list(LABELS),
         "schema_fingerprint": schema_fingerprint(),
@@ -373,13 +380,19 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
                  "val_macro_f1_ci_high": metrics["bootstrap"]["val_macro_f1"]["high"]}
         final.update({f"val_f1_{name}": metrics["per_class"][name]["f1"] for name in LABELS})
         final.update({f"share_after_{name}": class_balance["after"][name] for name in LABELS})
+        # The question a user asks first: does the LLM beat a plain tree on the same split?
+        for key, name in (("hist_gradient_boosting", "gbdt"), ("logistic_regression", "logreg")):
+            if key in metrics.get("baselines", {}):
+                f1 = metrics["baselines"][key]["val_macro_f1"]
+                final[f"baseline_{name}_macro_f1"] = f1
+                final[f"val_macro_f1_minus_{name}"] = metrics["val_macro_f1"] - f1
         # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
         # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
         mlflow.log_metrics(final, step=metrics["epochs_run"])
-        for name in ("metrics.json", "confusion_matrix.png", zip_path.name):
+        for name in ("metrics.json", "confusion_matrix.png", "learning_curve.png", zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
-            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg)
+            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer)
     return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id, model=trainer.model,
                      tokenizer=tokenizer)
 
@@ -519,14 +532,15 @@ def _mlflow():
     return mlflow
 
 
-def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config) -> None:
+def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config,
+                serializer: Serializer) -> None:
     import pandas as pd
 
     from processor.package import predict_texts
     from processor.tracking import log_pyfunc
 
     example = val_df.head(3).copy()
-    texts = [event_to_text(r) for r in _records(example)]
+    texts = serializer.render_all(_records(example))
     probs = predict_texts(model, tokenizer, texts, cfg.training.max_length)
     out = pd.DataFrame({"id": list(example["id"]), "label": [LABELS[i] for i in probs.argmax(axis=1)],
                         **{f"p_{name}": probs[:, i].astype(float) for i, name in enumerate(LABELS)}})

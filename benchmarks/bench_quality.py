@@ -1,0 +1,136 @@
+"""Quality of the default config against the classic baselines, over rule sets, class mixes and seeds.
+
+    python benchmarks/bench_quality.py                     # v1/v2 x default/rare/balanced x seeds 0,1,2
+    python benchmarks/bench_quality.py --seeds 100 101     # other seeds (how configs/tiny.yaml was chosen)
+    python benchmarks/bench_quality.py --config configs/tiny.yaml --set training.lr=1e-3   # a variant
+
+For every (rules, mix, seed) it writes the project's sample data (``processor.sample_data``, data seed =
+``seed``), trains the config on it exactly as ``make demo`` would (training seed = ``seed``, no MLflow), and
+runs the shipping gate on the output (``gates/gate.py --output-dir``, the default check file). Per row it
+reports the mean and sample sd over the seeds of: the LLM's val macro-F1 and F1(long)/F1(short), the
+gradient-boosted tree and the logistic regression on the same split (``metrics.json`` baselines), the
+Bayes ceiling of the data (the noise-free rules scored on the noisy val labels), how many seeds pass the
+shipping checks, and the seconds per training run. Printed as a Markdown table and written, with every
+single run, to ``benchmarks/results/quality.json`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RULES = ("v1", "v2")
+MIXES = ("default", "rare", "balanced")
+
+
+def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int, work: Path) -> dict:
+    from processor.config import apply_override, check, load_config, parse_override
+    from processor.sample_data import write_sample_data
+    from processor.train_loop import train
+
+    data = work / f"{rules}-{mix}-{seed}"
+    card = write_sample_data(data, seed=seed, rules=rules, mix=mix)
+    cfg = load_config(config, {"data.train_file": str(data / "train.jsonl"), "data.val_file": str(data / "val.jsonl"),
+                               "packaging.output_dir": str(data / "out"), "seed": seed, "mlflow.enabled": False})
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(cfg, key, value, source=text)
+    check(cfg)
+    started = time.perf_counter()
+    m = train(cfg).metrics
+    seconds = time.perf_counter() - started
+    gate = subprocess.run([sys.executable, str(REPO / "gates" / "gate.py"), "--output-dir", str(data / "out")],
+                          capture_output=True, text=True, cwd=REPO)
+    if gate.returncode not in (0, 1):
+        raise RuntimeError(f"gate failed to run on {data / 'out'}: {gate.stderr.strip()}")
+    return {
+        "rules": rules, "mix": mix, "seed": seed,
+        "llm": m["val_macro_f1"], "f1_long": m["per_class"]["long"]["f1"], "f1_short": m["per_class"]["short"]["f1"],
+        "gbdt": m["baselines"]["hist_gradient_boosting"]["val_macro_f1"],
+        "logreg": m["baselines"]["logistic_regression"]["val_macro_f1"],
+        "ceiling": card["bayes_ceiling"], "passes_gate": gate.returncode == 0,
+        "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "tokens_per_event": m["tokens_per_event"],
+        "seconds": round(seconds, 1),
+    }
+
+
+def _ms(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+
+def table(runs: list[dict]) -> tuple[str, list[dict]]:
+    lines = ["| rules | mix | LLM val macro-F1 | GBDT | logistic regression | Bayes ceiling | F1 long | F1 short "
+             "| LLM ≥ GBDT | passes gate | s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for rules in RULES:
+        for mix in MIXES:
+            rs = [r for r in runs if r["rules"] == rules and r["mix"] == mix]
+            if not rs:
+                continue
+            col = {k: [r[k] for r in rs] for k in ("llm", "gbdt", "logreg", "ceiling", "f1_long", "f1_short", "seconds")}
+            row = {"rules": rules, "mix": mix, "n": len(rs),
+                   **{f"{k}_mean": statistics.fmean(v) for k, v in col.items()},
+                   "passes_gate": sum(r["passes_gate"] for r in rs)}
+            row["llm_at_least_gbdt"] = row["llm_mean"] >= row["gbdt_mean"]
+            rows.append(row)
+            lines.append(f"| {rules} | {mix} | {_ms(col['llm'])} | {_ms(col['gbdt'])} | {_ms(col['logreg'])} "
+                         f"| {_ms(col['ceiling'])} | {_ms(col['f1_long'])} | {_ms(col['f1_short'])} "
+                         f"| {'yes' if row['llm_at_least_gbdt'] else 'no'} | {row['passes_gate']}/{len(rs)} "
+                         f"| {statistics.fmean(col['seconds']):.0f} |")
+    return "\n".join(lines), rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, default=REPO / "configs" / "tiny.yaml")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rules", nargs="+", choices=RULES, default=list(RULES))
+    p.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run (a variant to compare)")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "quality.json")
+    args = p.parse_args(argv)
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        for rules in args.rules:
+            for mix in args.mixes:
+                for seed in args.seeds:
+                    run = one_run(args.config, args.overrides, rules, mix, seed, Path(tmp))
+                    runs.append(run)
+                    print(f"{rules} {mix} seed {seed}: LLM {run['llm']:.3f}  GBDT {run['gbdt']:.3f}  "
+                          f"gate {'pass' if run['passes_gate'] else 'FAIL'}  {run['seconds']:.0f} s", flush=True)
+    text, rows = table(runs)
+    print()
+    print(text)
+    from processor.atomic import write_text_atomic
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "config": str(args.config.relative_to(REPO) if args.config.is_absolute()
+                                                        and args.config.is_relative_to(REPO) else args.config),
+        "overrides": args.overrides, "seeds": args.seeds, "machine": f"{platform.machine()}, {_cores()} cores",
+        "rows": rows, "runs": runs, "table_markdown": text}, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
