@@ -10,8 +10,11 @@ Checks (thresholds in gates/ship_checks.yaml; never from the command line):
   val_macro_f1   val macro-F1 >= 0.60
   class_f1       F1(long) >= 0.55 and F1(short) >= 0.55
   artifacts      metrics.json and model_final.zip present, the zip intact (manifest sha256s, no unsafe
-                 paths); with MLflow also the run's pyfunc model, bundling that same zip
+                 paths), the run's metrics.json identical to the zip's own copy; with MLflow also the
+                 run's pyfunc model, bundling that same zip
   schema         the run's feature schema is the contract's (fingerprint, feature keys, no extra keys)
+The scores of checks 1-3 and the fingerprint of check 5 are read from the metrics.json inside the
+verified zip (covered by its manifest), never from the separate metrics.json file alone.
 --strict: checks 2 and 3 use the lower bound of the bootstrap CI in metrics.json (both are reported).
 
 Only when every check passes is the run's pyfunc model registered (one version per run: gating a run
@@ -136,10 +139,18 @@ class Evidence:
     """What a run left behind, as far as it could be read. Missing pieces are check failures."""
 
     source: str  # "mlflow run <id>" or the output directory
+    # What checks 1-3 and 5 judge: the verified zip's own metrics.json (see ``settle_metrics``).
     metrics: dict[str, Any] | None = None
     metrics_problem: str | None = None
+    metrics_source: str = "none"  # "model_final.zip" (verified) or "metrics.json (unverified)"
+    # The run's separate metrics.json artifact; it must equal the zip's copy (check 4).
+    artifact_metrics: dict[str, Any] | None = None
+    artifact_metrics_problem: str | None = None
     zip_path: Path | None = None
     zip_problem: str | None = None
+    zip_verify_problem: str | None = None  # set by settle_metrics when the manifest check fails
+    zip_metrics: dict[str, Any] | None = None
+    zip_metrics_problem: str | None = None
     # MLflow only: the logged pyfunc model (None + problem when absent), its signature input columns and
     # the sha256 of the zip it bundles. ``pyfunc_checked`` is False for --output-dir.
     pyfunc_checked: bool = False
@@ -150,19 +161,91 @@ class Evidence:
     run_tags: dict[str, str] = field(default_factory=dict)
 
 
+def _parse_metrics(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{where} is not readable JSON ({exc})"
+    if not isinstance(data, dict):
+        return None, f"{where} is not a JSON object"
+    return data, None
+
+
 def _read_metrics(path: Path, ev: Evidence) -> None:
     if not path.is_file():
-        ev.metrics_problem = "metrics.json is missing"
+        ev.artifact_metrics_problem = "metrics.json is missing"
         return
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        ev.metrics_problem = f"metrics.json is not readable JSON ({exc})"
+        raw = path.read_bytes()
+    except OSError as exc:
+        ev.artifact_metrics_problem = f"metrics.json is not readable ({exc})"
         return
-    if not isinstance(data, dict):
-        ev.metrics_problem = "metrics.json is not a JSON object"
-        return
-    ev.metrics = data
+    ev.artifact_metrics, ev.artifact_metrics_problem = _parse_metrics(raw, "metrics.json")
+
+
+def settle_metrics(ev: Evidence) -> Evidence:
+    """Decide which metrics the checks judge: the zip's own metrics.json once the zip's manifest
+    verifies -- the run's separate metrics.json is a plain file anyone with write access to the run
+    can edit, the zip's copy is covered by the manifest sha256s. When the zip is missing or fails
+    verification, check 4 fails anyway; the separate metrics.json is then judged (marked unverified)
+    so that the report still says what else would have failed."""
+    if ev.zip_path is not None:
+        try:
+            verify_package(ev.zip_path)
+        except PackageError as exc:
+            ev.zip_verify_problem = str(exc).replace(str(ev.zip_path), ev.zip_path.name)
+        else:
+            try:
+                with zipfile.ZipFile(ev.zip_path) as zf:
+                    raw = zf.read("metrics.json")
+            except KeyError:
+                ev.zip_metrics_problem = f"{ev.zip_path.name} holds no metrics.json"
+            else:
+                ev.zip_metrics, ev.zip_metrics_problem = _parse_metrics(raw, f"{ev.zip_path.name}'s metrics.json")
+    if ev.zip_path is not None and ev.zip_verify_problem is None:
+        ev.metrics, ev.metrics_problem = ev.zip_metrics, ev.zip_metrics_problem
+        ev.metrics_source = ZIP_NAME
+    else:
+        ev.metrics, ev.metrics_problem = ev.artifact_metrics, ev.artifact_metrics_problem
+        ev.metrics_source = "metrics.json (unverified)" if ev.artifact_metrics is not None else "none"
+    return ev
+
+
+# Differences in what the checks judge are named first in a mismatch report.
+_JUDGED = ("val_macro_f1", "per_class.", "class_balance.", "schema_fingerprint", "bootstrap.")
+
+
+def describe_mismatch(artifact: dict[str, Any], packaged: dict[str, Any], shown: int = 4) -> str:
+    """'' when equal, else the differing keys (judged scores first), e.g. ``val_macro_f1: 0.9 vs 0.7``."""
+    diff = metrics_mismatch(artifact, packaged)
+    if not diff:
+        return ""
+    diff.sort(key=lambda d: next((i for i, p in enumerate(_JUDGED) if d.startswith(p)), len(_JUDGED)))
+    more = f"; +{len(diff) - shown} more" if len(diff) > shown else ""
+    return "; ".join(diff[:shown]) + more
+
+
+def metrics_mismatch(a: Any, b: Any, path: str = "", limit: int = 200) -> list[str]:
+    """Where two metrics.json documents differ, as ``key.path: a vs b`` (at most ``limit`` entries).
+    Compared in canonical JSON so that NaN equals NaN and key order does not matter."""
+    def canon(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, default=str)
+
+    if canon(a) == canon(b):
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        found: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in a or key not in b:
+                found.append(f"{sub}: {'missing' if key not in a else canon(a[key])[:40]} vs "
+                             f"{'missing' if key not in b else canon(b[key])[:40]}")
+            else:
+                found.extend(metrics_mismatch(a[key], b[key], sub, limit))
+            if len(found) >= limit:
+                return found[:limit]
+        return found
+    return [f"{path or '(whole file)'}: {canon(a)[:40]} vs {canon(b)[:40]}"]
 
 
 def evidence_from_dir(out: Path) -> Evidence:
@@ -176,7 +259,7 @@ def evidence_from_dir(out: Path) -> Evidence:
         ev.zip_path = zip_path
     else:
         ev.zip_problem = f"{zip_path.name} is missing"
-    return ev
+    return settle_metrics(ev)
 
 
 def _zip_name_from_config(path: Path) -> str:
@@ -199,13 +282,13 @@ def evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
     if "metrics.json" in root:
         _read_metrics(Path(client.download_artifacts(run_id, "metrics.json", str(workdir))), ev)
     else:
-        ev.metrics_problem = "metrics.json is missing from the run's artifacts"
+        ev.artifact_metrics_problem = "metrics.json is missing from the run's artifacts"
     if zip_name in root:
         ev.zip_path = Path(client.download_artifacts(run_id, zip_name, str(workdir)))
     else:
         ev.zip_problem = f"{zip_name} is missing from the run's artifacts"
     _pyfunc_evidence(client, run, workdir / "pyfunc", ev)
-    return ev
+    return settle_metrics(ev)
 
 
 def find_logged_model(client: Any, run: Any, name: str = PYFUNC_NAME) -> Any | None:
@@ -334,16 +417,20 @@ def check_class_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
 
 
 def check_artifacts(ev: Evidence) -> CheckResult:
-    problems = [p for p in (ev.metrics_problem, ev.zip_problem) if p]
-    data: dict[str, Any] = {"metrics_json": ev.metrics is not None, "zip": ev.zip_path is not None}
+    problems = [p for p in (ev.artifact_metrics_problem, ev.zip_problem, ev.zip_verify_problem,
+                            ev.zip_metrics_problem) if p]
+    data: dict[str, Any] = {"metrics_json": ev.artifact_metrics is not None, "zip": ev.zip_path is not None,
+                            "metrics_source": ev.metrics_source}
     zip_sha = None
     if ev.zip_path is not None:
-        try:
-            verify_package(ev.zip_path)
-            data["zip_intact"] = True
-        except PackageError as exc:
-            data["zip_intact"] = False
-            problems.append(str(exc).replace(str(ev.zip_path), ev.zip_path.name))
+        data["zip_intact"] = ev.zip_verify_problem is None
+        if ev.artifact_metrics is not None and ev.zip_metrics is not None:
+            diff = describe_mismatch(ev.artifact_metrics, ev.zip_metrics)
+            data["metrics_match"] = not diff
+            if diff:
+                # The scores judged are the zip's; a different separate file means one of them was edited.
+                problems.append(f"the run's metrics.json differs from the one inside {ev.zip_path.name} "
+                                f"(metrics.json vs zip: {diff})")
         from processor.package import sha256_file
 
         zip_sha = sha256_file(ev.zip_path)
@@ -355,11 +442,11 @@ def check_artifacts(ev: Evidence) -> CheckResult:
         elif zip_sha is not None and ev.pyfunc_zip_sha256 != zip_sha:
             # The registered model serves its own copy of the zip: it must be the one checked here.
             problems.append("the pyfunc model bundles a different model_final.zip than the run's artifact")
-    parts = ["metrics.json" if ev.metrics is not None else "no metrics.json",
+    parts = ["metrics.json" if ev.artifact_metrics is not None else "no metrics.json",
              (ZIP_NAME if data.get("zip_intact") else f"{ZIP_NAME} BAD") if ev.zip_path else f"no {ZIP_NAME}"]
     if ev.pyfunc_checked:
         parts.append("pyfunc model" if ev.pyfunc_model_id and not ev.pyfunc_problem else "no usable pyfunc model")
-    threshold = "present, zip intact" + (", pyfunc bundles it" if ev.pyfunc_checked else "")
+    threshold = "present, zip intact, same metrics" + (", pyfunc bundles it" if ev.pyfunc_checked else "")
     return CheckResult("artifacts", not problems, ", ".join(parts), threshold, "; ".join(problems), data)
 
 
@@ -582,7 +669,8 @@ def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
 
 def _report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict: bool, status: str,
             **extra: Any) -> dict[str, Any]:
-    return {"status": status, "source": ev.source, "strict": strict, "thresholds": asdict(th),
+    return {"status": status, "source": ev.source, "metrics_source": ev.metrics_source, "strict": strict,
+            "thresholds": asdict(th),
             "checks": [asdict(c) for c in checks], **extra}
 
 

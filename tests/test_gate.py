@@ -68,14 +68,21 @@ class Genuine:
     def metrics(self) -> dict[str, Any]:
         return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
 
-    def copy_to(self, dst: Path, change_metrics: Callable[[dict], None] | None = None) -> Path:
-        """metrics.json (made to pass, then ``change_metrics``) and the genuine zip, in ``dst``."""
+    def copy_to(self, dst: Path, change_metrics: Callable[[dict], None] | None = None, *,
+                edit_file_only: Callable[[dict], None] | None = None) -> Path:
+        """metrics.json (made to pass, then ``change_metrics``) and the genuine zip re-packed with that
+        same metrics.json (manifest updated, so it verifies), in ``dst``. ``edit_file_only`` then edits
+        the separate metrics.json alone, as someone tampering with the run's artifact would."""
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.dir / "model_final.zip", dst / "model_final.zip")
         metrics = self.metrics
         make_passing(metrics)
         if change_metrics:
             change_metrics(metrics)
+        if metrics != self.metrics:
+            rewrite_zip(dst / "model_final.zip", replace_metrics(metrics))
+        if edit_file_only:
+            edit_file_only(metrics)
         (dst / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         return dst
 
@@ -150,14 +157,21 @@ def add_traversal_member(members: dict[str, bytes]) -> None:
     members["../evil.txt"] = b"outside the extraction directory"
 
 
-def valid_but_different(members: dict[str, bytes]) -> None:
-    """A consistent package (manifest updated) that is not the genuine one."""
-    metrics = json.loads(members["metrics.json"])
-    metrics["note"] = "re-packed"
-    members["metrics.json"] = json.dumps(metrics).encode()
+def set_member(members: dict[str, bytes], name: str, data: bytes) -> None:
+    """Replace one member and its manifest entry, so that the package still verifies."""
+    members[name] = data
     manifest = json.loads(members[MANIFEST])
-    manifest["files"]["metrics.json"] = sha256_bytes(members["metrics.json"])
+    manifest["files"][name] = sha256_bytes(data)
     members[MANIFEST] = json.dumps(manifest).encode()
+
+
+def replace_metrics(metrics: dict[str, Any]) -> Callable[[dict[str, bytes]], None]:
+    return lambda members: set_member(members, "metrics.json", json.dumps(metrics, indent=2).encode())
+
+
+def valid_but_different(members: dict[str, bytes]) -> None:
+    """A consistent package (manifest updated, same metrics) that is not the genuine one."""
+    set_member(members, "label_map.json", json.dumps(json.loads(members["label_map.json"])).encode())
 
 
 def with_extra_input(sig: ModelSignature) -> ModelSignature:
@@ -242,6 +256,22 @@ def test_strict_mode_compares_the_bootstrap_lower_bound(genuine, tmp_path):
     report = tmp_path / "file.json"
     assert run_gate("--output-dir", str(out), "--checks", str(checks), "--report", str(report)) == 1
     assert failed_checks(report_of(report)) == {"class_f1"}
+
+
+def test_scores_exactly_at_the_thresholds_pass(genuine, tmp_path):
+    """The thresholds are floors: >= 0.60 macro-F1 and >= 0.55 per-class F1 (point and CI low)."""
+    def at_the_bar(m: dict) -> None:
+        m["val_macro_f1"] = 0.60
+        m["bootstrap"]["val_macro_f1"] = {"low": 0.60, "high": 0.70}
+        for name in ("long", "short"):
+            m["per_class"][name]["f1"] = 0.55
+            m["bootstrap"]["f1"][name] = {"low": 0.55, "high": 0.65}
+
+    out = genuine.copy_to(tmp_path / "out", at_the_bar)
+    for extra in ((), ("--strict",)):
+        report = tmp_path / f"report{len(extra)}.json"
+        assert run_gate("--output-dir", str(out), "--report", str(report), *extra) == 0, report_of(report)["checks"]
+        assert failed_checks(report_of(report)) == set()
 
 
 @pytest.mark.parametrize("edit, needle", [
@@ -342,6 +372,9 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
 FAILING_CASES = {
     # name: (the one check expected to fail, make_run options, metrics change, zip edit)
     "class_balance": ("class_balance", {}, _set("class_balance.after", {"long": 0.5, "short": 0.25, "no_trade": 0.25}), None),
+    # One bound broken at a time (rounded shares): each bound must block on its own.
+    "share_above_max": ("class_balance", {}, _set("class_balance.after", {"long": 0.41, "short": 0.30, "no_trade": 0.30}), None),
+    "share_below_min": ("class_balance", {}, _set("class_balance.after", {"long": 0.29, "short": 0.36, "no_trade": 0.35}), None),
     "val_macro_f1": ("val_macro_f1", {}, _set("val_macro_f1", 0.55), None),
     "class_f1_short": ("class_f1", {}, _set("per_class.short.f1", 0.40), None),
     "zip_tampered": ("artifacts", {}, None, flip_adapter_byte),
@@ -385,8 +418,57 @@ def test_missing_metrics_is_a_check_failure_not_an_error(tracking, genuine, tmp_
     name = unique_name()
     report = tmp_path / "report.json"
     assert run_gate("--run-id", run_id, "--model-name", name, "--report", str(report)) == 1
-    assert {"class_balance", "val_macro_f1", "class_f1", "artifacts"} <= failed_checks(report_of(report))
+    data = report_of(report)
+    # The scores are judged from the zip's own metrics.json; the missing artifact fails check 4.
+    assert failed_checks(data) == {"artifacts"}
+    assert "metrics.json is missing" in {c["name"]: c for c in data["checks"]}["artifacts"]["detail"]
     assert client.search_registered_models(f"name = '{name}'") == []
+
+
+def _raise_scores(m: dict) -> None:
+    m["val_macro_f1"] = 0.95
+    m["bootstrap"]["val_macro_f1"] = {"low": 0.93, "high": 0.97}
+    for name in ("long", "short"):
+        m["per_class"][name]["f1"] = 0.95
+        m["bootstrap"]["f1"][name] = {"low": 0.93, "high": 0.97}
+
+
+def _lower_scores(m: dict) -> None:
+    m["val_macro_f1"] = 0.40
+    m["bootstrap"]["val_macro_f1"] = {"low": 0.35, "high": 0.45}
+
+
+@pytest.mark.parametrize("zip_scores", ["genuine", "failing"])
+def test_a_run_with_edited_scores_is_not_registered(tracking, genuine, tmp_path, zip_scores):
+    """metrics.json edited upward next to a zip whose manifest verifies: the gate judges the zip's own
+    metrics.json and fails check 4 naming the mismatch ("failing": the zip's scores are under the bar)."""
+    client = MlflowClient(tracking)
+    if zip_scores == "genuine":
+        files = tmp_path / "files"
+        files.mkdir()
+        shutil.copy2(genuine.dir / "model_final.zip", files / "model_final.zip")
+        edited = genuine.metrics
+        _raise_scores(edited)
+        (files / "metrics.json").write_text(json.dumps(edited), encoding="utf-8")
+    else:
+        files = genuine.copy_to(tmp_path / "files", _lower_scores, edit_file_only=_raise_scores)
+    verify_package(files / "model_final.zip")  # the zip itself is a valid package
+    run_id = make_run(client, files, genuine)
+    name = unique_name()
+    report = tmp_path / "report.json"
+    assert run_gate("--run-id", run_id, "--model-name", name, "--report", str(report)) == 1
+    data = report_of(report)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert data["metrics_source"] == "model_final.zip"
+    assert "artifacts" in failed_checks(data)
+    detail = checks["artifacts"]["detail"]
+    assert "metrics.json differs" in detail and "val_macro_f1" in detail, detail
+    assert checks["val_macro_f1"]["data"]["point"] != 0.95  # the zip's score, not the edited one
+    if zip_scores == "failing":
+        assert failed_checks(data) == {"artifacts", "val_macro_f1"}
+        assert checks["val_macro_f1"]["data"]["point"] == 0.40
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert client.search_model_versions(f"run_id = '{run_id}'") == []
 
 
 # ----------------------------------------------------------------------------- champion/challenger
