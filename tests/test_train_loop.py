@@ -74,6 +74,47 @@ def test_early_stopping_restores_the_best_epoch(trained_run):
     assert m["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
 
 
+def test_early_stopping_cuts_the_run_short_and_restores_an_earlier_best_epoch(sample_dir, tmp_path):
+    """A run whose best epoch is not its last: patience 1 ends it before max epochs, and the final model
+    is the best epoch's (restored), not the last one's. Also: the CI settings asked for are recorded."""
+    # lr 1e-2 is too high for the demo base: val macro-F1 peaks early, then falls (seed 42, one thread).
+    cfg = tiny_config(sample_dir, tmp_path / "out", **{
+        "mlflow.enabled": False, "eval.baselines": False, "training.epochs": 8, "training.patience": 1,
+        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200})
+    m = train(cfg).metrics
+    history = {row["epoch"]: row for row in m["epoch_history"]}
+    assert m["epochs_run"] < 8, "patience did not stop the run"
+    assert len(history) == m["epochs_run"]
+    last = history[m["epochs_run"]]
+    best = max(history.values(), key=lambda r: r["val_macro_f1"])
+    assert m["best_epoch"] == best["epoch"] < m["epochs_run"]
+    assert last["val_macro_f1"] < best["val_macro_f1"], "this config no longer has a worse last epoch"
+    assert m["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
+    assert (m["bootstrap"]["confidence"], m["bootstrap"]["n_resamples"]) == (0.8, 200)
+
+
+def test_overwrite_replaces_a_finished_run(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    one_epoch = ["--config", str(REPO / "configs/tiny.yaml"), "--no-mlflow", "--output-dir", str(out),
+                 "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
+                 "--max-epochs", "1", "eval.baselines=false", "eval.bootstrap_resamples=100"]
+    assert main(one_epoch) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    (out / "stale.txt").write_text("left over from the first run")
+    assert main([*one_epoch, "--gamma", "0.5", "--overwrite"]) == 0
+    second = json.loads((out / "metrics.json").read_text())
+    assert (first["loss"]["gamma"], second["loss"]["gamma"]) == (1.5, 0.5)
+    assert not (out / "stale.txt").exists()  # the directory was replaced, not written over
+    assert json.loads(load_packaged_zip_metrics(out / "model_final.zip")) == second
+
+
+def load_packaged_zip_metrics(path) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return zf.read("metrics.json").decode()
+
+
 def test_model_zip_round_trip_gives_identical_predictions(trained_run, sample_dir):
     manifest = verify_package(trained_run.zip_path)
     for member in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer.json",

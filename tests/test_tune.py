@@ -83,6 +83,7 @@ def progress_numbers(text: str, state: str = "") -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # A real sweep: parent + nested runs, artifacts, best value, --gate-best
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sweep_logs_nested_trials_under_one_parent_and_gates_the_best(tracking, data_dir, tmp_path, capsys):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     # Thresholds any trained run meets, so the "would pass" summary and --gate-best have a candidate.
@@ -149,6 +150,7 @@ def test_sweep_logs_nested_trials_under_one_parent_and_gates_the_best(tracking, 
     assert f"best passing: trial {study.best_trial.number}" in printed
 
 
+@pytest.mark.slow
 def test_gate_verdicts_follow_the_checks_file(tracking, data_dir, tmp_path, capsys):
     """With the shipped thresholds the verdict comes from the gate's own checks on metrics.json."""
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": {"gamma": [1.0]}, "pruner": {"type": "none"}})
@@ -169,6 +171,7 @@ def test_gate_verdicts_follow_the_checks_file(tracking, data_dir, tmp_path, caps
 # ---------------------------------------------------------------------------------------------
 # Resume
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rerun_with_the_same_study_name_continues_to_n(tracking, data_dir, tmp_path, capsys):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name = tmp_path / "sweep", "t-resume"
@@ -203,6 +206,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgres_complete_n_trials_together(tracking, pg_database, data_dir, tmp_path):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name, n = tmp_path / "sweep", "t-workers", 4
@@ -233,6 +237,7 @@ def test_two_workers_on_postgres_complete_n_trials_together(tracking, pg_databas
         [f"trial_{i:04d}" for i in range(n)]
 
 
+@pytest.mark.slow
 def test_stale_trial_of_a_killed_worker_is_retried(tracking, data_dir, tmp_path):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name = tmp_path / "sweep", "t-stale"
@@ -276,6 +281,7 @@ def test_stale_trial_of_a_killed_worker_is_retried(tracking, data_dir, tmp_path)
 # ---------------------------------------------------------------------------------------------
 # Pruning
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_median_pruner_stops_a_hopeless_trial(tracking, data_dir, tmp_path, capsys):
     sweep = write_yaml(tmp_path / "sweep.yaml", {
         "params": {"lr": [3.0e-3, 1.0e-9], "gamma": [1.0, 2.0]},
