@@ -10,7 +10,6 @@ trained run passes is its own test (``test_the_trained_demo_run_passes_the_gate`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -31,24 +30,16 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from conftest import tracking_at
-from processor.package import MANIFEST, sha256_bytes, verify_package
+from processor.io import sha256_bytes
+from processor.package import MANIFEST, verify_package
 from processor.schema import FEATURES, schema_fingerprint
 
+from processor import gate
+
 REPO = Path(__file__).resolve().parents[1]
-GATE_PY = REPO / "gates" / "gate.py"
+GATE_PY = REPO / "gates" / "gate.py"  # the entry point CI and MLproject call
 
 pytestmark = pytest.mark.slow
-
-
-def _load_gate():
-    spec = importlib.util.spec_from_file_location("ship_gate", GATE_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-gate = _load_gate()
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -32,15 +32,11 @@ from transformers import (
 )
 
 from processor.model import (
-    BUILD_INFO_FILE,
     MODEL_ALIASES,
     PADDING_SIDE,
     ModelNotAvailableError,
     ResolvedModel,
-    TinyRecipe,
     apply_lora,
-    build_qwen_tiny,
-    build_tiny_tokenizer,
     count_tokens,
     load_for_classification,
     resolve_model,
@@ -49,6 +45,7 @@ from processor.model import (
 from processor.sample_data import sample_features
 from processor.schema import LABELS
 from processor.serialize import event_to_text
+from processor.tiny_base import BUILD_INFO_FILE, TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Small enough to build in seconds: for tests of the build machinery, not of model quality.
@@ -484,7 +481,7 @@ def test_concurrent_builds_share_one_result(tmp_path: Path) -> None:
         """
         import json, sys
         from pathlib import Path
-        from processor.model import TinyRecipe, build_qwen_tiny
+        from processor.tiny_base import TinyRecipe, build_qwen_tiny
         recipe = TinyRecipe(**json.loads(sys.argv[2]))
         print(build_qwen_tiny(Path(sys.argv[1]), recipe=recipe))
         """

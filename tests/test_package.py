@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from processor.package import MANIFEST, PackageError, sha256_bytes, verify_package
+from processor.io import sha256_bytes
+from processor.package import MANIFEST, PackageError, verify_package
 
 MEMBERS = {"serving.json": b'{"format_version": 1}', "metrics.json": b'{"val_macro_f1": 0.7}',
            "adapter/adapter_model.safetensors": b"weights"}

@@ -15,6 +15,7 @@ import pytest
 
 import processor
 from processor import sample_data as sd
+from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, SESSIONS
 
 SRC = Path(processor.__file__).resolve().parents[1]
@@ -330,7 +331,7 @@ def test_data_card_matches_files(default_dir: Path) -> None:
         assert card[f"{split}_rule_labels"]["counts"] == {c: clean.count(c) for c in LABELS}
     data = pytest.importorskip("processor.data")
     for name in ("train.jsonl", "val.jsonl"):
-        assert card["files"][name]["sha256"] == data.file_sha256(default_dir / name)
+        assert card["files"][name]["sha256"] == sha256_file(default_dir / name)
 
 
 def test_bayes_ceiling_recomputed_from_files(default_dir: Path) -> None:

@@ -24,7 +24,6 @@ from processor.data import (
     Problem,
     UsageError,
     check_disjoint_ids,
-    file_sha256,
     inspect_events,
     load_events,
     load_split,
@@ -401,13 +400,6 @@ def test_problem_str_format() -> None:
     assert str(p) == "data/train.jsonl:17 id=ev-000123 key=atr: must be > 0, got -1.0"
     assert str(Problem("data/train.jsonl", None, None, None, "no records")) == "data/train.jsonl: no records"
     assert str(Problem("f.jsonl", 3, "a b", None, "x")) == 'f.jsonl:3 id="a b": x'
-
-
-def test_file_sha256(tmp_path: Path) -> None:
-    path = tmp_path / "blob.bin"
-    data = os.urandom(3 * 2**20 + 17)
-    path.write_bytes(data)
-    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
 def test_inspection_of_a_broken_file_keeps_real_ids_only(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ reported once and does not hide problems in the other columns of its row.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -38,7 +37,6 @@ __all__ = [
     "Problem",
     "UsageError",
     "check_disjoint_ids",
-    "file_sha256",
     "inspect_events",
     "load_events",
     "load_split",
@@ -545,15 +543,6 @@ def load_split(train_path: PathLike, val_path: PathLike) -> tuple[pd.DataFrame, 
     train, val = result.frames[str(train_path)], result.frames[str(val_path)]
     assert train is not None and val is not None
     return train, val
-
-
-def file_sha256(path: PathLike) -> str:
-    """sha256 hex digest of a file's bytes (for lineage: which data a run was trained on)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_gate:
         return 0
     print("== 4/4 shipping gate")
-    gate = subprocess.run([sys.executable, str(root / "gates" / "gate.py"), "--run-id", run_id], check=False)
+    gate = subprocess.run([sys.executable, "-m", "processor.gate", "--run-id", run_id], check=False)
     if gate.returncode == 0:
         print("   champion: models:/train-loop-v3@champion "
               "(serve: mlflow models serve -m models:/train-loop-v3@champion --env-manager local)")

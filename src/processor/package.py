@@ -16,7 +16,6 @@ against the revision and weights digest recorded at training time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from processor.io import sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import event_to_text
 
@@ -38,18 +38,6 @@ FORMAT_VERSION = 1
 
 class PackageError(Exception):
     """The zip is missing, tampered with, or does not match its base model."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_package(
@@ -189,7 +177,7 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu") -> Package
         metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
         base = serving["base"]
         resolved = resolve_model(base["name"], revision=base.get("revision"))
-        if base.get("weights_sha256") and resolved_weights_sha256(Path(resolved.path)) != base["weights_sha256"]:
+        if base.get("weights_sha256") and weights_sha256(resolved.path) != base["weights_sha256"]:
             raise PackageError(
                 f"{zip_path}: base model {base['name']!r} at {resolved.path} is not the one this adapter was "
                 "trained on (weights sha256 differs)")
@@ -209,13 +197,3 @@ def _load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
-
-
-def resolved_weights_sha256(model_dir: Path) -> str:
-    """Digest of a base checkpoint's weight files (safetensors or bin), in name order."""
-    digest = hashlib.sha256()
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(sha256_file(path).encode())
-    return digest.hexdigest()

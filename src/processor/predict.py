@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from processor.atomic import write_text_atomic
+from processor.io import write_text_atomic
 from processor.data import ContractError, Problem, UsageError, load_events
 from processor.schema import FEATURES, LABELS
 

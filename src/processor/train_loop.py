@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from processor.atomic import write_text_atomic
+from processor.io import write_text_atomic
 from processor.config import Config, ConfigError, apply_override, load_config, parse_override, save_config
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
 from processor.serialize import TEMPLATE_NAME, event_to_text
@@ -192,7 +192,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
     from processor import evaluate as ev
-    from processor.data import ContractError, file_sha256, load_split
+    from processor.data import ContractError, load_split
+    from processor.io import sha256_file
     from processor.loss import FocalLoss, resolve_class_weights
     from processor.model import apply_lora, count_tokens, load_for_classification, resolve_model
     from processor.oversample import oversample
@@ -225,7 +226,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
             mlflow.set_tag("validation", "failed")
         raise
     _write_json(out / "validation_report.json", _report(True, [train_path, val_path], []))
-    digests = {"train": file_sha256(train_path), "val": file_sha256(val_path)}
+    digests = {"train": sha256_file(train_path), "val": sha256_file(val_path)}
     if mlflow:
         from processor.tracking import log_dataset
 
@@ -348,11 +349,12 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
                              title=f"{cfg.model} val (macro-F1 {metrics['val_macro_f1']:.3f})")
 
     # 7. Package: adapter + head + tokenizer + config + template + fingerprint + metrics.
-    from processor.package import resolved_weights_sha256, write_package
+    from processor.io import weights_sha256
+    from processor.package import write_package
 
     serving = {
         "base": {"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
-                 "is_demo": resolved.is_demo, "weights_sha256": resolved_weights_sha256(Path(resolved.path))},
+                 "is_demo": resolved.is_demo, "weights_sha256": weights_sha256(resolved.path)},
         "template": TEMPLATE_NAME,
         "max_length": cfg.training.max_length,
         "labels": list(LABELS),

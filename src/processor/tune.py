@@ -50,7 +50,6 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator, Sequence
 
 import optuna
@@ -60,15 +59,18 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
-from processor.atomic import write_text_atomic
 from processor.config import Config, ConfigError, apply_override, check, load_config, parse_override
+from processor.io import write_text_atomic
+from processor.train_loop import FLAGS as TRAIN_LOOP_FLAGS
 
 OBJECTIVE = "val_macro_f1"
 DEFAULT_STUDY = "train-loop-v3-sweep"
 PARENT_ATTR = "mlflow_parent_run_id"
+# Train-loop flags the sweep accepts too: what data and which base model every trial trains on.
+TRAIN_FLAGS = ("train_file", "val_file", "model")
+
 SPACE_ATTR = "sweep_search_space"
 NOT_COUNTED_ATTR = "not_counted"  # why a FAIL trial does not use up one of the n trials
-REPO = Path(__file__).resolve().parents[2]
 
 
 class SweepError(ValueError):
@@ -465,52 +467,30 @@ def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 # --------------------------------------------------------------------------------------------
-# Gate verdict (gates/gate.py's own checks on the trial's output directory)
+# Gate verdict (processor.gate's own checks on the trial's output directory)
 # --------------------------------------------------------------------------------------------
-def find_gate() -> Path | None:
-    for candidate in (Path.cwd() / "gates" / "gate.py", REPO / "gates" / "gate.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def load_gate(path: Path) -> ModuleType:
-    name = "processor_tune_gate"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class Gate:
-    script: Path
     checks: Path
-    module: ModuleType
     thresholds: Any
 
     def verdict(self, output_dir: Path) -> tuple[bool, list[str]]:
-        outcome = self.module.gate_output_dir(output_dir, self.thresholds, strict=self.thresholds.strict)
+        from processor.gate import gate_output_dir
+
+        outcome = gate_output_dir(output_dir, self.thresholds, strict=self.thresholds.strict)
         failed = [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
         return outcome.exit_code == 0, failed
 
 
-def open_gate(checks: Path | None) -> Gate | None:
-    script = find_gate()
-    if script is None:
-        print("note: gates/gate.py not found (run from the repository root); trials are not gate-checked",
-              file=sys.stderr)
-        return None
-    module = load_gate(script)
-    checks = checks or module.DEFAULT_CHECKS
+def open_gate(checks: Path | None) -> Gate:
+    from processor.gate import DEFAULT_CHECKS, GateUsageError, load_thresholds
+
+    checks = Path(checks or DEFAULT_CHECKS)
     try:
-        thresholds = module.load_thresholds(Path(checks))
-    except module.GateUsageError as exc:
+        thresholds = load_thresholds(checks)
+    except GateUsageError as exc:
         raise SweepError(f"--gate-checks: {exc}") from None
-    return Gate(script, Path(checks), module, thresholds)
+    return Gate(checks, thresholds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,7 +829,7 @@ def run_gate_best(data: dict[str, Any], gate: Gate, model_name: str | None) -> i
     if not bp["mlflow_run_id"]:
         print(f"--gate-best: trial {bp['number']} has no MLflow run", file=sys.stderr)
         return 1
-    cmd = [sys.executable, str(gate.script), "--run-id", bp["mlflow_run_id"], "--checks", str(gate.checks),
+    cmd = [sys.executable, "-m", "processor.gate", "--run-id", bp["mlflow_run_id"], "--checks", str(gate.checks),
            "--tracking-uri", mlflow.get_tracking_uri()]
     if model_name:
         cmd += ["--model-name", model_name]
@@ -909,6 +889,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/tiny.yaml", help="base config (default configs/tiny.yaml)")
+    # The same data/model flags as the train loop (over the base config, under the overrides' order).
+    for flag in TRAIN_FLAGS:
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, metavar="VALUE",
+                       help=f"overrides {TRAIN_LOOP_FLAGS[flag]} (as in the train loop)")
     p.add_argument("--sweep", default="configs/sweep.yaml", help="search space (default configs/sweep.yaml)")
     p.add_argument("--n-trials", type=int, default=20, help="the study's total number of trials (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="this worker starts no new trial after S seconds")
@@ -961,10 +945,15 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def base_config(args: argparse.Namespace) -> Config:
+    """config file < section.key=value overrides < flags, as in the train loop."""
     cfg = load_config(args.config)
     for text in args.overrides:
         key, value = parse_override(text)
         apply_override(cfg, key, value, source=text)
+    for flag in TRAIN_FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None and value != "":  # "" = an MLproject parameter left empty
+            apply_override(cfg, TRAIN_LOOP_FLAGS[flag], value, source=f"--{flag.replace('_', '-')}")
     return check(cfg)
 
 

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from processor.atomic import write_text_atomic
-from processor.data import Inspection, PathLike, Problem, UsageError, file_sha256, inspect_events
+from processor.io import sha256_file, write_text_atomic
+from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
 from processor.schema import LABELS, schema_fingerprint
 
 __all__ = ["main", "validate_paths", "write_json_atomic"]
@@ -59,7 +59,7 @@ def _file_entries(paths: Sequence[Path], result: Inspection, labeled: bool) -> l
         frame = result.frames.get(file)
         entry: dict[str, Any] = {
             "path": file,
-            "sha256": file_sha256(path),
+            "sha256": sha256_file(path),
             "records": 0 if frame is None else len(frame),
             "problems": sum(p.file == file for p in result.problems),
         }

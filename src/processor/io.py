@@ -1,0 +1,80 @@
+"""File I/O used by every step: atomic writes, sha256 digests, JSON Lines reading.
+
+Atomic: a file is never seen half-written -- a temp file beside it, flushed to disk, then
+``os.replace`` (same file system, so the rename is atomic, on Windows too)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PathLike = str | os.PathLike[str]
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    """Create parent directories, write ``data`` to a temp file in the same directory, fsync it, make it
+    world-readable like a normal file (mkstemp's 0600 would hide shared outputs), then rename it over
+    ``path``. A failure leaves no temp file and the old ``path`` (if any) untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename must not reach the disk before the data (power loss)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: PathLike, text: str) -> Path:
+    """UTF-8 text with ``\\n`` line ends on every OS."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: PathLike) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_sha256(model_dir: PathLike) -> str:
+    """The one digest of a checkpoint's weights: every weight file (safetensors, else bin) in name
+    order, each as its name and its sha256. Recorded in the zip (``serving.json``) and the qwen-tiny
+    build info, and checked when a zip is loaded."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def iter_jsonl(path: PathLike) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line; ``json.JSONDecodeError`` carries the line."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                yield lineno, json.loads(line)
+
+
+def read_jsonl(path: PathLike) -> list[Any]:
+    """Every non-blank line of a JSON Lines file, parsed."""
+    return [value for _, value in iter_jsonl(path)]
