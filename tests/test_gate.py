@@ -293,14 +293,16 @@ def test_the_trained_demo_run_passes_the_gate(tracking, genuine, tmp_path):
     assert client.get_run(genuine.run_id).data.tags["gate.status"] == "passed"
 
 
-def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_path):
+def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_path, capsys):
     client = MlflowClient(tracking)
     run_id = make_run(client, genuine.copy_to(tmp_path / "files"), genuine)
     name = unique_name()
     report = tmp_path / "report.json"
+    capsys.readouterr()
     code = run_gate("--run-id", run_id, "--model-name", name, "--report", str(report))
     data = report_of(report)
     assert code == 0, json.dumps(data["checks"], indent=1)
+    assert "Downloading artifacts" not in capsys.readouterr().err  # no progress bars in the gate's output
     assert data["status"] == "passed" and failed_checks(data) == set()
 
     champion = client.get_model_version_by_alias(name, "champion")
@@ -315,6 +317,14 @@ def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_p
     metrics = json.loads((tmp_path / "files" / "metrics.json").read_text(encoding="utf-8"))
     assert float(tags["val_macro_f1"]) == metrics["val_macro_f1"]
     assert data["registration"]["version"] == champion.version and data["registration"]["created"] is True
+    # Descriptions for the registry UI: what the model is; what this version is, its data, score, verdict.
+    assert "shipping gate" in client.get_registered_model(name).description
+    described = client.get_model_version(name, champion.version).description
+    ci = metrics["bootstrap"]["val_macro_f1"]
+    for needle in (metrics["model"]["base_id"], f"LoRA r={metrics['model']['lora_r']}", "train.jsonl", "val.jsonl",
+                   f"val macro-F1 {metrics['val_macro_f1']:.3f}", f"CI {ci['low']:.3f}-{ci['high']:.3f}",
+                   f"passed all {len(gate.CHECK_NAMES)} shipping checks", "ship_checks.yaml", run_id):
+        assert needle in described, (needle, described)
     # The registered version is the run's pyfunc model, not some other logged model.
     logged = gate.find_logged_model(client, client.get_run(run_id))
     assert champion.source in (f"models:/{logged.model_id}", logged.artifact_location)

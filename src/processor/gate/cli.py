@@ -47,7 +47,7 @@ from processor.io import write_text_atomic
 
 from processor.gate.checks import CheckResult, _num, format_table, run_checks
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
-from processor.gate.registry import GateInfraError, _is_not_found, promote, register_once
+from processor.gate.registry import GateInfraError, _is_not_found, describe, promote, register_once
 from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, _fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
@@ -72,6 +72,37 @@ def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, stri
                  "schema_fingerprint": str(ev.metrics.get("schema_fingerprint") if ev.metrics else ""),
                  "val_macro_f1": repr(_num(ev.metrics.get("val_macro_f1")) if ev.metrics else None)})
     return tags
+
+
+def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence, strict: bool,
+                        checks_file: Path) -> str:
+    """What the version is, what it was trained on, how it scored (with its CI) and the gate's verdict,
+    from the verified metrics.json."""
+    m = ev.metrics or {}
+
+    def get(*keys: str) -> Any:
+        node: Any = m
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    def num(x: Any, fmt: str = ".3f") -> str:
+        return format(x, fmt) if _num(x) is not None else "n/a"
+
+    model, data = get("model") or {}, get("data") or {}
+    what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
+            + (" (demo base, not Qwen's weights)" if model.get("is_demo") else "")
+            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {num(get('loss', 'gamma'), 'g')}.")
+    trained = " ".join(
+        f"{split} {Path(str(data.get(f'{split}_file', '?'))).name} ({data.get(f'n_{split}', '?')} events, "
+        f"sha256 {str(data.get(f'{split}_sha256', ''))[:12]})" for split in ("train", "val"))
+    conf = get("bootstrap", "confidence")
+    scored = (f"val macro-F1 {num(get('val_macro_f1'))} ({num(conf, '.0%')} bootstrap CI "
+              f"{num(get('bootstrap', 'val_macro_f1', 'low'))}-{num(get('bootstrap', 'val_macro_f1', 'high'))}); "
+              + ", ".join(f"F1 {n} {num(get('per_class', n, 'f1'))}" for n in ("long", "short")))
+    verdict = (f"passed all {len(checks)} shipping checks ({', '.join(c.name for c in checks)})"
+               f"{' on CI lower bounds' if strict else ''} with {checks_file.name}")
+    return f"{what} Data: {trained}. Scores: {scored}. Gate: {verdict}. Run {run_id}."
 
 
 def _log_to_run(client: Any, run_id: str, report: dict[str, Any]) -> None:
@@ -103,7 +134,7 @@ def _report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict:
 
 
 def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alias: str,
-             require_better: bool, margin: float) -> GateOutcome:
+             require_better: bool, margin: float, checks_file: Path = DEFAULT_CHECKS) -> GateOutcome:
     """Check an MLflow run; register + alias on pass. Raises GateInfraError for exit-2 situations."""
     import mlflow
     from mlflow import MlflowClient
@@ -128,6 +159,8 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         f1 = _num(ev.metrics.get("val_macro_f1")) if ev.metrics else None
         mv, created = register_once(client, model_name, run_id, ev.pyfunc_model_id or "",
                                     _version_tags(run_id, checks, ev, strict))
+        describe(client, model_name, mv, version_description(run_id, checks, ev, strict, checks_file),
+                 created=created)
         decision = promote(client, model_name, alias, mv, f1, require_better=require_better, margin=margin)
         registration = {"model_name": model_name, "version": str(mv.version), "created": created,
                         "require_better": require_better, "margin": margin, **decision,
@@ -193,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.tracking_uri:
                 mlflow.set_tracking_uri(args.tracking_uri)
             outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
-                               require_better=args.require_better, margin=margin)
+                               require_better=args.require_better, margin=margin, checks_file=args.checks)
     except (GateUsageError, GateInfraError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

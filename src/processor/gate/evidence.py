@@ -4,7 +4,10 @@ output directory or downloaded from MLflow, and which metrics the checks judge (
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,28 @@ def evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
     """Download the run's metrics.json, zip and pyfunc model into ``workdir``.
 
     Absent artifacts become problems (check failures); transport errors raise (exit 2)."""
+    with _no_progress_bars():
+        return _evidence_from_run(client, run, workdir)
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow draws a "Downloading artifacts" tqdm bar per download on stderr; in the gate (three
+    downloads per run, often in CI logs) they bury the report in carriage-return noise. MLflow reads
+    this variable at each download, so it is switched off here only, and restored after."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
     run_id = run.info.run_id
     ev = Evidence(source=f"mlflow run {run_id}", pyfunc_checked=True, run_tags=dict(run.data.tags))
     zip_name = run.data.params.get("packaging.zip_final") or ZIP_NAME

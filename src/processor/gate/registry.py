@@ -10,6 +10,13 @@ from processor.gate.checks import _num
 
 CHALLENGER_ALIAS = "challenger"
 _ALIAS_ATTEMPTS = 5
+# The registered model's description, set when the model has none (an edited one is kept).
+MODEL_DESCRIPTION = (
+    "Trading-event classifier (long / short / no_trade): a Qwen causal LM with LoRA adapters and a "
+    "last-token classification head, trained with class-weighted focal loss by train loop v3 on events "
+    "of the upstream contract. Versions are registered only by the shipping gate (gates/gate.py), each "
+    "described with its base model, data, val macro-F1 and gate verdict; alias champion = the best "
+    "passing version, challenger = a passing version that did not beat it.")
 
 
 class GateInfraError(Exception):
@@ -113,3 +120,11 @@ def promote(client: Any, model_name: str, alias: str, mv: Any, f1: float | None,
         client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
     return decision
 
+
+def describe(client: Any, model_name: str, mv: Any, version_description: str, *, created: bool) -> None:
+    """Descriptions for the registry UI: the model's (if it has none) and the version's (when the gate
+    created it, or it has none yet: a re-gated version keeps what it was described with)."""
+    if not client.get_registered_model(model_name).description:
+        client.update_registered_model(model_name, description=MODEL_DESCRIPTION)
+    if created or not getattr(mv, "description", None):
+        client.update_model_version(model_name, mv.version, description=version_description)
