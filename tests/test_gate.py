@@ -29,14 +29,13 @@ from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from conftest import tracking_at
+from conftest import REPO, tracking_at
 from processor.io import sha256_bytes
 from processor.package import MANIFEST, verify_package
 from processor.schema import FEATURES, schema_fingerprint
 
 from processor import gate
 
-REPO = Path(__file__).resolve().parents[1]
 GATE_PY = REPO / "gates" / "gate.py"  # the entry point CI and MLproject call
 
 pytestmark = pytest.mark.slow

@@ -47,7 +47,6 @@ from processor.schema import LABELS
 from processor.serialize import event_to_text
 from processor.tiny_base import BUILD_INFO_FILE, TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 # Small enough to build in seconds: for tests of the build machinery, not of model quality.
 MINI_RECIPE = TinyRecipe(
     tokenizer_events=300,
@@ -488,14 +487,12 @@ def test_concurrent_builds_share_one_result(tmp_path: Path) -> None:
     )
     fields = json.dumps({k: v for k, v in asdict(MINI_RECIPE).items() if k != "versions"})
     cache = tmp_path / "shared-cache"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(cache), fields],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
         )
         for _ in range(2)
     ]

@@ -17,7 +17,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import tracking_at
+from conftest import read_jsonl, tracking_at
 from processor.data import ContractError, load_events
 from processor.predict import FRAME_SOURCE, check_frame, main
 from processor.schema import FEATURES, LABELS
@@ -73,10 +73,6 @@ def assert_same_predictions(got: list[dict[str, Any]], want: list[dict[str, Any]
         assert [g[k] for k in PROB_KEYS] == pytest.approx([w[k] for k in PROB_KEYS], abs=1e-5)
         assert sum(g[k] for k in PROB_KEYS) == pytest.approx(1.0, abs=1e-5)
         assert g["label"] == LABELS[max(range(3), key=lambda i: g[PROB_KEYS[i]])]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 # ---------------------------------------------------------------------------------------- check_frame

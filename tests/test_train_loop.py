@@ -294,11 +294,9 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
 # Other rules (v2) and another class mix (balanced: no oversampling needed) than the defaults. The
 # "rare" mix (~10 % per minority class at n=1300) does not ship with the demo base: see README.
 @pytest.mark.parametrize("rules, mix", [("v2", "default"), ("v1", "balanced")])
-def test_demo_base_ships_on_other_rules_and_class_mixes(rules, mix, tmp_path):
-    from processor.sample_data import write_sample_data
-
-    data = tmp_path / "data"
-    card = write_sample_data(data, seed=1, rules=rules, mix=mix)
+def test_demo_base_ships_on_other_rules_and_class_mixes(rules, mix, tmp_path, make_sample_data):
+    data = make_sample_data(seed=1, rules=rules, mix=mix)
+    card = json.loads((data / "data_card.json").read_text(encoding="utf-8"))
     result = train(tiny_config(data, tmp_path / "out", **{"mlflow.enabled": False, "eval.baselines": False}))
     m = result.metrics
     assert shipping_problems(result.output_dir) == [], (card["bayes_ceiling"], m["val_macro_f1"], m["per_class"])

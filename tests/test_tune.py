@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from processor import tune
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 N_EVENTS = 150  # 120 train / 30 val: ~15 optimizer steps per epoch at batch 8, a trial in ~10-30 s
 
 
@@ -205,9 +206,7 @@ def test_rerun_with_the_same_study_name_continues_to_n(tracking, data_dir, tmp_p
 # Several workers on PostgreSQL
 # ---------------------------------------------------------------------------------------------
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
-    return env
+    return dict(os.environ)
 
 
 @pytest.mark.slow

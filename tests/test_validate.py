@@ -33,7 +33,7 @@ from processor.schema import ALL_KEYS, FEATURES, LABELS, contract_spec
 from processor.serialize import event_to_text
 from processor.validate import main, validate_paths
 
-from conftest import CONTRACT_DIR, REPO, needs_contract
+from conftest import CONTRACT_DIR, needs_contract, run_module
 
 BASE: dict[str, Any] = {
     "id": "ev-000001", "timestamp": "2024-03-05T13:45:00Z", "symbol": "EURUSD",
@@ -474,9 +474,7 @@ def test_validate_paths_collects_problems_of_all_files(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "processor.validate", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return run_module("processor.validate", *args, timeout=120)
 
 
 def test_cli_subprocess_exit_codes(tmp_path: Path) -> None:
