@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from processor.cli import UserError
+
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, override or flag is wrong; the message says where and why."""
 
 

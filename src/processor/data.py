@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from processor.cli import DataError, UserError
 from processor.schema import ALL_KEYS, DTYPES, FEATURES, OPTIONAL_KEYS, contract_spec, describe_rule, event_schema
 
 __all__ = [
@@ -51,7 +52,7 @@ _INT64_MAX = 2**63 - 1
 _MAX_SHOWN = 50  # problems printed by str(ContractError); .problems always holds all of them
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """The path itself is unusable (missing, a directory, unreadable): a usage error, not a data error."""
 
 
@@ -80,7 +81,7 @@ class Problem:
         return asdict(self)
 
 
-class ContractError(Exception):
+class ContractError(DataError):
     """Data that break the contract. ``.problems`` holds every problem found (sorted by file order, line)."""
 
     def __init__(self, problems: Sequence[Problem]):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from processor.cli import UserError, first_line
 from processor.tiny_base import BUILD_INFO_FILE, TINY_BASE_ID
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ _HUB_PROBE_TIMEOUT_S = 5.0
 _FALSY = {"", "0", "false", "no", "off"}
 
 
-class ModelNotAvailableError(Exception):
+class ModelNotAvailableError(UserError):
     """The requested base model cannot be found or loaded; the message says why and what to do.
 
     CLI code catches this type and prints the message (no stack trace).
@@ -153,7 +154,7 @@ def _resolve_hub(name: str, repo_id: str, revision: str | None) -> ResolvedModel
     except Exception as err:
         raise ModelNotAvailableError(
             _not_available_message(
-                repo_id, revision, f"could not be downloaded ({type(err).__name__}: {_first_line(err)})"
+                repo_id, revision, f"could not be downloaded ({type(err).__name__}: {first_line(err)})"
             )
         ) from None
     try:
@@ -162,7 +163,7 @@ def _resolve_hub(name: str, repo_id: str, revision: str | None) -> ResolvedModel
     except Exception as err:
         raise ModelNotAvailableError(
             _not_available_message(
-                repo_id, revision, f"the download failed ({type(err).__name__}: {_first_line(err)})"
+                repo_id, revision, f"the download failed ({type(err).__name__}: {first_line(err)})"
             )
         ) from None
     return _checked_snapshot(name, repo_id, Path(path))
@@ -175,11 +176,6 @@ def _checked_snapshot(name: str, repo_id: str, path: Path) -> ResolvedModel:
             f"Re-download it with `huggingface-cli download {repo_id}`."
         )
     return ResolvedModel(name=name, path=path, base_id=repo_id, revision=path.name, is_demo=False)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no details"
 
 
 def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
@@ -241,7 +237,7 @@ def load_for_classification(
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     except (OSError, ValueError) as err:
         raise ModelNotAvailableError(
-            f"Could not load the tokenizer of {resolved.base_id!r} from {str(resolved.path)!r}: {_first_line(err)}"
+            f"Could not load the tokenizer of {resolved.base_id!r} from {str(resolved.path)!r}: {first_line(err)}"
         ) from None
     if tokenizer.pad_token is None:
         # Qwen base checkpoints pad with <|endoftext|> (their eos); reuse eos rather than adding a token,
@@ -268,7 +264,7 @@ def load_for_classification(
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ModelNotAvailableError(
             f"Could not load {resolved.base_id!r} from {str(resolved.path)!r} for sequence classification: "
-            f"{_first_line(err)}"
+            f"{first_line(err)}"
         ) from None
     _check_loading_info(resolved, loading_info)
     for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():

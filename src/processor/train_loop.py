@@ -26,7 +26,8 @@ import torch
 from transformers import Trainer
 
 from processor.io import write_text_atomic
-from processor.config import Config, ConfigError, apply_override, load_config, parse_override, save_config
+from processor.cli import UserError, nothing_trained, run
+from processor.config import Config, apply_override, load_config, parse_override, save_config
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
 from processor.serialize import TEMPLATE_NAME, event_to_text
 
@@ -62,7 +63,7 @@ REQUIREMENTS = ("torch", "transformers", "tokenizers", "peft", "accelerate", "ml
                 "numpy", "scikit-learn", "safetensors", "pyyaml")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """The command cannot run as asked (paths, output directory, device); exit code 2."""
 
 
@@ -123,22 +124,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from processor.data import ContractError
-    from processor.model import ModelNotAvailableError
-
     args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (UsageError, ModelNotAvailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ContractError as exc:
-        print(f"error: the data break the event contract; nothing was trained.\n{exc}", file=sys.stderr)
-        return 1
+    return run(lambda: _main(args), data_error=nothing_trained)
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
     m = result.metrics
     print(f"\nval_macro_f1={m['val_macro_f1']:.4f}  val_accuracy={m['val_accuracy']:.4f}  "
           f"F1 long={m['per_class']['long']['f1']:.4f} short={m['per_class']['short']['f1']:.4f} "

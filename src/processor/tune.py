@@ -59,6 +59,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
+from processor.cli import UserError, error, first_line, nothing_trained
 from processor.config import Config, ConfigError, apply_override, check, load_config, parse_override
 from processor.io import write_text_atomic
 from processor.train_loop import FLAGS as TRAIN_LOOP_FLAGS
@@ -73,7 +74,7 @@ SPACE_ATTR = "sweep_search_space"
 NOT_COUNTED_ATTR = "not_counted"  # why a FAIL trial does not use up one of the n trials
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """The sweep cannot run as asked (sweep file, storage, flags); exit code 2."""
 
 
@@ -392,8 +393,8 @@ def open_storage(url: str, *, heartbeat: int, grace: int | None, max_retry: int)
                 last = exc
                 time.sleep(0.5 + attempt)
             except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
-                raise SweepError(f"cannot open the Optuna storage {redact(url)}: {_one_line(exc)}") from None
-    raise SweepError(f"cannot open the Optuna storage {redact(url)}: {_one_line(last)}")
+                raise SweepError(f"cannot open the Optuna storage {redact(url)}: {first_line(exc)}") from None
+    raise SweepError(f"cannot open the Optuna storage {redact(url)}: {first_line(last)}")
 
 
 class TrialLock:
@@ -616,10 +617,10 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as fh:
             traceback.print_exc(file=fh)
-        trial.set_user_attr("error", f"{type(exc).__name__}: {_one_line(exc)}")
+        trial.set_user_attr("error", f"{type(exc).__name__}: {first_line(exc)}")
         _tag_run(callback.run_id, {"optuna.state": "FAIL"})
         _drop_checkpoints(ctx, out)
-        raise TrialFailed(f"{type(exc).__name__}: {_one_line(exc)} (see {log_path})") from None
+        raise TrialFailed(f"{type(exc).__name__}: {first_line(exc)} (see {log_path})") from None
     value = float(result.metrics[OBJECTIVE])
     trial.set_user_attr("epochs_run", int(result.metrics.get("epochs_run", 0)))
     tags = {"optuna.state": "COMPLETE"}
@@ -627,7 +628,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
         try:
             passed, failures = ctx.gate.verdict(out)
         except Exception as exc:  # noqa: BLE001 - the verdict is advisory; the trial itself succeeded
-            print(f"note: trial {trial.number}: gate check failed to run: {_one_line(exc)}", file=sys.stderr)
+            print(f"note: trial {trial.number}: gate check failed to run: {first_line(exc)}", file=sys.stderr)
         else:
             trial.set_user_attr("gate_pass", passed)
             trial.set_user_attr("gate_failures", failures)
@@ -764,7 +765,7 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
                 fig.savefig(out / f"{name}.png", dpi=100, bbox_inches="tight")
                 plt.close(fig)
             except Exception as exc:  # noqa: BLE001 - a plot that cannot be drawn yet must not fail the sweep
-                notes.append(f"{name}: {_one_line(exc)}")
+                notes.append(f"{name}: {first_line(exc)}")
     return notes
 
 
@@ -922,11 +923,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if args.n_trials < 1:
         raise SweepError(f"--n-trials must be >= 1, got {args.n_trials}")
@@ -959,8 +955,6 @@ def base_config(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from processor.data import ContractError
-    from processor.model import ModelNotAvailableError
-    from processor.train_loop import UsageError
 
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # this module prints its own line per trial
@@ -1009,12 +1003,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"sampler {sweep.sampler['type']} seed {seed}, pruner {sweep.pruner['type']}; outputs {output_dir}",
               flush=True)
         data, table = _sweep(ctx, args, url, seed)
-    except (ConfigError, SweepError, UsageError, ModelNotAvailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except ContractError as exc:
-        print(f"error: the data break the event contract; nothing was trained.\n{exc}", file=sys.stderr)
-        return 1
+        return error(nothing_trained(exc), exc.exit_code)
+    except UserError as exc:  # config, sweep file, arguments, model not available
+        return error(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue the study", file=sys.stderr)
         return 130

@@ -36,19 +36,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from processor.cli import EXIT_USAGE, UserError, error, first_line
 from processor.io import write_text_atomic
 
 from processor.gate.checks import CheckResult, _num, format_table, run_checks
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
 from processor.gate.registry import GateInfraError, _is_not_found, describe, promote, register_once
-from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, _fraction, load_thresholds
+from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
 DEFAULT_ALIAS = "champion"
@@ -227,26 +227,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mlflow.set_tracking_uri(args.tracking_uri)
             outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
                                require_better=args.require_better, margin=margin, checks_file=args.checks)
-    except (GateUsageError, GateInfraError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:  # a bad checks file or argument, an unknown run
+        return error(str(exc), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - server/registry/network failures: exit 2, one line, no traceback
-        print(f"error: the gate could not finish ({type(exc).__name__}: {_one_line(exc)}); "
-              "see the run and registry state before retrying", file=sys.stderr)
-        return 2
+        return error(f"the gate could not finish ({type(exc).__name__}: {first_line(exc)}); "
+                     "see the run and registry state before retrying", EXIT_USAGE)
     _print_summary(outcome)
     if args.report is not None:
         try:
             write_json_atomic(args.report, outcome.report)
         except OSError as exc:
-            print(f"error: cannot write --report {args.report}: {exc}", file=sys.stderr)
-            return 2
+            return error(f"cannot write --report {args.report}: {exc}", EXIT_USAGE)
     return outcome.exit_code
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0][:300] if text else "no message"
 
 
 

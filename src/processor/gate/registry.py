@@ -6,6 +6,7 @@ import random
 import time
 from typing import Any
 
+from processor.cli import UserError
 from processor.gate.checks import _num
 
 CHALLENGER_ALIAS = "challenger"
@@ -19,7 +20,7 @@ MODEL_DESCRIPTION = (
     "passing version, challenger = a passing version that did not beat it.")
 
 
-class GateInfraError(Exception):
+class GateInfraError(UserError):
     """The tracking server or registry could not be used as needed: exit 2."""
 
 

@@ -12,13 +12,14 @@ from typing import Any
 
 import yaml
 
+from processor.cli import UserError
 from processor.schema import LABELS
 
 # The repository's checks file (this package is installed editable from the repository).
 DEFAULT_CHECKS = Path(__file__).resolve().parents[3] / "gates" / "ship_checks.yaml"
 
 
-class GateUsageError(Exception):
+class GateUsageError(UserError):
     """Bad arguments or checks file: exit 2."""
 
 
