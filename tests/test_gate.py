@@ -264,6 +264,43 @@ def test_scores_exactly_at_the_thresholds_pass(genuine, tmp_path):
         assert failed_checks(report_of(report)) == set()
 
 
+STRICT_CHECKS = REPO / "gates" / "ship_checks_strict.yaml"
+
+
+def _baseline_at(model: float, tree: float) -> Callable[[dict], None]:
+    def change(m: dict) -> None:
+        m["val_macro_f1"] = model
+        m["bootstrap"]["val_macro_f1"] = {"low": model - 0.05, "high": model + 0.05}
+        m.setdefault("baselines", {})["hist_gradient_boosting"] = {"val_macro_f1": tree}
+    return change
+
+
+@pytest.mark.parametrize("tree, passes", [(0.75, True), (0.80, True), (0.8001, False), (0.90, False)])
+def test_beats_baseline_is_a_sixth_check_of_the_strict_file(genuine, tmp_path, tree, passes):
+    """Off in ship_checks.yaml; ship_checks_strict.yaml: val macro-F1 >= the tree's - 0.10 (the margin)."""
+    out = genuine.copy_to(tmp_path / "out", _baseline_at(0.70, tree))
+    default, strict = tmp_path / "default.json", tmp_path / "strict.json"
+    assert run_gate("--output-dir", str(out), "--report", str(default)) == 0
+    assert [c["name"] for c in report_of(default)["checks"]] == list(gate.CHECK_NAMES)
+    code = run_gate("--output-dir", str(out), "--checks", str(STRICT_CHECKS), "--report", str(strict))
+    checks = {c["name"]: c for c in report_of(strict)["checks"]}
+    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline"]
+    assert checks["beats_baseline"]["data"]["baseline_val_macro_f1"] == tree
+    assert (code, failed_checks(report_of(strict))) == ((0, set()) if passes else (1, {"beats_baseline"}))
+
+
+def test_a_run_losing_to_the_baseline_is_not_registered_under_the_strict_file(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    run_id = make_run(client, genuine.copy_to(tmp_path / "files", _baseline_at(0.70, 0.95)), genuine)
+    name = unique_name()
+    report = tmp_path / "report.json"
+    assert run_gate("--run-id", run_id, "--model-name", name, "--checks", str(STRICT_CHECKS),
+                    "--report", str(report)) == 1
+    assert failed_checks(report_of(report)) == {"beats_baseline"}
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert client.get_run(run_id).data.tags["gate.beats_baseline"] == "fail"
+
+
 @pytest.mark.parametrize("edit, needle", [
     (flip_adapter_byte, "sha256 does not match"),
     (add_traversal_member, "unsafe member path"),

@@ -174,7 +174,9 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     digests = {d.dataset.digest for d in run.inputs.dataset_inputs}
     assert digests == {trained_run.metrics["data"]["train_sha256"][:16], trained_run.metrics["data"]["val_sha256"][:16]}
     # The pyfunc model: logged with a signature, not registered, and it predicts.
-    logged = mlflow.search_logged_models(filter_string=f"source_run_id = '{trained_run.run_id}'", output_format="list")
+    # The run's own experiment: the fluent default experiment is whatever an earlier test set last.
+    logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                         filter_string=f"source_run_id = '{trained_run.run_id}'")
     assert len(logged) == 1
     model = mlflow.pyfunc.load_model(logged[0].model_uri)
     assert model.metadata.signature is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import shutil
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ import torch
 from transformers import Trainer
 
 from processor.io import write_text_atomic
+from processor import metrics_file
 from processor.cli import UserError, nothing_trained, run
 from processor.config import Config, apply_override, load_config, parse_override, save_config
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
@@ -354,22 +354,16 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
                              serving=serving, metrics=metrics)
-    _write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    metrics_file.write(out / metrics_file.FILE_NAME, metrics)  # written last: its presence marks a finished run
 
     run_id = None
     if mlflow:
         run_id = run.info.run_id
-        final = {"val_macro_f1": metrics["val_macro_f1"], "val_accuracy": metrics["val_accuracy"],
-                 "best_epoch": best_epoch, "epochs_run": metrics["epochs_run"],
-                 "tokens_per_event": metrics["tokens_per_event"],
-                 "val_macro_f1_ci_low": metrics["bootstrap"]["val_macro_f1"]["low"],
-                 "val_macro_f1_ci_high": metrics["bootstrap"]["val_macro_f1"]["high"]}
-        final.update({f"val_f1_{name}": metrics["per_class"][name]["f1"] for name in LABELS})
-        final.update({f"share_after_{name}": class_balance["after"][name] for name in LABELS})
+        final = metrics_file.final_metrics(metrics, LABELS)
         # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
         # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
         mlflow.log_metrics(final, step=metrics["epochs_run"])
-        for name in ("metrics.json", "confusion_matrix.png", zip_path.name):
+        for name in (metrics_file.FILE_NAME, "confusion_matrix.png", zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
             _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg)
@@ -493,17 +487,7 @@ def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, An
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    write_text_atomic(path, metrics_file.dumps(obj))
 
 
 def _mlflow():

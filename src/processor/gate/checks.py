@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from processor import metrics_file as mf
 from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 
@@ -29,41 +29,29 @@ class CheckResult:
     data: dict[str, Any] = field(default_factory=dict)  # machine-readable numbers for the JSON report
 
 
-def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def check_class_balance(ev: Evidence, th: Thresholds) -> CheckResult:
     threshold = f"{th.min_share:.0%}-{th.max_share:.0%} each"
     if ev.metrics is None:
         return CheckResult("class_balance", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    after = _get(ev.metrics, "class_balance", "after")
+    after = mf.shares_after(ev.metrics)
     if not isinstance(after, dict):
         return CheckResult("class_balance", False, "n/a", threshold, "metrics.json has no class_balance.after")
-    shares = {name: _num(after.get(name)) for name in LABELS}
+    shares = {name: mf.number(after.get(name)) for name in LABELS}
     bad = [n for n, s in shares.items() if s is None or not th.min_share <= s <= th.max_share]
     value = " ".join(f"{n} {s:.1%}" if s is not None else f"{n} n/a" for n, s in shares.items())
     detail = f"out of range: {', '.join(bad)}" if bad else ""
     return CheckResult("class_balance", not bad, value, threshold, detail,
-                       {"after": shares, "applied": _get(ev.metrics, "class_balance", "applied")})
+                       {"after": shares, "applied": mf.get(ev.metrics, "class_balance", "applied")})
 
 
 def _score(point: Any, low: Any, strict: bool) -> tuple[float | None, float | None, float | None, str]:
-    p, lo = _num(point), _num(low)
+    p, lo = mf.number(point), mf.number(low)
     used = lo if strict else p
     return p, lo, used, "ci_low" if strict else "point"
 
 
 def _show(p: float | None, lo: float | None, used_kind: str, confidence: Any) -> str:
-    conf = f"{float(confidence):.0%} " if _num(confidence) is not None else ""
+    conf = f"{float(confidence):.0%} " if mf.number(confidence) is not None else ""
     ci = f"{conf}CI low {lo:.3f}" if lo is not None else "no CI"
     point = f"{p:.3f}" if p is not None else "n/a"
     mark = ("*" if used_kind == "point" else "", "*" if used_kind == "ci_low" else "")
@@ -74,10 +62,9 @@ def check_macro_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
     threshold = f">= {th.min_macro_f1:.3f}" + (" (CI low)" if strict else "")
     if ev.metrics is None:
         return CheckResult("val_macro_f1", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    p, lo, used, kind = _score(ev.metrics.get("val_macro_f1"),
-                               _get(ev.metrics, "bootstrap", "val_macro_f1", "low"), strict)
-    conf = _get(ev.metrics, "bootstrap", "confidence")
-    data = {"point": p, "ci_low": lo, "used": kind, "confidence": _num(conf)}
+    p, lo, used, kind = _score(mf.macro_f1(ev.metrics), mf.macro_f1_ci(ev.metrics)[0], strict)
+    conf = mf.confidence(ev.metrics)
+    data = {"point": p, "ci_low": lo, "used": kind, "confidence": mf.number(conf)}
     if used is None:
         what = "bootstrap.val_macro_f1.low" if strict else "val_macro_f1"
         return CheckResult("val_macro_f1", False, _show(p, lo, kind, conf), threshold,
@@ -89,11 +76,10 @@ def check_class_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
     threshold = ", ".join(f"{n} >= {v:.3f}" for n, v in th.class_f1.items()) + (" (CI low)" if strict else "")
     if ev.metrics is None:
         return CheckResult("class_f1", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    conf = _get(ev.metrics, "bootstrap", "confidence")
+    conf = mf.confidence(ev.metrics)
     parts, data, bad = [], {}, []
     for name, floor in th.class_f1.items():
-        p, lo, used, kind = _score(_get(ev.metrics, "per_class", name, "f1"),
-                                   _get(ev.metrics, "bootstrap", "f1", name, "low"), strict)
+        p, lo, used, kind = _score(mf.class_f1(ev.metrics, name), mf.class_f1_ci_low(ev.metrics, name), strict)
         data[name] = {"point": p, "ci_low": lo, "used": kind}
         parts.append(f"{name} {_show(p, lo, kind, conf)}")
         if used is None:
@@ -194,9 +180,31 @@ def check_schema(ev: Evidence) -> CheckResult:
                        "; ".join(problems), {"expected": expected, "seen": seen})
 
 
+def check_beats_baseline(ev: Evidence, th: Thresholds) -> CheckResult:
+    """Optional: the model's val macro-F1 >= the classic baseline's on the same split - margin (both from
+    the verified metrics.json), so that an LLM which a gradient-boosted tree beats does not ship."""
+    threshold = f">= {th.baseline} - {th.baseline_margin:.3f}"
+    if ev.metrics is None:
+        return CheckResult("beats_baseline", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    model, base = mf.macro_f1(ev.metrics), mf.number(mf.get(ev.metrics, "baselines", th.baseline, "val_macro_f1"))
+    data = {"val_macro_f1": model, "baseline": th.baseline, "baseline_val_macro_f1": base,
+            "margin": th.baseline_margin}
+    value = f"{model:.3f} vs {th.baseline} {base:.3f}" if model is not None and base is not None else "n/a"
+    if model is None or base is None:
+        what = "val_macro_f1" if model is None else f"baselines.{th.baseline}.val_macro_f1"
+        return CheckResult("beats_baseline", False, value, threshold, f"metrics.json has no finite {what}", data)
+    # A tolerance far below any score resolution: 0.70 vs 0.80 - 0.10 must pass (0.8 - 0.1 > 0.7 in floats).
+    passed = model >= base - th.baseline_margin - 1e-9
+    detail = "" if passed else f"{model:.3f} < {base:.3f} - {th.baseline_margin:.3f}"
+    return CheckResult("beats_baseline", passed, value, threshold, detail, data)
+
+
 def run_checks(ev: Evidence, th: Thresholds, *, strict: bool) -> list[CheckResult]:
-    return [check_class_balance(ev, th), check_macro_f1(ev, th, strict), check_class_f1(ev, th, strict),
-            check_artifacts(ev), check_schema(ev)]
+    checks = [check_class_balance(ev, th), check_macro_f1(ev, th, strict), check_class_f1(ev, th, strict),
+              check_artifacts(ev), check_schema(ev)]
+    if th.beats_baseline:
+        checks.append(check_beats_baseline(ev, th))
+    return checks
 
 
 def format_table(checks: Sequence[CheckResult]) -> str:

@@ -42,10 +42,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from processor import metrics_file as mf
 from processor.cli import EXIT_USAGE, UserError, error, first_line
 from processor.io import write_text_atomic
 
-from processor.gate.checks import CheckResult, _num, format_table, run_checks
+from processor.gate.checks import CheckResult, format_table, run_checks
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
 from processor.gate.registry import GateInfraError, _is_not_found, describe, promote, register_once
 from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, load_thresholds
@@ -70,7 +71,7 @@ def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, stri
     tags.update({"gate.status": "passed", "gate.strict": str(strict).lower(), "run_id": run_id,
                  "git_commit": ev.run_tags.get("git_commit", "unknown"),
                  "schema_fingerprint": str(ev.metrics.get("schema_fingerprint") if ev.metrics else ""),
-                 "val_macro_f1": repr(_num(ev.metrics.get("val_macro_f1")) if ev.metrics else None)})
+                 "val_macro_f1": repr(mf.macro_f1(ev.metrics))})
     return tags
 
 
@@ -81,13 +82,10 @@ def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence
     m = ev.metrics or {}
 
     def get(*keys: str) -> Any:
-        node: Any = m
-        for key in keys:
-            node = node.get(key) if isinstance(node, dict) else None
-        return node
+        return mf.get(m, *keys)
 
     def num(x: Any, fmt: str = ".3f") -> str:
-        return format(x, fmt) if _num(x) is not None else "n/a"
+        return format(x, fmt) if mf.number(x) is not None else "n/a"
 
     model, data = get("model") or {}, get("data") or {}
     what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
@@ -156,7 +154,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
             report = _report(ev, checks, th, strict, "failed", **tracking, registration=None)
             _log_to_run(client, run_id, report)
             return GateOutcome(1, report)
-        f1 = _num(ev.metrics.get("val_macro_f1")) if ev.metrics else None
+        f1 = mf.macro_f1(ev.metrics)
         mv, created = register_once(client, model_name, run_id, ev.pyfunc_model_id or "",
                                     _version_tags(run_id, checks, ev, strict))
         describe(client, model_name, mv, version_description(run_id, checks, ev, strict, checks_file),

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from processor.cli import UserError
-from processor.gate.checks import _num
+from processor.metrics_file import number
 
 CHALLENGER_ALIAS = "challenger"
 _ALIAS_ATTEMPTS = 5
@@ -73,10 +73,10 @@ def alias_version(client: Any, model_name: str, alias: str) -> Any | None:
 
 def version_macro_f1(client: Any, mv: Any) -> float | None:
     """The val macro-F1 a version was registered with (version tag, else its run's metric)."""
-    value = _num(_try_float(mv.tags.get("val_macro_f1"))) if mv.tags else None
+    value = number(_try_float(mv.tags.get("val_macro_f1"))) if mv.tags else None
     if value is None and mv.run_id:
         try:
-            value = _num(client.get_run(mv.run_id).data.metrics.get("val_macro_f1"))
+            value = number(client.get_run(mv.run_id).data.metrics.get("val_macro_f1"))
         except Exception:  # noqa: BLE001 - a deleted run leaves the champion without a score
             value = None
     return value

@@ -31,11 +31,15 @@ class Thresholds:
     class_f1: dict[str, float]
     strict: bool
     margin: float
+    # Optional sixth check: val macro-F1 >= the named baseline's (same metrics.json) - baseline_margin.
+    beats_baseline: bool = False
+    baseline: str = ""
+    baseline_margin: float = 0.0
 
 
 _ALLOWED = {"class_balance": {"min_share", "max_share"}, "val_macro_f1": {"min"}, "class_f1": set(LABELS),
-            "strict": None, "champion": {"margin"}}
-_MERGED = ("class_balance", "val_macro_f1", "champion")  # mappings merged key by key over the shipped file
+            "strict": None, "champion": {"margin"}, "beats_baseline": {"enabled", "baseline", "margin"}}
+_MERGED = ("class_balance", "val_macro_f1", "champion", "beats_baseline")  # mappings merged key by key over the shipped file
 
 
 def _fraction(value: Any, where: str, *, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -103,4 +107,13 @@ def load_thresholds(path: Path = DEFAULT_CHECKS) -> Thresholds:
     if not isinstance(strict, bool):
         raise GateUsageError(f"{path}: strict must be true or false, got {strict!r}")
     margin = _fraction(raw.get("champion", {}).get("margin", 0.0), f"{path}: champion.margin", lo=-1.0)
-    return Thresholds(min_share, max_share, min_f1, class_f1, strict, margin)
+    bb = raw.get("beats_baseline", {})
+    enabled = bb.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise GateUsageError(f"{path}: beats_baseline.enabled must be true or false, got {enabled!r}")
+    baseline = bb.get("baseline", "")
+    if enabled and (not isinstance(baseline, str) or not baseline):
+        raise GateUsageError(f"{path}: beats_baseline.baseline must name a baseline of metrics.json "
+                             "(e.g. hist_gradient_boosting)")
+    bmargin = _fraction(bb.get("margin", 0.0), f"{path}: beats_baseline.margin") if enabled else 0.0
+    return Thresholds(min_share, max_share, min_f1, class_f1, strict, margin, enabled, baseline or "", bmargin)
