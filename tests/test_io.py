@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.io import read_jsonl, sha256_file, weights_sha256, write_bytes_atomic, write_text_atomic
+from processor.io import atomic_target, read_jsonl, sha256_file, weights_sha256, write_bytes_atomic, write_text_atomic
 
 
 def test_sha256_file_reads_in_chunks(tmp_path: Path) -> None:
@@ -53,6 +53,23 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temp_file(tmp_path: Pa
         write_bytes_atomic(path, "not bytes")  # type: ignore[arg-type]
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_target_lets_a_library_write_by_name(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "out.zip"
+    with atomic_target(path, suffix=".zip") as tmp:
+        assert tmp.parent == tmp_path and not path.exists()
+        with zipfile.ZipFile(tmp, "w") as zf:
+            zf.writestr("a.txt", "x")
+    assert zipfile.ZipFile(path).read("a.txt") == b"x"
+    with pytest.raises(RuntimeError):
+        with atomic_target(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the writer failed")
+    assert zipfile.ZipFile(path).read("a.txt") == b"x"  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zip"]
 
 
 def test_read_jsonl_skips_blank_lines(tmp_path: Path) -> None:

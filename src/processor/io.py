@@ -10,30 +10,41 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 PathLike = str | os.PathLike[str]
 
 
-def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
-    """Create parent directories, write ``data`` to a temp file in the same directory, fsync it, make it
-    world-readable like a normal file (mkstemp's 0600 would hide shared outputs), then rename it over
-    ``path``. A failure leaves no temp file and the old ``path`` (if any) untouched."""
+@contextmanager
+def atomic_target(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp file beside ``path`` for the caller to write (a zip, any file a library writes by name);
+    when the block ends without error it is flushed to disk, made world-readable like a normal file
+    (mkstemp's 0600 would hide shared outputs) and renamed over ``path``. On error, no temp file is
+    left and the old ``path`` (if any) is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())  # the rename must not reach the disk before the data (power loss)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_target`)."""
+    with atomic_target(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:

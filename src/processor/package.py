@@ -17,7 +17,6 @@ against the revision and weights digest recorded at training time.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from processor.io import sha256_bytes, sha256_file, weights_sha256
+from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import event_to_text
 
@@ -48,7 +47,7 @@ def write_package(
     serving: dict[str, Any],
     metrics: dict[str, Any],
 ) -> Path:
-    """Write the zip atomically (temp file in the same directory, then rename)."""
+    """Write the zip atomically (processor.io.atomic_target)."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp)
@@ -63,17 +62,10 @@ def write_package(
         members = sorted(p for p in stage.rglob("*") if p.is_file())
         manifest = {p.relative_to(stage).as_posix(): sha256_file(p) for p in members}
         _dump(stage / MANIFEST, {"format_version": FORMAT_VERSION, "files": manifest})
-        fd, tmp_zip = tempfile.mkstemp(dir=zip_path.parent, prefix=".tmp-", suffix=".zip")
-        os.close(fd)
-        try:
+        with atomic_target(zip_path, suffix=".zip") as tmp_zip:
             with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 for p in [*members, stage / MANIFEST]:
                     zf.write(p, p.relative_to(stage).as_posix())
-            os.chmod(tmp_zip, 0o644)  # mkstemp makes it 0600; the zip is meant to be shared
-            os.replace(tmp_zip, zip_path)
-        except BaseException:
-            Path(tmp_zip).unlink(missing_ok=True)
-            raise
     return zip_path
 
 
