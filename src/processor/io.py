@@ -52,6 +52,13 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_json_atomic(path: PathLike, obj: Any, *, default: Any = None, allow_nan: bool = True) -> Path:
+    """Indented UTF-8 JSON with a final newline (``allow_nan=False`` for reports other tools parse:
+    NaN is not JSON)."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=allow_nan, default=default)
+    return write_text_atomic(path, text + "\n")
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

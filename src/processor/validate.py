@@ -13,17 +13,16 @@ across files (train vs val). ``--report-json`` writes ``{"valid", "labeled", "co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from processor.io import sha256_file, write_text_atomic
+from processor.io import sha256_file, write_json_atomic
 from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
 from processor.schema import LABELS, schema_fingerprint
 
-__all__ = ["main", "validate_paths", "write_json_atomic"]
+__all__ = ["main", "validate_paths"]
 
 
 def validate_paths(paths: Iterable[PathLike], labeled: bool = True) -> list[Problem]:
@@ -32,11 +31,6 @@ def validate_paths(paths: Iterable[PathLike], labeled: bool = True) -> list[Prob
     Raises :class:`processor.data.UsageError` when a path is missing, a directory or unreadable.
     """
     return inspect_events(paths, labeled=labeled).problems
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory + os.replace: never half-written."""
-    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -34,7 +34,6 @@ with tags gate.status and gate.<check>.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from typing import Any
 
 from processor import metrics_file as mf
 from processor.cli import EXIT_USAGE, UserError, error, first_line
-from processor.io import write_text_atomic
+from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
@@ -54,10 +53,6 @@ from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, loa
 DEFAULT_MODEL_NAME = "train-loop-v3"
 DEFAULT_ALIAS = "champion"
 REPORT_NAME = "gate_report.json"
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False, default=str))
 
 
 @dataclass
@@ -106,7 +101,7 @@ def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence
 def _log_to_run(client: Any, run_id: str, report: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="gate-report-") as tmp:
         path = Path(tmp) / REPORT_NAME
-        write_json_atomic(path, report)
+        write_json_atomic(path, report, default=str, allow_nan=False)
         client.log_artifact(run_id, str(path))
     client.set_tag(run_id, "gate.status", report["status"])
     for c in report["checks"]:
@@ -233,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _print_summary(outcome)
     if args.report is not None:
         try:
-            write_json_atomic(args.report, outcome.report)
+            write_json_atomic(args.report, outcome.report, default=str, allow_nan=False)
         except OSError as exc:
             return error(f"cannot write --report {args.report}: {exc}", EXIT_USAGE)
     return outcome.exit_code

@@ -3,7 +3,6 @@ console summary, and --gate-best."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from processor.cli import first_line
-from processor.io import write_text_atomic
+from processor.io import write_json_atomic, write_text_atomic
 from processor.tune.space import NOT_COUNTED_ATTR, OBJECTIVE, PARENT_ATTR
 from processor.tune.storage import counted, retried_numbers
 from processor.tune.objective import Context, Gate, mlflow_client, fmt_value
@@ -60,10 +59,6 @@ def summary(study: optuna.Study) -> dict[str, Any]:
             "gate_passing": [t.number for t in passing], "best_passing": brief(passing[0] if passing else None)}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
 def write_plots(study: optuna.Study, out: Path) -> list[str]:
     """Optuna's plots as self-contained HTML (plotly) and PNG (matplotlib). Returns notes for plots
     that cannot be drawn yet (e.g. importances need two completed trials)."""
@@ -97,8 +92,8 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
 
 def log_summary(ctx: Context, data: dict[str, Any], table: Any) -> None:
     """Local copies in the output dir; parent-run params/tags/metrics/artifacts when MLflow is on."""
-    _write_atomic(ctx.output_dir / "trials.csv", table.to_csv(index=False))
-    _write_atomic(ctx.output_dir / "summary.json", json.dumps(data, indent=2, default=str))
+    write_text_atomic(ctx.output_dir / "trials.csv", table.to_csv(index=False))
+    write_json_atomic(ctx.output_dir / "summary.json", data, default=str)
     notes = write_plots(ctx.study, ctx.output_dir / "plots") if data["states"].get("COMPLETE") else ["no completed trial"]
     for note in notes:
         print(f"note: plot skipped: {note}", file=sys.stderr)
