@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.io import sha256_file, write_json_atomic
+from processor.cli import error
 from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
 from processor.schema import LABELS, schema_fingerprint
 
@@ -84,16 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     labeled = not args.unlabeled
     report_path: Path | None = args.report_json
     if report_path is not None and (report_path.is_dir() or not report_path.parent.is_dir()):
-        print(f"error: --report-json {report_path}: not a writable file path "
-              "(a directory, or its folder does not exist)", file=sys.stderr)
-        return 2
+        return error(f"--report-json {report_path}: not a writable file path "
+                     "(a directory, or its folder does not exist)")
 
     try:
         result = inspect_events(args.paths, labeled=labeled)
         files = _file_entries(args.paths, result, labeled)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc), exc.exit_code)
 
     if report_path is not None:
         payload = {
@@ -106,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_json_atomic(report_path, payload)
         except OSError as exc:
-            print(f"error: cannot write --report-json {report_path}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            return error(f"cannot write --report-json {report_path}: {exc.strerror or exc}")
 
     if result.valid:
         for entry in files:
