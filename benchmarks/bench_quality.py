@@ -17,7 +17,6 @@ single run, to ``benchmarks/results/quality.json`` (``--out`` to change).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
@@ -114,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     text, rows = table(runs)
     print()
     print(text)
-    from processor.atomic import write_text_atomic
+    from processor.io import write_json_atomic
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps({
+    write_json_atomic(args.out, {
         "date": time.strftime("%Y-%m-%d"), "config": str(args.config.relative_to(REPO) if args.config.is_absolute()
                                                         and args.config.is_relative_to(REPO) else args.config),
         "overrides": args.overrides, "seeds": args.seeds, "machine": f"{platform.machine()}, {_cores()} cores",
-        "rows": rows, "runs": runs, "table_markdown": text}, indent=2) + "\n")
+        "rows": rows, "runs": runs, "table_markdown": text})
     print(f"\nwritten to {args.out}")
     return 0
 

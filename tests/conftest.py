@@ -35,6 +35,33 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 
+def run_module(module: str, *args: str, timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m module args...`` in a child process of this interpreter (the editable install makes
+    ``processor`` importable there: no PYTHONPATH needed), output captured as text."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    from processor.io import read_jsonl as read
+
+    return read(path)
+
+
+@pytest.fixture
+def make_sample_data(tmp_path_factory) -> Any:
+    """Factory: ``make_sample_data(n=..., seed=..., rules=..., mix=...)`` writes sample data into a new
+    directory and returns it (train.jsonl, val.jsonl, data_card.json)."""
+    from processor.sample_data import write_sample_data
+
+    def make(**kwargs: Any) -> Path:
+        out = tmp_path_factory.mktemp("sample-data")
+        write_sample_data(out, **kwargs)
+        return out
+
+    return make
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from processor.config import Config, ConfigError, load_config
 from processor.train_loop import build_parser, config_from_args
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, run_module
 
 
 def cfg_from(argv: list[str]) -> Config:
@@ -86,9 +83,8 @@ def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
 
 
 def test_cli_reports_config_errors_without_traceback(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"),
-                          "--lora-r", "abc", "--no-mlflow", "--output-dir", str(tmp_path / "o")],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = run_module("processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"), "--lora-r", "abc",
+                     "--no-mlflow", "--output-dir", str(tmp_path / "o"), cwd=REPO, timeout=300)
     assert out.returncode == 2
     assert "lora.r" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists()

@@ -10,7 +10,6 @@ trained run passes is its own test (``test_the_trained_demo_run_passes_the_gate`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -30,25 +29,16 @@ from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from conftest import tracking_at
-from processor.package import MANIFEST, sha256_bytes, verify_package
+from conftest import REPO, tracking_at
+from processor.io import sha256_bytes
+from processor.package import MANIFEST, verify_package
 from processor.schema import FEATURES, schema_fingerprint
 
-REPO = Path(__file__).resolve().parents[1]
-GATE_PY = REPO / "gates" / "gate.py"
+from processor import gate
+
+GATE_PY = REPO / "gates" / "gate.py"  # the entry point CI and MLproject call
 
 pytestmark = pytest.mark.slow
-
-
-def _load_gate():
-    spec = importlib.util.spec_from_file_location("ship_gate", GATE_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-gate = _load_gate()
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -68,14 +58,21 @@ class Genuine:
     def metrics(self) -> dict[str, Any]:
         return json.loads((self.dir / "metrics.json").read_text(encoding="utf-8"))
 
-    def copy_to(self, dst: Path, change_metrics: Callable[[dict], None] | None = None) -> Path:
-        """metrics.json (made to pass, then ``change_metrics``) and the genuine zip, in ``dst``."""
+    def copy_to(self, dst: Path, change_metrics: Callable[[dict], None] | None = None, *,
+                edit_file_only: Callable[[dict], None] | None = None) -> Path:
+        """metrics.json (made to pass, then ``change_metrics``) and the genuine zip re-packed with that
+        same metrics.json (manifest updated, so it verifies), in ``dst``. ``edit_file_only`` then edits
+        the separate metrics.json alone, as someone tampering with the run's artifact would."""
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copy2(self.dir / "model_final.zip", dst / "model_final.zip")
         metrics = self.metrics
         make_passing(metrics)
         if change_metrics:
             change_metrics(metrics)
+        if metrics != self.metrics:
+            rewrite_zip(dst / "model_final.zip", replace_metrics(metrics))
+        if edit_file_only:
+            edit_file_only(metrics)
         (dst / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         return dst
 
@@ -150,14 +147,21 @@ def add_traversal_member(members: dict[str, bytes]) -> None:
     members["../evil.txt"] = b"outside the extraction directory"
 
 
-def valid_but_different(members: dict[str, bytes]) -> None:
-    """A consistent package (manifest updated) that is not the genuine one."""
-    metrics = json.loads(members["metrics.json"])
-    metrics["note"] = "re-packed"
-    members["metrics.json"] = json.dumps(metrics).encode()
+def set_member(members: dict[str, bytes], name: str, data: bytes) -> None:
+    """Replace one member and its manifest entry, so that the package still verifies."""
+    members[name] = data
     manifest = json.loads(members[MANIFEST])
-    manifest["files"]["metrics.json"] = sha256_bytes(members["metrics.json"])
+    manifest["files"][name] = sha256_bytes(data)
     members[MANIFEST] = json.dumps(manifest).encode()
+
+
+def replace_metrics(metrics: dict[str, Any]) -> Callable[[dict[str, bytes]], None]:
+    return lambda members: set_member(members, "metrics.json", json.dumps(metrics, indent=2).encode())
+
+
+def valid_but_different(members: dict[str, bytes]) -> None:
+    """A consistent package (manifest updated, same metrics) that is not the genuine one."""
+    set_member(members, "label_map.json", json.dumps(json.loads(members["label_map.json"])).encode())
 
 
 def with_extra_input(sig: ModelSignature) -> ModelSignature:
@@ -244,6 +248,59 @@ def test_strict_mode_compares_the_bootstrap_lower_bound(genuine, tmp_path):
     assert failed_checks(report_of(report)) == {"class_f1"}
 
 
+def test_scores_exactly_at_the_thresholds_pass(genuine, tmp_path):
+    """The thresholds are floors: >= 0.60 macro-F1 and >= 0.55 per-class F1 (point and CI low)."""
+    def at_the_bar(m: dict) -> None:
+        m["val_macro_f1"] = 0.60
+        m["bootstrap"]["val_macro_f1"] = {"low": 0.60, "high": 0.70}
+        for name in ("long", "short"):
+            m["per_class"][name]["f1"] = 0.55
+            m["bootstrap"]["f1"][name] = {"low": 0.55, "high": 0.65}
+
+    out = genuine.copy_to(tmp_path / "out", at_the_bar)
+    for extra in ((), ("--strict",)):
+        report = tmp_path / f"report{len(extra)}.json"
+        assert run_gate("--output-dir", str(out), "--report", str(report), *extra) == 0, report_of(report)["checks"]
+        assert failed_checks(report_of(report)) == set()
+
+
+STRICT_CHECKS = REPO / "gates" / "ship_checks_strict.yaml"
+
+
+def _baseline_at(model: float, tree: float) -> Callable[[dict], None]:
+    def change(m: dict) -> None:
+        m["val_macro_f1"] = model
+        m["bootstrap"]["val_macro_f1"] = {"low": model - 0.05, "high": model + 0.05}
+        m.setdefault("baselines", {})["hist_gradient_boosting"] = {"val_macro_f1": tree}
+    return change
+
+
+@pytest.mark.parametrize("tree, passes", [(0.75, True), (0.80, True), (0.8001, False), (0.90, False)])
+def test_beats_baseline_is_a_sixth_check_of_the_strict_file(genuine, tmp_path, tree, passes):
+    """Off in ship_checks.yaml; ship_checks_strict.yaml: val macro-F1 >= the tree's - 0.10 (the margin)."""
+    out = genuine.copy_to(tmp_path / "out", _baseline_at(0.70, tree))
+    default, strict = tmp_path / "default.json", tmp_path / "strict.json"
+    assert run_gate("--output-dir", str(out), "--report", str(default)) == 0
+    assert [c["name"] for c in report_of(default)["checks"]] == list(gate.CHECK_NAMES)
+    code = run_gate("--output-dir", str(out), "--checks", str(STRICT_CHECKS), "--report", str(strict))
+    checks = {c["name"]: c for c in report_of(strict)["checks"]}
+    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline"]
+    assert checks["beats_baseline"]["data"]["baseline_val_macro_f1"] == tree
+    assert (code, failed_checks(report_of(strict))) == ((0, set()) if passes else (1, {"beats_baseline"}))
+
+
+def test_a_run_losing_to_the_baseline_is_not_registered_under_the_strict_file(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    run_id = make_run(client, genuine.copy_to(tmp_path / "files", _baseline_at(0.70, 0.95)), genuine)
+    name = unique_name()
+    report = tmp_path / "report.json"
+    assert run_gate("--run-id", run_id, "--model-name", name, "--checks", str(STRICT_CHECKS),
+                    "--report", str(report)) == 1
+    assert failed_checks(report_of(report)) == {"beats_baseline"}
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert client.get_run(run_id).data.tags["gate.beats_baseline"] == "fail"
+
+
 @pytest.mark.parametrize("edit, needle", [
     (flip_adapter_byte, "sha256 does not match"),
     (add_traversal_member, "unsafe member path"),
@@ -272,14 +329,16 @@ def test_the_trained_demo_run_passes_the_gate(tracking, genuine, tmp_path):
     assert client.get_run(genuine.run_id).data.tags["gate.status"] == "passed"
 
 
-def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_path):
+def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_path, capsys):
     client = MlflowClient(tracking)
     run_id = make_run(client, genuine.copy_to(tmp_path / "files"), genuine)
     name = unique_name()
     report = tmp_path / "report.json"
+    capsys.readouterr()
     code = run_gate("--run-id", run_id, "--model-name", name, "--report", str(report))
     data = report_of(report)
     assert code == 0, json.dumps(data["checks"], indent=1)
+    assert "Downloading artifacts" not in capsys.readouterr().err  # no progress bars in the gate's output
     assert data["status"] == "passed" and failed_checks(data) == set()
 
     champion = client.get_model_version_by_alias(name, "champion")
@@ -294,6 +353,14 @@ def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_p
     metrics = json.loads((tmp_path / "files" / "metrics.json").read_text(encoding="utf-8"))
     assert float(tags["val_macro_f1"]) == metrics["val_macro_f1"]
     assert data["registration"]["version"] == champion.version and data["registration"]["created"] is True
+    # Descriptions for the registry UI: what the model is; what this version is, its data, score, verdict.
+    assert "shipping gate" in client.get_registered_model(name).description
+    described = client.get_model_version(name, champion.version).description
+    ci = metrics["bootstrap"]["val_macro_f1"]
+    for needle in (metrics["model"]["base_id"], f"LoRA r={metrics['model']['lora_r']}", "train.jsonl", "val.jsonl",
+                   f"val macro-F1 {metrics['val_macro_f1']:.3f}", f"CI {ci['low']:.3f}-{ci['high']:.3f}",
+                   f"passed all {len(gate.CHECK_NAMES)} shipping checks", "ship_checks.yaml", run_id):
+        assert needle in described, (needle, described)
     # The registered version is the run's pyfunc model, not some other logged model.
     logged = gate.find_logged_model(client, client.get_run(run_id))
     assert champion.source in (f"models:/{logged.model_id}", logged.artifact_location)
@@ -342,6 +409,9 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
 FAILING_CASES = {
     # name: (the one check expected to fail, make_run options, metrics change, zip edit)
     "class_balance": ("class_balance", {}, _set("class_balance.after", {"long": 0.5, "short": 0.25, "no_trade": 0.25}), None),
+    # One bound broken at a time (rounded shares): each bound must block on its own.
+    "share_above_max": ("class_balance", {}, _set("class_balance.after", {"long": 0.41, "short": 0.30, "no_trade": 0.30}), None),
+    "share_below_min": ("class_balance", {}, _set("class_balance.after", {"long": 0.29, "short": 0.36, "no_trade": 0.35}), None),
     "val_macro_f1": ("val_macro_f1", {}, _set("val_macro_f1", 0.55), None),
     "class_f1_short": ("class_f1", {}, _set("per_class.short.f1", 0.40), None),
     "zip_tampered": ("artifacts", {}, None, flip_adapter_byte),
@@ -385,8 +455,57 @@ def test_missing_metrics_is_a_check_failure_not_an_error(tracking, genuine, tmp_
     name = unique_name()
     report = tmp_path / "report.json"
     assert run_gate("--run-id", run_id, "--model-name", name, "--report", str(report)) == 1
-    assert {"class_balance", "val_macro_f1", "class_f1", "artifacts"} <= failed_checks(report_of(report))
+    data = report_of(report)
+    # The scores are judged from the zip's own metrics.json; the missing artifact fails check 4.
+    assert failed_checks(data) == {"artifacts"}
+    assert "metrics.json is missing" in {c["name"]: c for c in data["checks"]}["artifacts"]["detail"]
     assert client.search_registered_models(f"name = '{name}'") == []
+
+
+def _raise_scores(m: dict) -> None:
+    m["val_macro_f1"] = 0.95
+    m["bootstrap"]["val_macro_f1"] = {"low": 0.93, "high": 0.97}
+    for name in ("long", "short"):
+        m["per_class"][name]["f1"] = 0.95
+        m["bootstrap"]["f1"][name] = {"low": 0.93, "high": 0.97}
+
+
+def _lower_scores(m: dict) -> None:
+    m["val_macro_f1"] = 0.40
+    m["bootstrap"]["val_macro_f1"] = {"low": 0.35, "high": 0.45}
+
+
+@pytest.mark.parametrize("zip_scores", ["genuine", "failing"])
+def test_a_run_with_edited_scores_is_not_registered(tracking, genuine, tmp_path, zip_scores):
+    """metrics.json edited upward next to a zip whose manifest verifies: the gate judges the zip's own
+    metrics.json and fails check 4 naming the mismatch ("failing": the zip's scores are under the bar)."""
+    client = MlflowClient(tracking)
+    if zip_scores == "genuine":
+        files = tmp_path / "files"
+        files.mkdir()
+        shutil.copy2(genuine.dir / "model_final.zip", files / "model_final.zip")
+        edited = genuine.metrics
+        _raise_scores(edited)
+        (files / "metrics.json").write_text(json.dumps(edited), encoding="utf-8")
+    else:
+        files = genuine.copy_to(tmp_path / "files", _lower_scores, edit_file_only=_raise_scores)
+    verify_package(files / "model_final.zip")  # the zip itself is a valid package
+    run_id = make_run(client, files, genuine)
+    name = unique_name()
+    report = tmp_path / "report.json"
+    assert run_gate("--run-id", run_id, "--model-name", name, "--report", str(report)) == 1
+    data = report_of(report)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert data["metrics_source"] == "model_final.zip"
+    assert "artifacts" in failed_checks(data)
+    detail = checks["artifacts"]["detail"]
+    assert "metrics.json differs" in detail and "val_macro_f1" in detail, detail
+    assert checks["val_macro_f1"]["data"]["point"] != 0.95  # the zip's score, not the edited one
+    if zip_scores == "failing":
+        assert failed_checks(data) == {"artifacts", "val_macro_f1"}
+        assert checks["val_macro_f1"]["data"]["point"] == 0.40
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert client.search_model_versions(f"run_id = '{run_id}'") == []
 
 
 # ----------------------------------------------------------------------------- champion/challenger

@@ -32,15 +32,11 @@ from transformers import (
 )
 
 from processor.model import (
-    BUILD_INFO_FILE,
     MODEL_ALIASES,
     PADDING_SIDE,
     ModelNotAvailableError,
     ResolvedModel,
-    TinyRecipe,
     apply_lora,
-    build_qwen_tiny,
-    build_tiny_tokenizer,
     count_tokens,
     load_for_classification,
     resolve_model,
@@ -49,8 +45,8 @@ from processor.model import (
 from processor.sample_data import sample_features
 from processor.schema import LABELS
 from processor.serialize import render_events
+from processor.tiny_base import BUILD_INFO_FILE, TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 # Small enough to build in seconds: for tests of the build machinery, not of model quality.
 MINI_RECIPE = TinyRecipe(
     tokenizer_events=300,
@@ -183,6 +179,7 @@ def test_load_qwen_checkpoint_for_classification_with_lora(checkpoint: tuple[str
     assert torch.isfinite(out.logits).all()
 
 
+@pytest.mark.slow
 def test_lora_trains_and_saves_the_score_head(checkpoint: tuple[str, Path], tmp_path: Path) -> None:
     _, directory = checkpoint
     torch.manual_seed(0)
@@ -351,6 +348,7 @@ def test_count_tokens(mini_tokenizer) -> None:
 # ---------------------------------------------------------------- qwen-tiny
 
 
+@pytest.mark.slow
 def test_qwen_tiny_resolves_and_loads_like_a_real_checkpoint(tiny_dir: Path) -> None:
     resolved = resolve_model("qwen-tiny")
     recipe_hash = TinyRecipe().recipe_hash()
@@ -377,6 +375,7 @@ def test_qwen_tiny_resolves_and_loads_like_a_real_checkpoint(tiny_dir: Path) -> 
     assert model(**batch).logits.shape == (5, len(LABELS))
 
 
+@pytest.mark.slow
 def test_qwen_tiny_was_really_pretrained(tiny_dir: Path) -> None:
     info = json.loads((tiny_dir / BUILD_INFO_FILE).read_text(encoding="utf-8"))
     losses = info["lm_losses"]
@@ -398,6 +397,7 @@ def test_qwen_tiny_was_really_pretrained(tiny_dir: Path) -> None:
     assert trained_loss < 0.5 * random_loss
 
 
+@pytest.mark.slow
 def test_qwen_tiny_model_card(tiny_dir: Path) -> None:
     card = (tiny_dir / "README.md").read_text(encoding="utf-8")
     info = json.loads((tiny_dir / BUILD_INFO_FILE).read_text(encoding="utf-8"))
@@ -409,6 +409,7 @@ def test_qwen_tiny_model_card(tiny_dir: Path) -> None:
     assert f"{info['recipe']['pretrain_steps']} steps" in card
 
 
+@pytest.mark.slow
 def test_qwen_tiny_tokenizer_round_trips_unseen_text(tiny_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
@@ -423,6 +424,7 @@ def test_qwen_tiny_tokenizer_round_trips_unseen_text(tiny_dir: Path) -> None:
     assert count_tokens(tokenizer, ["leg=123456"]) == count_tokens(tokenizer, ["leg=1"]) + 5
 
 
+@pytest.mark.slow
 def test_qwen_tiny_tokenizer_is_deterministic(tiny_dir: Path) -> None:
     saved = AutoTokenizer.from_pretrained(tiny_dir)
     rebuilt = build_tiny_tokenizer(TinyRecipe())
@@ -431,6 +433,7 @@ def test_qwen_tiny_tokenizer_is_deterministic(tiny_dir: Path) -> None:
     assert rebuilt(text)["input_ids"] == saved(text)["input_ids"]
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_cached_and_keeps_the_callers_state(tmp_path: Path) -> None:
     caller_threads = torch.get_num_threads()
     try:
@@ -469,6 +472,7 @@ def test_build_is_deterministic_cached_and_keeps_the_callers_state(tmp_path: Pat
     assert json.loads((third / BUILD_INFO_FILE).read_text(encoding="utf-8"))["weights_sha256"] != info_a["weights_sha256"]
 
 
+@pytest.mark.slow
 def test_concurrent_builds_share_one_result(tmp_path: Path) -> None:
     # Two processes ask for the same build at once (parallel Optuna workers, pytest-xdist): one builds
     # under the lock, the other waits and reuses it; no half-written or duplicate directory remains.
@@ -476,21 +480,19 @@ def test_concurrent_builds_share_one_result(tmp_path: Path) -> None:
         """
         import json, sys
         from pathlib import Path
-        from processor.model import TinyRecipe, build_qwen_tiny
+        from processor.tiny_base import TinyRecipe, build_qwen_tiny
         recipe = TinyRecipe(**json.loads(sys.argv[2]))
         print(build_qwen_tiny(Path(sys.argv[1]), recipe=recipe))
         """
     )
     fields = json.dumps({k: v for k, v in asdict(MINI_RECIPE).items() if k != "versions"})
     cache = tmp_path / "shared-cache"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(cache), fields],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
         )
         for _ in range(2)
     ]

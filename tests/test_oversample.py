@@ -128,12 +128,10 @@ def test_custom_label_column_and_bad_input() -> None:
         oversample(bad, seed=0, threshold=1.5)
 
 
-def test_generated_training_file_gets_balanced(tmp_path) -> None:
+def test_generated_training_file_gets_balanced(make_sample_data) -> None:
     data = pytest.importorskip("processor.data")
-    from processor.sample_data import write_sample_data
-
-    write_sample_data(tmp_path, n=600, seed=1)
-    train, val = data.load_split(tmp_path / "train.jsonl", tmp_path / "val.jsonl")
+    out = make_sample_data(n=600, seed=1)
+    train, val = data.load_split(out / "train.jsonl", out / "val.jsonl")
     result = oversample(train, seed=1)
     assert result.applied  # the default mix has minorities below 25 %
     assert result.after == {c: pytest.approx(1 / 3) for c in LABELS}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -13,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import processor
 from processor import sample_data as sd
+from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, SESSIONS
 
-SRC = Path(processor.__file__).resolve().parents[1]
+from conftest import read_jsonl, run_module
+
 FILES = ("train.jsonl", "val.jsonl", "data_card.json")
 
 
@@ -25,10 +24,6 @@ def _load_split(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     # Imported lazily: processor.data belongs to another module owner; without it these tests skip.
     data = pytest.importorskip("processor.data")
     return data.load_split(out / "train.jsonl", out / "val.jsonl")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +231,8 @@ def test_written_files_are_contract_valid(default_dir: Path) -> None:
 
 
 def test_records_shape(default_dir: Path) -> None:
-    train = _read_jsonl(default_dir / "train.jsonl")
-    val = _read_jsonl(default_dir / "val.jsonl")
+    train = read_jsonl(default_dir / "train.jsonl")
+    val = read_jsonl(default_dir / "val.jsonl")
     for record in train + val:
         assert tuple(record) == ("id", "timestamp", "symbol", *FEATURES, "label")
         assert record["label"] in LABELS
@@ -284,7 +279,7 @@ def _shares(labels: list[str]) -> dict[str, float]:
 
 
 def test_default_mix_needs_oversampling(default_dir: Path) -> None:
-    train = _read_jsonl(default_dir / "train.jsonl")
+    train = read_jsonl(default_dir / "train.jsonl")
     shares = _shares([r["label"] for r in train])
     assert 0.60 <= shares["no_trade"] <= 0.72
     for cls in ("long", "short"):
@@ -321,16 +316,15 @@ def test_data_card_matches_files(default_dir: Path) -> None:
         "rules": "v1", "mix": "default", "noise": 0.1, "seed": 0, "n": 1300, "val_fraction": 0.2,
     }
     for split in ("train", "val"):
-        records = _read_jsonl(default_dir / f"{split}.jsonl")
+        records = read_jsonl(default_dir / f"{split}.jsonl")
         labels = [r["label"] for r in records]
         assert card[split]["counts"] == {c: labels.count(c) for c in LABELS}
         assert list(card[split]["shares"]) == list(LABELS)
         assert sum(card[split]["counts"].values()) == card[f"n_{split}"]
         clean = [sd.label_event(r, "v1") for r in records]
         assert card[f"{split}_rule_labels"]["counts"] == {c: clean.count(c) for c in LABELS}
-    data = pytest.importorskip("processor.data")
     for name in ("train.jsonl", "val.jsonl"):
-        assert card["files"][name]["sha256"] == data.file_sha256(default_dir / name)
+        assert card["files"][name]["sha256"] == sha256_file(default_dir / name)
 
 
 def test_bayes_ceiling_recomputed_from_files(default_dir: Path) -> None:
@@ -370,9 +364,7 @@ def test_generate_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "processor.sample_data", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return run_module("processor.sample_data", *args, timeout=300)
 
 
 def test_cli_writes_three_files(tmp_path: Path) -> None:
@@ -384,7 +376,7 @@ def test_cli_writes_three_files(tmp_path: Path) -> None:
     assert (card["n"], card["seed"], card["rules"], card["mix"]) == (300, 4, "v2", "balanced")
     assert "Bayes ceiling" in proc.stdout
     in_memory = sd.generate(n=300, seed=4, rules="v2", mix="balanced")
-    assert _read_jsonl(out / "train.jsonl") == in_memory.train
+    assert read_jsonl(out / "train.jsonl") == in_memory.train
 
 
 def test_cli_bad_argument_exits_2_without_traceback(tmp_path: Path) -> None:

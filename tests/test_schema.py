@@ -27,7 +27,7 @@ from processor.schema import (
     schema_fingerprint,
 )
 
-from conftest import CONTRACT_DIR, REPO, needs_contract
+from conftest import CONTRACT_DIR, needs_contract
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +136,10 @@ def test_contract_spec_returns_a_copy() -> None:
 
 
 def test_fingerprint_does_not_depend_on_hash_seed() -> None:
-    src = str(REPO / "src")
     code = "from processor.schema import schema_fingerprint; print(schema_fingerprint())"
     outputs = set()
     for seed in ("0", "12345"):
-        env = {**os.environ, "PYTHONHASHSEED": seed,
-               "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONHASHSEED": seed}
         proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         outputs.add(proc.stdout.strip())
     assert outputs == {schema_fingerprint()}

@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from processor import tune
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 N_EVENTS = 150  # 120 train / 30 val: ~15 optimizer steps per epoch at batch 8, a trial in ~10-30 s
 
 
@@ -31,10 +32,11 @@ def data_dir(tmp_path_factory) -> Path:
     return out
 
 
-def overrides(data_dir: Path, experiment: str, *, epochs: int, log_model: bool = False) -> list[str]:
-    """Base-config overrides that keep a trial small."""
-    return [f"data.train_file={data_dir / 'train.jsonl'}", f"data.val_file={data_dir / 'val.jsonl'}",
-            f"training.epochs={epochs}", "training.batch_size=8", "eval.baselines=false",
+def overrides(data_dir: Path | None, experiment: str, *, epochs: int, log_model: bool = False) -> list[str]:
+    """Base-config overrides that keep a trial small (``data_dir`` None: the data come from flags)."""
+    data = [] if data_dir is None else [f"data.train_file={data_dir / 'train.jsonl'}",
+                                        f"data.val_file={data_dir / 'val.jsonl'}"]
+    return [*data, f"training.epochs={epochs}", "training.batch_size=8", "eval.baselines=false",
             "eval.bootstrap_resamples=100", f"mlflow.log_model={str(log_model).lower()}",
             f"mlflow.experiment={experiment}"]
 
@@ -83,6 +85,7 @@ def progress_numbers(text: str, state: str = "") -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # A real sweep: parent + nested runs, artifacts, best value, --gate-best
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sweep_logs_nested_trials_under_one_parent_and_gates_the_best(tracking, data_dir, tmp_path, capsys):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     # Thresholds any trained run meets, so the "would pass" summary and --gate-best have a candidate.
@@ -149,18 +152,22 @@ def test_sweep_logs_nested_trials_under_one_parent_and_gates_the_best(tracking, 
     assert f"best passing: trial {study.best_trial.number}" in printed
 
 
+@pytest.mark.slow
 def test_gate_verdicts_follow_the_checks_file(tracking, data_dir, tmp_path, capsys):
     """With the shipped thresholds the verdict comes from the gate's own checks on metrics.json."""
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": {"gamma": [1.0]}, "pruner": {"type": "none"}})
     out = tmp_path / "sweep"
     strict = write_yaml(tmp_path / "strict.yaml", {"val_macro_f1": {"min": 1.0}})
-    rc = tune.main(cli(sweep, out, "t-verdict", 1, "--gate-checks", str(strict), "mlflow.enabled=false",
-                       *overrides(data_dir, "tune-verdict", epochs=1)))
+    # The data come from the train loop's --train-file/--val-file flags.
+    rc = tune.main(cli(sweep, out, "t-verdict", 1, "--gate-checks", str(strict), "--train-file",
+                       str(data_dir / "train.jsonl"), "--val-file", str(data_dir / "val.jsonl"),
+                       "mlflow.enabled=false", *overrides(None, "tune-verdict", epochs=1)))
     printed = capsys.readouterr().out
     assert rc == 0, printed
     t = load_study(out, "t-verdict").trials[0]
     metrics = json.loads((out / "trial_0000" / "metrics.json").read_text())
     assert metrics["val_macro_f1"] < 1.0
+    assert metrics["data"]["train_file"] == str(data_dir / "train.jsonl")
     assert t.user_attrs["gate_pass"] is False
     assert any(f.startswith("val_macro_f1") for f in t.user_attrs["gate_failures"])
     assert "no completed trial would pass" in printed
@@ -169,6 +176,7 @@ def test_gate_verdicts_follow_the_checks_file(tracking, data_dir, tmp_path, caps
 # ---------------------------------------------------------------------------------------------
 # Resume
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_rerun_with_the_same_study_name_continues_to_n(tracking, data_dir, tmp_path, capsys):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name = tmp_path / "sweep", "t-resume"
@@ -198,11 +206,10 @@ def test_rerun_with_the_same_study_name_continues_to_n(tracking, data_dir, tmp_p
 # Several workers on PostgreSQL
 # ---------------------------------------------------------------------------------------------
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
-    return env
+    return dict(os.environ)
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgres_complete_n_trials_together(tracking, pg_database, data_dir, tmp_path):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name, n = tmp_path / "sweep", "t-workers", 4
@@ -233,6 +240,7 @@ def test_two_workers_on_postgres_complete_n_trials_together(tracking, pg_databas
         [f"trial_{i:04d}" for i in range(n)]
 
 
+@pytest.mark.slow
 def test_stale_trial_of_a_killed_worker_is_retried(tracking, data_dir, tmp_path):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name = tmp_path / "sweep", "t-stale"
@@ -276,6 +284,7 @@ def test_stale_trial_of_a_killed_worker_is_retried(tracking, data_dir, tmp_path)
 # ---------------------------------------------------------------------------------------------
 # Pruning
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_median_pruner_stops_a_hopeless_trial(tracking, data_dir, tmp_path, capsys):
     sweep = write_yaml(tmp_path / "sweep.yaml", {
         "params": {"lr": [3.0e-3, 1.0e-9], "gamma": [1.0, 2.0]},
@@ -374,6 +383,19 @@ def test_changing_the_search_space_of_an_existing_study_is_refused(tmp_path, cap
     assert rc == 2
     assert "another search space (changed: gamma, lora_r)" in err
     assert study.trials == []
+
+
+def test_data_and_model_flags_override_the_config_like_the_train_loop():
+    args = tune.build_parser().parse_args([
+        "--config", str(REPO / "configs" / "tiny.yaml"), "--train-file", "a/train.jsonl", "--val-file", "a/val.jsonl",
+        "--model", "qwen-base", "data.train_file=overridden.jsonl", "training.lr=1e-3"])
+    cfg = tune.base_config(args)
+    assert (cfg.data.train_file, cfg.data.val_file, cfg.model) == ("a/train.jsonl", "a/val.jsonl", "qwen-base")
+    assert cfg.training.lr == 1e-3
+    # An empty value (an MLproject parameter left empty) keeps the config's.
+    kept = tune.base_config(tune.build_parser().parse_args(["--config", str(REPO / "configs" / "tiny.yaml"),
+                                                            "--model", ""]))
+    assert kept.model == "qwen-tiny"
 
 
 def test_shipped_sweep_file_is_valid():

@@ -24,7 +24,6 @@ from processor.data import (
     Problem,
     UsageError,
     check_disjoint_ids,
-    file_sha256,
     inspect_events,
     load_events,
     load_split,
@@ -34,7 +33,7 @@ from processor.schema import ALL_KEYS, FEATURES, LABELS, contract_spec
 from processor.serialize import render_events
 from processor.validate import main, validate_paths
 
-from conftest import CONTRACT_DIR, REPO, needs_contract
+from conftest import CONTRACT_DIR, needs_contract, run_module
 
 BASE: dict[str, Any] = {
     "id": "ev-000001", "timestamp": "2024-03-05T13:45:00Z", "symbol": "EURUSD",
@@ -403,13 +402,6 @@ def test_problem_str_format() -> None:
     assert str(Problem("f.jsonl", 3, "a b", None, "x")) == 'f.jsonl:3 id="a b": x'
 
 
-def test_file_sha256(tmp_path: Path) -> None:
-    path = tmp_path / "blob.bin"
-    data = os.urandom(3 * 2**20 + 17)
-    path.write_bytes(data)
-    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
-
-
 def test_inspection_of_a_broken_file_keeps_real_ids_only(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "train.jsonl", [event(1), event(2, id=5), event(3, atr=0)])
     result = inspect_events([path])
@@ -482,9 +474,7 @@ def test_validate_paths_collects_problems_of_all_files(tmp_path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "processor.validate", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return run_module("processor.validate", *args, timeout=120)
 
 
 def test_cli_subprocess_exit_codes(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from processor.cli import UserError
 from processor.serialize import LEGACY_TEMPLATES, TEMPLATE_NAME
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
@@ -23,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 TEMPLATES = (TEMPLATE_NAME, *LEGACY_TEMPLATES)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, override or flag is wrong; the message says where and why."""
 
 

@@ -16,7 +16,6 @@ reported once and does not hide problems in the other columns of its row.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from processor.cli import DataError, UserError
 from processor.schema import ALL_KEYS, DTYPES, FEATURES, OPTIONAL_KEYS, contract_spec, describe_rule, event_schema
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "Problem",
     "UsageError",
     "check_disjoint_ids",
-    "file_sha256",
     "inspect_events",
     "load_events",
     "load_split",
@@ -53,7 +52,7 @@ _INT64_MAX = 2**63 - 1
 _MAX_SHOWN = 50  # problems printed by str(ContractError); .problems always holds all of them
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """The path itself is unusable (missing, a directory, unreadable): a usage error, not a data error."""
 
 
@@ -82,7 +81,7 @@ class Problem:
         return asdict(self)
 
 
-class ContractError(Exception):
+class ContractError(DataError):
     """Data that break the contract. ``.problems`` holds every problem found (sorted by file order, line)."""
 
     def __init__(self, problems: Sequence[Problem]):
@@ -545,15 +544,6 @@ def load_split(train_path: PathLike, val_path: PathLike) -> tuple[pd.DataFrame, 
     train, val = result.frames[str(train_path)], result.frames[str(val_path)]
     assert train is not None and val is not None
     return train, val
-
-
-def file_sha256(path: PathLike) -> str:
-    """sha256 hex digest of a file's bytes (for lineage: which data a run was trained on)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:

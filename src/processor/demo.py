@@ -11,7 +11,6 @@ it shows the pipeline working offline; real runs use ``--model qwen-base`` or a 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import mlflow
 
-from processor import sample_data, validate
+from processor import metrics_file, sample_data, validate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training failed ({exc}); its output is above", file=sys.stderr)
         return 1
     run_id = submitted.run_id
-    metrics = json.loads((Path(args.output_dir) / "metrics.json").read_text(encoding="utf-8"))
-    ci = metrics["bootstrap"]["val_macro_f1"]
-    print(f"   run {run_id}: val macro-F1 {metrics['val_macro_f1']:.3f} "
-          f"({ci['low']:.3f}-{ci['high']:.3f} at {metrics['bootstrap']['confidence']:.0%}), "
-          f"accuracy {metrics['val_accuracy']:.3f}, F1 long {metrics['per_class']['long']['f1']:.3f}, "
-          f"short {metrics['per_class']['short']['f1']:.3f}; tokens/event {metrics['tokens_per_event']}")
+    metrics = metrics_file.read(Path(args.output_dir) / metrics_file.FILE_NAME)
+    low, high = metrics_file.macro_f1_ci(metrics)
+    print(f"   run {run_id}: val macro-F1 {metrics_file.macro_f1(metrics):.3f} "
+          f"({low:.3f}-{high:.3f} at {metrics_file.confidence(metrics):.0%}), "
+          f"accuracy {metrics['val_accuracy']:.3f}, F1 long {metrics_file.class_f1(metrics, 'long'):.3f}, "
+          f"short {metrics_file.class_f1(metrics, 'short'):.3f}; tokens/event {metrics['tokens_per_event']}")
     for name, base in metrics.get("baselines", {}).items():
         print(f"   baseline {name}: val macro-F1 {base['val_macro_f1']:.3f}")
     print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()})")
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_gate:
         return 0
     print("== 4/4 shipping gate")
-    gate = subprocess.run([sys.executable, str(root / "gates" / "gate.py"), "--run-id", run_id], check=False)
+    gate = subprocess.run([sys.executable, "-m", "processor.gate", "--run-id", run_id], check=False)
     if gate.returncode == 0:
         print("   champion: models:/train-loop-v3@champion "
               "(serve: mlflow models serve -m models:/train-loop-v3@champion --env-manager local)")

@@ -30,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from processor.atomic import write_bytes_atomic
+from processor.io import write_bytes_atomic
 from processor.schema import FEATURES, LABELS, SESSIONS
 
 # How the 13 contract features are fed to the sklearn baselines.

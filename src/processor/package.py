@@ -16,9 +16,7 @@ against the revision and weights digest recorded at training time.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import Serializer
 
@@ -40,18 +39,6 @@ class PackageError(Exception):
     """The zip is missing, tampered with, or does not match its base model."""
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_package(
     zip_path: Path,
     *,
@@ -60,7 +47,7 @@ def write_package(
     serving: dict[str, Any],
     metrics: dict[str, Any],
 ) -> Path:
-    """Write the zip atomically (temp file in the same directory, then rename)."""
+    """Write the zip atomically (processor.io.atomic_target)."""
     zip_path = Path(zip_path)
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp)
@@ -75,17 +62,10 @@ def write_package(
         members = sorted(p for p in stage.rglob("*") if p.is_file())
         manifest = {p.relative_to(stage).as_posix(): sha256_file(p) for p in members}
         _dump(stage / MANIFEST, {"format_version": FORMAT_VERSION, "files": manifest})
-        fd, tmp_zip = tempfile.mkstemp(dir=zip_path.parent, prefix=".tmp-", suffix=".zip")
-        os.close(fd)
-        try:
+        with atomic_target(zip_path, suffix=".zip") as tmp_zip:
             with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 for p in [*members, stage / MANIFEST]:
                     zf.write(p, p.relative_to(stage).as_posix())
-            os.chmod(tmp_zip, 0o644)  # mkstemp makes it 0600; the zip is meant to be shared
-            os.replace(tmp_zip, zip_path)
-        except BaseException:
-            Path(tmp_zip).unlink(missing_ok=True)
-            raise
     return zip_path
 
 
@@ -189,7 +169,7 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu") -> Package
         metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
         base = serving["base"]
         resolved = resolve_model(base["name"], revision=base.get("revision"))
-        if base.get("weights_sha256") and resolved_weights_sha256(Path(resolved.path)) != base["weights_sha256"]:
+        if base.get("weights_sha256") and weights_sha256(resolved.path) != base["weights_sha256"]:
             raise PackageError(
                 f"{zip_path}: base model {base['name']!r} at {resolved.path} is not the one this adapter was "
                 "trained on (weights sha256 differs)")
@@ -209,13 +189,3 @@ def _load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
-
-
-def resolved_weights_sha256(model_dir: Path) -> str:
-    """Digest of a base checkpoint's weight files (safetensors or bin), in name order."""
-    digest = hashlib.sha256()
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(sha256_file(path).encode())
-    return digest.hexdigest()

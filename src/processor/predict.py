@@ -28,8 +28,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from processor.atomic import write_text_atomic
+from processor.cli import first_line, run
 from processor.data import ContractError, Problem, UsageError, load_events
+from processor.io import write_text_atomic
 from processor.schema import FEATURES, LABELS
 
 __all__ = ["FRAME_SOURCE", "Predictor", "check_frame", "load_predictor", "main", "predict_file"]
@@ -146,13 +147,9 @@ def _load_pyfunc(uri: str) -> Any:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): "
-                         f"{_first_line(exc.message)}") from None
+                         f"{first_line(exc)}") from None
     except OSError as exc:  # connection refused / DNS after MLflow's retries
         raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): {exc}") from None
-
-
-def _first_line(text: str) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else "unknown error"
 
 
 # ---------------------------------------------------------------------------------------- the job
@@ -210,17 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
-    try:
+
+    def job() -> int:
         n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ContractError as exc:
-        print(f"error: {args.input} breaks the event contract; no predictions written.\n{exc.report(None)}",
-              file=sys.stderr)
-        return 1
-    print(f"{n} predictions -> {args.output}")
-    return 0
+        print(f"{n} predictions -> {args.output}")
+        return 0
+
+    return run(job, data_error=lambda exc: f"{args.input} breaks the event contract; no predictions written.\n"
+                                           f"{exc.report(None)}")
 
 
 if __name__ == "__main__":

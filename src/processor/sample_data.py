@@ -75,11 +75,11 @@ cannot be expected to beat it, so every model score should be read against it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -91,6 +91,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from processor import __version__
+from processor.io import atomic_target
 from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
 
 # Instruments and the median ATR (price units) of each: ATR is only meaningful per symbol, which is
@@ -490,24 +491,12 @@ def _jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def _write_atomic(files: dict[Path, bytes]) -> None:
-    """Write every file to a temp file beside it, then move them all into place.
-
-    Nothing half-written is ever visible under a final name; a failure leaves no temp files behind.
-    """
-    temps: list[Path] = []
-    try:
+    """Write every file to a temp file beside it, then move them all into place
+    (:func:`processor.io.atomic_target`). Nothing half-written is ever visible under a final name; a
+    failure leaves no temp files behind."""
+    with contextlib.ExitStack() as stack:
         for path, data in files.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            temps.append(Path(tmp))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        for tmp, path in zip(temps, files, strict=True):
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+            stack.enter_context(atomic_target(path)).write_bytes(data)
 
 
 def write_sample_data(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import shutil
 import sys
 from collections import Counter
@@ -25,8 +24,10 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from processor.atomic import write_text_atomic
-from processor.config import Config, ConfigError, apply_override, load_config, parse_override, save_config
+from processor.io import write_text_atomic
+from processor import metrics_file
+from processor.cli import UserError, nothing_trained, run
+from processor.config import Config, apply_override, load_config, parse_override, save_config
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
 from processor.serialize import Serializer
 
@@ -62,7 +63,7 @@ REQUIREMENTS = ("torch", "transformers", "tokenizers", "peft", "accelerate", "ml
                 "numpy", "scikit-learn", "safetensors", "pyyaml")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """The command cannot run as asked (paths, output directory, device); exit code 2."""
 
 
@@ -123,22 +124,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from processor.data import ContractError
-    from processor.model import ModelNotAvailableError
-
     args = build_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (UsageError, ModelNotAvailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ContractError as exc:
-        print(f"error: the data break the event contract; nothing was trained.\n{exc}", file=sys.stderr)
-        return 1
+    return run(lambda: _main(args), data_error=nothing_trained)
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
     m = result.metrics
     print(f"\nval_macro_f1={m['val_macro_f1']:.4f}  val_accuracy={m['val_accuracy']:.4f}  "
           f"F1 long={m['per_class']['long']['f1']:.4f} short={m['per_class']['short']['f1']:.4f} "
@@ -192,7 +183,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments, set_seed
 
     from processor import evaluate as ev
-    from processor.data import ContractError, file_sha256, load_split
+    from processor.data import ContractError, load_split
+    from processor.io import sha256_file
     from processor.loss import FocalLoss, resolve_class_weights
     from processor.model import apply_lora, count_tokens, load_for_classification, resolve_model
     from processor.oversample import oversample
@@ -225,7 +217,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
             mlflow.set_tag("validation", "failed")
         raise
     _write_json(out / "validation_report.json", _report(True, [train_path, val_path], []))
-    digests = {"train": file_sha256(train_path), "val": file_sha256(val_path)}
+    digests = {"train": sha256_file(train_path), "val": sha256_file(val_path)}
     if mlflow:
         from processor.tracking import log_dataset
 
@@ -349,16 +341,17 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
     ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
                              title=f"{cfg.model} val (macro-F1 {metrics['val_macro_f1']:.3f})")
-    gbdt_f1 = metrics.get("baselines", {}).get("hist_gradient_boosting", {}).get("val_macro_f1")
+    gbdt_f1 = metrics_file.number(metrics_file.get(metrics, "baselines", "hist_gradient_boosting", "val_macro_f1"))
     ev.plot_learning_curve(history, out / "learning_curve.png", best_epoch=best_epoch, baseline_f1=gbdt_f1,
                            title=f"{cfg.model}: train loss and val macro-F1 per epoch")
 
     # 7. Package: adapter + head + tokenizer + config + template + fingerprint + metrics.
-    from processor.package import resolved_weights_sha256, write_package
+    from processor.io import weights_sha256
+    from processor.package import write_package
 
     serving = {
         "base": {"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
-                 "is_demo": resolved.is_demo, "weights_sha256": resolved_weights_sha256(Path(resolved.path))},
+                 "is_demo": resolved.is_demo, "weights_sha256": weights_sha256(resolved.path)},
         "template": serializer.template,
         "serialization": serializer.to_dict(),
         "max_length": cfg.training.max_length,
@@ -368,28 +361,16 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
                              serving=serving, metrics=metrics)
-    _write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    metrics_file.write(out / metrics_file.FILE_NAME, metrics)  # written last: its presence marks a finished run
 
     run_id = None
     if mlflow:
         run_id = run.info.run_id
-        final = {"val_macro_f1": metrics["val_macro_f1"], "val_accuracy": metrics["val_accuracy"],
-                 "best_epoch": best_epoch, "epochs_run": metrics["epochs_run"],
-                 "tokens_per_event": metrics["tokens_per_event"],
-                 "val_macro_f1_ci_low": metrics["bootstrap"]["val_macro_f1"]["low"],
-                 "val_macro_f1_ci_high": metrics["bootstrap"]["val_macro_f1"]["high"]}
-        final.update({f"val_f1_{name}": metrics["per_class"][name]["f1"] for name in LABELS})
-        final.update({f"share_after_{name}": class_balance["after"][name] for name in LABELS})
-        # The question a user asks first: does the LLM beat a plain tree on the same split?
-        for key, name in (("hist_gradient_boosting", "gbdt"), ("logistic_regression", "logreg")):
-            if key in metrics.get("baselines", {}):
-                f1 = metrics["baselines"][key]["val_macro_f1"]
-                final[f"baseline_{name}_macro_f1"] = f1
-                final[f"val_macro_f1_minus_{name}"] = metrics["val_macro_f1"] - f1
+        final = metrics_file.final_metrics(metrics, LABELS)
         # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
         # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
         mlflow.log_metrics(final, step=metrics["epochs_run"])
-        for name in ("metrics.json", "confusion_matrix.png", "learning_curve.png", zip_path.name):
+        for name in (metrics_file.FILE_NAME, "confusion_matrix.png", "learning_curve.png", zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
             _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer)
@@ -513,17 +494,7 @@ def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, An
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    write_text_atomic(path, metrics_file.dumps(obj))
 
 
 def _mlflow():

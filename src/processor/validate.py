@@ -13,17 +13,17 @@ across files (train vs val). ``--report-json`` writes ``{"valid", "labeled", "co
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from processor.atomic import write_text_atomic
-from processor.data import Inspection, PathLike, Problem, UsageError, file_sha256, inspect_events
+from processor.io import sha256_file, write_json_atomic
+from processor.cli import error
+from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
 from processor.schema import LABELS, schema_fingerprint
 
-__all__ = ["main", "validate_paths", "write_json_atomic"]
+__all__ = ["main", "validate_paths"]
 
 
 def validate_paths(paths: Iterable[PathLike], labeled: bool = True) -> list[Problem]:
@@ -32,11 +32,6 @@ def validate_paths(paths: Iterable[PathLike], labeled: bool = True) -> list[Prob
     Raises :class:`processor.data.UsageError` when a path is missing, a directory or unreadable.
     """
     return inspect_events(paths, labeled=labeled).problems
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory + os.replace: never half-written."""
-    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,7 +54,7 @@ def _file_entries(paths: Sequence[Path], result: Inspection, labeled: bool) -> l
         frame = result.frames.get(file)
         entry: dict[str, Any] = {
             "path": file,
-            "sha256": file_sha256(path),
+            "sha256": sha256_file(path),
             "records": 0 if frame is None else len(frame),
             "problems": sum(p.file == file for p in result.problems),
         }
@@ -90,16 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     labeled = not args.unlabeled
     report_path: Path | None = args.report_json
     if report_path is not None and (report_path.is_dir() or not report_path.parent.is_dir()):
-        print(f"error: --report-json {report_path}: not a writable file path "
-              "(a directory, or its folder does not exist)", file=sys.stderr)
-        return 2
+        return error(f"--report-json {report_path}: not a writable file path "
+                     "(a directory, or its folder does not exist)")
 
     try:
         result = inspect_events(args.paths, labeled=labeled)
         files = _file_entries(args.paths, result, labeled)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(str(exc), exc.exit_code)
 
     if report_path is not None:
         payload = {
@@ -112,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_json_atomic(report_path, payload)
         except OSError as exc:
-            print(f"error: cannot write --report-json {report_path}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            return error(f"cannot write --report-json {report_path}: {exc.strerror or exc}")
 
     if result.valid:
         for entry in files:

@@ -1,0 +1,62 @@
+"""How every command-line entry point ends: exit codes and one-line error messages, in one place.
+
+Exit codes: 0 done, 1 the data (or a check) failed, 2 usage / config / infrastructure error,
+130 interrupted. A user's mistake is one ``error: ...`` message on stderr, never a stack trace; an
+exception that is not a :class:`UserError` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UserError(Exception):
+    """A mistake the user can fix (arguments, config, a missing file or model): exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class DataError(UserError):
+    """The input data break the contract: exit 1."""
+
+    exit_code = EXIT_DATA
+
+
+def first_line(exc: BaseException | str | None, limit: int = 300) -> str:
+    """The first line of an exception's message (MLflow's ``.message`` when it has one), at most
+    ``limit`` characters; the exception's type name when there is no message."""
+    if isinstance(exc, BaseException):
+        text = str(getattr(exc, "message", None) or exc).strip()
+        fallback = type(exc).__name__
+    else:
+        text, fallback = (exc or "").strip(), "no details"
+    return text.splitlines()[0][:limit] if text else fallback
+
+
+def error(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | None = None,
+        interrupted: str = "interrupted") -> int:
+    """``body()``'s exit code; a :class:`UserError` becomes ``error: <message>`` and its exit code
+    (``data_error`` words the message of a :class:`DataError`, e.g. what was not done)."""
+    try:
+        return body()
+    except DataError as exc:
+        return error(data_error(exc) if data_error else str(exc), exc.exit_code)
+    except UserError as exc:
+        return error(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def nothing_trained(exc: Any) -> str:
+    """The train loop's and the sweep's message for data that break the contract."""
+    return f"the data break the event contract; nothing was trained.\n{exc}"

@@ -1,0 +1,220 @@
+"""The five shipping checks on the evidence, and the table that reports them."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processor import metrics_file as mf
+from processor.io import sha256_file
+from processor.schema import FEATURES, LABELS, schema_fingerprint
+
+from processor.gate.evidence import ZIP_NAME, Evidence, describe_mismatch
+from processor.gate.thresholds import Thresholds
+
+CHECK_NAMES = ("class_balance", "val_macro_f1", "class_f1", "artifacts", "schema")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    value: str  # for the table
+    threshold: str
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # machine-readable numbers for the JSON report
+
+
+def check_class_balance(ev: Evidence, th: Thresholds) -> CheckResult:
+    threshold = f"{th.min_share:.0%}-{th.max_share:.0%} each"
+    if ev.metrics is None:
+        return CheckResult("class_balance", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    after = mf.shares_after(ev.metrics)
+    if not isinstance(after, dict):
+        return CheckResult("class_balance", False, "n/a", threshold, "metrics.json has no class_balance.after")
+    shares = {name: mf.number(after.get(name)) for name in LABELS}
+    bad = [n for n, s in shares.items() if s is None or not th.min_share <= s <= th.max_share]
+    value = " ".join(f"{n} {s:.1%}" if s is not None else f"{n} n/a" for n, s in shares.items())
+    detail = f"out of range: {', '.join(bad)}" if bad else ""
+    return CheckResult("class_balance", not bad, value, threshold, detail,
+                       {"after": shares, "applied": mf.get(ev.metrics, "class_balance", "applied")})
+
+
+def _score(point: Any, low: Any, strict: bool) -> tuple[float | None, float | None, float | None, str]:
+    p, lo = mf.number(point), mf.number(low)
+    used = lo if strict else p
+    return p, lo, used, "ci_low" if strict else "point"
+
+
+def _show(p: float | None, lo: float | None, used_kind: str, confidence: Any) -> str:
+    conf = f"{float(confidence):.0%} " if mf.number(confidence) is not None else ""
+    ci = f"{conf}CI low {lo:.3f}" if lo is not None else "no CI"
+    point = f"{p:.3f}" if p is not None else "n/a"
+    mark = ("*" if used_kind == "point" else "", "*" if used_kind == "ci_low" else "")
+    return f"{point}{mark[0]} ({ci}{mark[1]})"
+
+
+def check_macro_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
+    threshold = f">= {th.min_macro_f1:.3f}" + (" (CI low)" if strict else "")
+    if ev.metrics is None:
+        return CheckResult("val_macro_f1", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    p, lo, used, kind = _score(mf.macro_f1(ev.metrics), mf.macro_f1_ci(ev.metrics)[0], strict)
+    conf = mf.confidence(ev.metrics)
+    data = {"point": p, "ci_low": lo, "used": kind, "confidence": mf.number(conf)}
+    if used is None:
+        what = "bootstrap.val_macro_f1.low" if strict else "val_macro_f1"
+        return CheckResult("val_macro_f1", False, _show(p, lo, kind, conf), threshold,
+                           f"metrics.json has no finite {what}", data)
+    return CheckResult("val_macro_f1", used >= th.min_macro_f1, _show(p, lo, kind, conf), threshold, "", data)
+
+
+def check_class_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
+    threshold = ", ".join(f"{n} >= {v:.3f}" for n, v in th.class_f1.items()) + (" (CI low)" if strict else "")
+    if ev.metrics is None:
+        return CheckResult("class_f1", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    conf = mf.confidence(ev.metrics)
+    parts, data, bad = [], {}, []
+    for name, floor in th.class_f1.items():
+        p, lo, used, kind = _score(mf.class_f1(ev.metrics, name), mf.class_f1_ci_low(ev.metrics, name), strict)
+        data[name] = {"point": p, "ci_low": lo, "used": kind}
+        parts.append(f"{name} {_show(p, lo, kind, conf)}")
+        if used is None:
+            bad.append(f"{name}: no finite {'CI low' if strict else 'F1'} in metrics.json")
+        elif used < floor:
+            bad.append(f"{name} {used:.3f} < {floor:.3f}")
+    return CheckResult("class_f1", not bad, "; ".join(parts), threshold, "; ".join(bad), data)
+
+
+def check_artifacts(ev: Evidence) -> CheckResult:
+    problems = [p for p in (ev.artifact_metrics_problem, ev.zip_problem, ev.zip_verify_problem,
+                            ev.zip_metrics_problem) if p]
+    data: dict[str, Any] = {"metrics_json": ev.artifact_metrics is not None, "zip": ev.zip_path is not None,
+                            "metrics_source": ev.metrics_source}
+    zip_sha = None
+    if ev.zip_path is not None:
+        data["zip_intact"] = ev.zip_verify_problem is None
+        if ev.artifact_metrics is not None and ev.zip_metrics is not None:
+            diff = describe_mismatch(ev.artifact_metrics, ev.zip_metrics)
+            data["metrics_match"] = not diff
+            if diff:
+                # The scores judged are the zip's; a different separate file means one of them was edited.
+                problems.append(f"the run's metrics.json differs from the one inside {ev.zip_path.name} "
+                                f"(metrics.json vs zip: {diff})")
+        zip_sha = sha256_file(ev.zip_path)
+        data["zip_sha256"] = zip_sha
+    if ev.pyfunc_checked:
+        data["pyfunc_model_id"] = ev.pyfunc_model_id
+        if ev.pyfunc_problem:
+            problems.append(ev.pyfunc_problem)
+        elif zip_sha is not None and ev.pyfunc_zip_sha256 != zip_sha:
+            # The registered model serves its own copy of the zip: it must be the one checked here.
+            problems.append("the pyfunc model bundles a different model_final.zip than the run's artifact")
+    parts = ["metrics.json" if ev.artifact_metrics is not None else "no metrics.json",
+             (ZIP_NAME if data.get("zip_intact") else f"{ZIP_NAME} BAD") if ev.zip_path else f"no {ZIP_NAME}"]
+    if ev.pyfunc_checked:
+        parts.append("pyfunc model" if ev.pyfunc_model_id and not ev.pyfunc_problem else "no usable pyfunc model")
+    threshold = "present, zip intact, same metrics" + (", pyfunc bundles it" if ev.pyfunc_checked else "")
+    return CheckResult("artifacts", not problems, ", ".join(parts), threshold, "; ".join(problems), data)
+
+
+def _serving_json(zip_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    if zip_path is None:
+        return None, None
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            return json.loads(zf.read("serving.json")), None
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+        return None, f"serving.json unreadable in {zip_path.name} ({exc})"
+
+
+def check_schema(ev: Evidence) -> CheckResult:
+    """The run's feature schema = the contract: every fingerprint the run recorded equals the contract's,
+    and every key list it recorded (package features, pyfunc signature) is exactly id + the 13 features."""
+    expected = schema_fingerprint()
+    problems: list[str] = []
+    seen: dict[str, Any] = {}
+    fp = ev.metrics.get("schema_fingerprint") if ev.metrics else None
+    seen["metrics.json"] = fp
+    if fp is None:
+        problems.append("metrics.json records no schema_fingerprint")
+    elif fp != expected:
+        problems.append(f"metrics.json schema_fingerprint {str(fp)[:12]}... != contract {expected[:12]}...")
+    if "schema_fingerprint" in ev.run_tags and ev.run_tags["schema_fingerprint"] != expected:
+        problems.append(f"run tag schema_fingerprint {ev.run_tags['schema_fingerprint'][:12]}... != contract")
+    serving, serving_problem = _serving_json(ev.zip_path)
+    key_sets = 0
+    if serving is not None:
+        key_sets += 1
+        seen["serving.json"] = serving.get("schema_fingerprint")
+        if serving.get("schema_fingerprint") != expected:
+            problems.append("the package's serving.json schema_fingerprint differs from the contract")
+        feats = serving.get("features")
+        if feats != list(FEATURES):
+            extra = sorted(set(feats or []) - set(FEATURES))
+            missing = [f for f in FEATURES if f not in (feats or [])]
+            problems.append("the package's features differ from the contract"
+                            + (f" (extra: {extra})" if extra else "") + (f" (missing: {missing})" if missing else "")
+                            + ("" if extra or missing else " (order)"))
+    elif serving_problem:
+        problems.append(serving_problem)
+    if ev.pyfunc_checked and ev.pyfunc_model_id:
+        key_sets += 1
+        inputs = ev.signature_inputs
+        if inputs is None:
+            problems.append("the pyfunc model has no input signature")
+        else:
+            allowed = {"id", *FEATURES}
+            extra, missing = sorted(set(inputs) - allowed), sorted(allowed - set(inputs))
+            if extra:
+                problems.append(f"the pyfunc signature has keys outside the contract: {extra}")
+            if missing:
+                problems.append(f"the pyfunc signature lacks contract keys: {missing}")
+    if key_sets == 0 and not problems:
+        problems.append("no record of the run's feature keys (no readable package, no pyfunc signature)")
+    value = f"fingerprint {str(fp)[:12]}" if fp else "no fingerprint"
+    return CheckResult("schema", not problems, value, f"contract {expected[:12]}, {len(FEATURES)} features",
+                       "; ".join(problems), {"expected": expected, "seen": seen})
+
+
+def check_beats_baseline(ev: Evidence, th: Thresholds) -> CheckResult:
+    """Optional: the model's val macro-F1 >= the classic baseline's on the same split - margin (both from
+    the verified metrics.json), so that an LLM which a gradient-boosted tree beats does not ship."""
+    threshold = f">= {th.baseline} - {th.baseline_margin:.3f}"
+    if ev.metrics is None:
+        return CheckResult("beats_baseline", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    model, base = mf.macro_f1(ev.metrics), mf.number(mf.get(ev.metrics, "baselines", th.baseline, "val_macro_f1"))
+    data = {"val_macro_f1": model, "baseline": th.baseline, "baseline_val_macro_f1": base,
+            "margin": th.baseline_margin}
+    value = f"{model:.3f} vs {th.baseline} {base:.3f}" if model is not None and base is not None else "n/a"
+    if model is None or base is None:
+        what = "val_macro_f1" if model is None else f"baselines.{th.baseline}.val_macro_f1"
+        return CheckResult("beats_baseline", False, value, threshold, f"metrics.json has no finite {what}", data)
+    # A tolerance far below any score resolution: 0.70 vs 0.80 - 0.10 must pass (0.8 - 0.1 > 0.7 in floats).
+    passed = model >= base - th.baseline_margin - 1e-9
+    detail = "" if passed else f"{model:.3f} < {base:.3f} - {th.baseline_margin:.3f}"
+    return CheckResult("beats_baseline", passed, value, threshold, detail, data)
+
+
+def run_checks(ev: Evidence, th: Thresholds, *, strict: bool) -> list[CheckResult]:
+    checks = [check_class_balance(ev, th), check_macro_f1(ev, th, strict), check_class_f1(ev, th, strict),
+              check_artifacts(ev), check_schema(ev)]
+    if th.beats_baseline:
+        checks.append(check_beats_baseline(ev, th))
+    return checks
+
+
+def format_table(checks: Sequence[CheckResult]) -> str:
+    rows = [("check", "value", "threshold", "result")]
+    rows += [(c.name, c.value, c.threshold, "PASS" if c.passed else "FAIL") for c in checks]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for c in checks:
+        if c.detail:
+            lines.append(f"  {c.name}: {c.detail}")
+    return "\n".join(lines)
+

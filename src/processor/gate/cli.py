@@ -1,0 +1,244 @@
+"""Shipping gate: check a training run from its own artifacts; register and alias it only if it passes.
+
+    python gates/gate.py --run-id RUN_ID [--model-name train-loop-v3] [--alias champion] [--report FILE]
+                         [--checks gates/ship_checks.yaml] [--strict] [--no-require-better] [--margin M]
+    python gates/gate.py --output-dir outputs/demo [--report FILE] [--strict]    # local check, no MLflow
+    python -m processor.gate ...                                                 # the same
+    mlflow run . -e gate -P run_id=RUN_ID
+
+Checks (every threshold comes from gates/ship_checks.yaml, never from the command line):
+  class_balance  every class's share of the training data after oversampling within class_balance
+                 min_share..max_share
+  val_macro_f1   val macro-F1 >= val_macro_f1.min
+  class_f1       F1 of each class listed under class_f1 >= its floor
+  artifacts      metrics.json and model_final.zip present, the zip intact (manifest sha256s, no unsafe
+                 paths), the run's metrics.json identical to the zip's own copy; with MLflow also the
+                 run's pyfunc model, bundling that same zip
+  schema         the run's feature schema is the contract's (fingerprint, feature keys, no extra keys)
+The scores of checks 1-3 and the fingerprint of check 5 are read from the metrics.json inside the
+verified zip (covered by its manifest), never from the separate metrics.json file alone.
+--strict: checks 2 and 3 use the lower bound of the bootstrap CI in metrics.json (both are reported).
+
+Only when every check passes is the run's pyfunc model registered (one version per run: gating a run
+again re-uses its version) with the check results, git commit, schema fingerprint and run id as
+version tags, and the alias moved to it. --require-better (default on): the alias moves only if the
+run's val macro-F1 >= the current alias holder's + margin; otherwise the version gets the alias
+"challenger" and the champion stays.
+
+Exit codes: 0 passed (and registered/aliased unless --output-dir), 1 a check failed (nothing
+registered, no alias moved), 2 usage or infrastructure error (unknown run, unreachable server, bad
+checks file). The report (stdout table, --report JSON) is also logged to the run as gate_report.json
+with tags gate.status and gate.<check>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from processor import metrics_file as mf
+from processor.cli import EXIT_USAGE, UserError, error, first_line
+from processor.io import write_json_atomic
+
+from processor.gate.checks import CheckResult, format_table, run_checks
+from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
+from processor.gate.registry import GateInfraError, _is_not_found, describe, promote, register_once
+from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, load_thresholds
+
+DEFAULT_MODEL_NAME = "train-loop-v3"
+DEFAULT_ALIAS = "champion"
+REPORT_NAME = "gate_report.json"
+
+
+@dataclass
+class GateOutcome:
+    exit_code: int
+    report: dict[str, Any]
+
+
+def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, strict: bool) -> dict[str, str]:
+    tags = {f"gate.{c.name}": "pass" if c.passed else "fail" for c in checks}
+    tags.update({"gate.status": "passed", "gate.strict": str(strict).lower(), "run_id": run_id,
+                 "git_commit": ev.run_tags.get("git_commit", "unknown"),
+                 "schema_fingerprint": str(ev.metrics.get("schema_fingerprint") if ev.metrics else ""),
+                 "val_macro_f1": repr(mf.macro_f1(ev.metrics))})
+    return tags
+
+
+def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence, strict: bool,
+                        checks_file: Path) -> str:
+    """What the version is, what it was trained on, how it scored (with its CI) and the gate's verdict,
+    from the verified metrics.json."""
+    m = ev.metrics or {}
+
+    def get(*keys: str) -> Any:
+        return mf.get(m, *keys)
+
+    def num(x: Any, fmt: str = ".3f") -> str:
+        return format(x, fmt) if mf.number(x) is not None else "n/a"
+
+    model, data = get("model") or {}, get("data") or {}
+    what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
+            + (" (demo base, not Qwen's weights)" if model.get("is_demo") else "")
+            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {num(get('loss', 'gamma'), 'g')}.")
+    trained = " ".join(
+        f"{split} {Path(str(data.get(f'{split}_file', '?'))).name} ({data.get(f'n_{split}', '?')} events, "
+        f"sha256 {str(data.get(f'{split}_sha256', ''))[:12]})" for split in ("train", "val"))
+    conf = get("bootstrap", "confidence")
+    scored = (f"val macro-F1 {num(get('val_macro_f1'))} ({num(conf, '.0%')} bootstrap CI "
+              f"{num(get('bootstrap', 'val_macro_f1', 'low'))}-{num(get('bootstrap', 'val_macro_f1', 'high'))}); "
+              + ", ".join(f"F1 {n} {num(get('per_class', n, 'f1'))}" for n in ("long", "short")))
+    verdict = (f"passed all {len(checks)} shipping checks ({', '.join(c.name for c in checks)})"
+               f"{' on CI lower bounds' if strict else ''} with {checks_file.name}")
+    return f"{what} Data: {trained}. Scores: {scored}. Gate: {verdict}. Run {run_id}."
+
+
+def _log_to_run(client: Any, run_id: str, report: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory(prefix="gate-report-") as tmp:
+        path = Path(tmp) / REPORT_NAME
+        write_json_atomic(path, report, default=str, allow_nan=False)
+        client.log_artifact(run_id, str(path))
+    client.set_tag(run_id, "gate.status", report["status"])
+    for c in report["checks"]:
+        client.set_tag(run_id, f"gate.{c['name']}", "pass" if c["passed"] else "fail")
+    reg = report.get("registration") or {}
+    if reg.get("version"):
+        client.set_tag(run_id, "gate.model_version", f"{reg['model_name']}/{reg['version']}")
+
+
+def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
+    ev = evidence_from_dir(out)
+    checks = run_checks(ev, th, strict=strict)
+    passed = all(c.passed for c in checks)
+    report = _report(ev, checks, th, strict, "passed" if passed else "failed")
+    return GateOutcome(0 if passed else 1, report)
+
+
+def _report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict: bool, status: str,
+            **extra: Any) -> dict[str, Any]:
+    return {"status": status, "source": ev.source, "metrics_source": ev.metrics_source, "strict": strict,
+            "thresholds": asdict(th),
+            "checks": [asdict(c) for c in checks], **extra}
+
+
+def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alias: str,
+             require_better: bool, margin: float, checks_file: Path = DEFAULT_CHECKS) -> GateOutcome:
+    """Check an MLflow run; register + alias on pass. Raises GateInfraError for exit-2 situations."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if _is_not_found(exc) or getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+            raise GateInfraError(f"run {run_id!r} not found on {mlflow.get_tracking_uri()}") from None
+        raise
+    with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
+        ev = evidence_from_run(client, run, Path(tmp))
+        checks = run_checks(ev, th, strict=strict)
+        passed = all(c.passed for c in checks)
+        tracking = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": run_id}
+        if not passed:
+            report = _report(ev, checks, th, strict, "failed", **tracking, registration=None)
+            _log_to_run(client, run_id, report)
+            return GateOutcome(1, report)
+        f1 = mf.macro_f1(ev.metrics)
+        mv, created = register_once(client, model_name, run_id, ev.pyfunc_model_id or "",
+                                    _version_tags(run_id, checks, ev, strict))
+        describe(client, model_name, mv, version_description(run_id, checks, ev, strict, checks_file),
+                 created=created)
+        decision = promote(client, model_name, alias, mv, f1, require_better=require_better, margin=margin)
+        registration = {"model_name": model_name, "version": str(mv.version), "created": created,
+                        "require_better": require_better, "margin": margin, **decision,
+                        "uri": f"models:/{model_name}@{decision['alias']}"}
+        report = _report(ev, checks, th, strict, "passed", **tracking, registration=registration)
+        _log_to_run(client, run_id, report)
+        return GateOutcome(0, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python gates/gate.py", description=__doc__.split("\n\n")[0],
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-id", help="MLflow run to gate (tracking server from MLFLOW_TRACKING_URI)")
+    src.add_argument("--output-dir", type=Path, help="local training output to check (no MLflow, no promotion)")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help=f"registered model (default {DEFAULT_MODEL_NAME})")
+    p.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move on success (default {DEFAULT_ALIAS})")
+    p.add_argument("--checks", type=Path, default=DEFAULT_CHECKS, help="thresholds file (default gates/ship_checks.yaml)")
+    p.add_argument("--report", type=Path, help="also write the report as JSON here")
+    p.add_argument("--strict", action="store_true", help="checks 2 and 3 use the bootstrap CI lower bound")
+    p.add_argument("--require-better", action=argparse.BooleanOptionalAction, default=True,
+                   help="replace the alias holder only if val macro-F1 is not lower (default: on)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="with --require-better: needed improvement over the holder (default: checks file)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
+    return p
+
+
+def _print_summary(outcome: GateOutcome) -> None:
+    r = outcome.report
+    print(f"shipping gate: {r['source']}  strict={'yes' if r['strict'] else 'no'}")
+    checks = [CheckResult(**c) for c in r["checks"]]
+    print(format_table(checks))
+    if r["strict"]:
+        print("  (* = the number compared with the threshold)")
+    elif any(c.name in ("val_macro_f1", "class_f1") for c in checks):
+        print("  (* = the number compared with the threshold; --strict compares the CI lower bound)")
+    reg = r.get("registration")
+    status = r["status"].upper()
+    if reg:
+        verb = {"challenger": f"registered as challenger (champion v{reg.get('holder_version')} scores higher)",
+                "already_holds_alias": f"already {reg['alias']}"}.get(reg.get("outcome"), f"alias {reg['alias']} -> this version")
+        print(f"status: {status}  {reg['model_name']} version {reg['version']} "
+              f"({'new' if reg['created'] else 'existing'}), {verb}: {reg['uri']}")
+    elif r["status"] == "failed":
+        print(f"status: {status}  nothing registered, no alias moved")
+    else:
+        print(f"status: {status}  (local check: nothing registered)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        th = load_thresholds(args.checks)
+        strict = args.strict or th.strict
+        margin = th.margin if args.margin is None else _fraction(args.margin, "--margin", lo=-1.0)
+        if args.output_dir is not None:
+            outcome = gate_output_dir(args.output_dir, th, strict=strict)
+        else:
+            import mlflow
+
+            if args.tracking_uri:
+                mlflow.set_tracking_uri(args.tracking_uri)
+            outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
+                               require_better=args.require_better, margin=margin, checks_file=args.checks)
+    except UserError as exc:  # a bad checks file or argument, an unknown run
+        return error(str(exc), exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - server/registry/network failures: exit 2, one line, no traceback
+        return error(f"the gate could not finish ({type(exc).__name__}: {first_line(exc)}); "
+                     "see the run and registry state before retrying", EXIT_USAGE)
+    _print_summary(outcome)
+    if args.report is not None:
+        try:
+            write_json_atomic(args.report, outcome.report, default=str, allow_nan=False)
+        except OSError as exc:
+            return error(f"cannot write --report {args.report}: {exc}", EXIT_USAGE)
+    return outcome.exit_code
+
+
+
+
+def run() -> int:
+    """Entry point of ``python gates/gate.py`` and ``python -m processor.gate``."""
+    # Fail fast in CI when the server is down, rather than MLflow's default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    return main()
