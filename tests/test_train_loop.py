@@ -102,9 +102,9 @@ def test_overwrite_replaces_a_finished_run(sample_dir, tmp_path):
     assert main(one_epoch) == 0
     first = json.loads((out / "metrics.json").read_text())
     (out / "stale.txt").write_text("left over from the first run")
-    assert main([*one_epoch, "--gamma", "0.5", "--overwrite"]) == 0
+    assert main([*one_epoch, "--gamma", "2.5", "--overwrite"]) == 0
     second = json.loads((out / "metrics.json").read_text())
-    assert (first["loss"]["gamma"], second["loss"]["gamma"]) == (1.5, 0.5)
+    assert (first["loss"]["gamma"], second["loss"]["gamma"]) == (0.5, 2.5)
     assert not (out / "stale.txt").exists()  # the directory was replaced, not written over
     assert json.loads(load_packaged_zip_metrics(out / "model_final.zip")) == second
 
@@ -171,7 +171,7 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     run = client.get_run(trained_run.run_id)
     assert run.info.status == "FINISHED"
     p = run.data.params
-    assert (p["loss.gamma"], p["lora.r"], p["run.model"], p["run.seed"]) == ("1.5", "16", "qwen-tiny", "42")
+    assert (p["loss.gamma"], p["lora.r"], p["run.model"], p["run.seed"]) == ("0.5", "16", "qwen-tiny", "42")
     weights = trained_run.metrics["class_weights"]
     assert p["loss.class_weights_used"] == ",".join(f"{c}={weights[c]:.4f}" for c in LABELS)
     assert run.data.tags["schema_fingerprint"] == schema_fingerprint()
