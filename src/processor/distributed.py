@@ -9,6 +9,8 @@ rank and world size come from the launcher's environment, not from ``torch.distr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def rank() -> int:
@@ -40,3 +42,21 @@ def end() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# What torchrun / accelerate launch export and what accelerate reads to decide it is distributed.
+_LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+                  "ROLE_WORLD_SIZE", "GROUP_WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+@contextmanager
+def single_process() -> Iterator[None]:
+    """Run a block as if not launched by torchrun: the one-off qwen-tiny build trains with its own
+    Trainer, which would otherwise join the job's process group while the other rank waits on the
+    build's file lock (a deadlock). Each rank then builds or waits alone; the training Trainer, made
+    after the block, resets accelerate's state and sees the variables again."""
+    saved = {name: os.environ.pop(name) for name in _LAUNCHER_VARS if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

@@ -267,7 +267,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         mlflow.log_param("loss.class_weights_used", used)
 
     # 4. Qwen base + LoRA, last-token classification head (score trained via modules_to_save).
-    resolved = resolve_model(cfg.model, revision=cfg.revision)
+    with distributed.single_process():  # may build qwen-tiny with a Trainer of its own
+        resolved = resolve_model(cfg.model, revision=cfg.revision)
     set_seed(cfg.seed)  # the head and LoRA init draw from this seed, whatever ran before
     base, tokenizer = load_for_classification(resolved, labels=LABELS)
     model = apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
