@@ -133,3 +133,20 @@ def test_contract_failure_stops_every_rank_with_exit_1(broken_data, tmp_path):
     proc = _torchrun(args, _env(), cwd=tmp_path, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count(CONTRACT_MESSAGE) == 1
+
+
+def test_torchrun_joins_the_run_mlflow_run_made(ddp_data, mlflow_server, tmp_path):
+    """`mlflow run` exports MLFLOW_RUN_ID to the command; under torchrun rank 0 joins that run and
+    no other run appears."""
+    client = MlflowClient(mlflow_server)
+    exp_id = client.create_experiment("tests-ddp-join")
+    made = client.create_run(exp_id)
+    proc = _torchrun(_train_args(ddp_data, tmp_path / "out", "--max-epochs", "1"),
+                     _env(MLFLOW_TRACKING_URI=mlflow_server, MLFLOW_RUN_ID=made.info.run_id,
+                          MLFLOW_EXPERIMENT_ID=exp_id), cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = client.search_runs([exp_id])
+    assert [r.info.run_id for r in runs] == [made.info.run_id]
+    run = client.get_run(made.info.run_id)
+    assert run.data.params["training.epochs"] == "1" and "val_macro_f1" in run.data.metrics
+    assert "model_final.zip" in {a.path for a in client.list_artifacts(made.info.run_id)}
