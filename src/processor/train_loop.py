@@ -70,7 +70,7 @@ class UsageError(Exception):
 @dataclass
 class RunResult:
     output_dir: Path
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # empty on the ranks other than 0 of a multi-process job
     zip_path: Path
     run_id: str | None
     # The in-memory trained model (best epoch restored) and its tokenizer, for callers in-process.
