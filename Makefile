@@ -29,6 +29,7 @@ bench: setup
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_tune.py
+	$(PY) benchmarks/bench_ddp.py
 
 clean:
 	rm -rf outputs data mlruns mlartifacts mlflow.db optuna.db

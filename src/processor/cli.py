@@ -43,17 +43,19 @@ def error(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | None = None,
-        interrupted: str = "interrupted") -> int:
+        interrupted: str = "interrupted", quiet: bool = False) -> int:
     """``body()``'s exit code; a :class:`UserError` becomes ``error: <message>`` and its exit code
-    (``data_error`` words the message of a :class:`DataError`, e.g. what was not done)."""
+    (``data_error`` words the message of a :class:`DataError`, e.g. what was not done). ``quiet``
+    keeps the exit code but prints nothing (the other ranks of a multi-process job: rank 0 speaks)."""
     try:
         return body()
     except DataError as exc:
-        return error(data_error(exc) if data_error else str(exc), exc.exit_code)
+        return EXIT_DATA if quiet else error(data_error(exc) if data_error else str(exc), exc.exit_code)
     except UserError as exc:
-        return error(str(exc), exc.exit_code)
+        return exc.exit_code if quiet else error(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print(f"\n{interrupted}", file=sys.stderr)
+        if not quiet:
+            print(f"\n{interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from transformers import Trainer
 
-from processor.io import write_text_atomic
-from processor import metrics_file
+from processor import distributed, metrics_file
 from processor.cli import UserError, nothing_trained, run
 from processor.config import Config, apply_override, load_config, parse_override, save_config
+from processor.io import write_text_atomic
 from processor.schema import FEATURES, LABEL2ID, LABELS, schema_fingerprint
 from processor.serialize import Serializer
 
@@ -70,7 +70,7 @@ class UsageError(UserError):
 @dataclass
 class RunResult:
     output_dir: Path
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # empty on the ranks other than 0 of a multi-process job
     zip_path: Path
     run_id: str | None
     # The in-memory trained model (best epoch restored) and its tokenizer, for callers in-process.
@@ -125,11 +125,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run(lambda: _main(args), data_error=nothing_trained)
+    # Under torchrun every rank meets the same config and data, so every rank fails the same way;
+    # rank 0 alone says why (one message, not one per process), all exit with the same code.
+    say = distributed.is_main_process()
+    return run(lambda: _main(args, say), data_error=nothing_trained, quiet=not say)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, say: bool) -> int:
     result = train(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
+    if not say:
+        return 0
     m = result.metrics
     print(f"\nval_macro_f1={m['val_macro_f1']:.4f}  val_accuracy={m['val_accuracy']:.4f}  "
           f"F1 long={m['per_class']['long']['f1']:.4f} short={m['per_class']['short']['f1']:.4f} "
@@ -154,7 +159,8 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbac
     """One full training run. ``callbacks`` are extra Trainer callbacks (the sweep's pruning hook);
     ``nested`` logs the run under the active MLflow run (a sweep trial)."""
     out = prepare_output_dir(Path(cfg.packaging.output_dir), resume=resume, overwrite=overwrite)
-    if not cfg.mlflow.enabled:
+    # Other ranks of a torchrun/accelerate job never touch the tracking store: rank 0's run is the run.
+    if not cfg.mlflow.enabled or not distributed.is_main_process():
         return _train(cfg, out, resume, callbacks, run=None)
 
     from processor.tracking import start_run
@@ -168,7 +174,8 @@ def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
     finished = (out / "metrics.json").exists() or any(out.glob("*.zip")) if out.exists() else False
     started = out.exists() and any(out.iterdir())
     if overwrite and started:
-        shutil.rmtree(out)
+        if distributed.is_main_process():  # the other ranks only check; they write nothing before training
+            shutil.rmtree(out)
     elif finished and not resume:
         raise UsageError(f"{out} already holds a finished run (metrics.json / model zip). "
                          "Pass --overwrite to replace it, or choose another --output-dir.")
@@ -193,7 +200,9 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     if cfg.training.torch_threads:
         torch.set_num_threads(cfg.training.torch_threads)
     set_seed(cfg.seed)
-    save_config(cfg, out / "resolved_config.yaml")
+    main_rank = distributed.is_main_process()  # the only rank that writes files (the others run run=None)
+    if main_rank:
+        save_config(cfg, out / "resolved_config.yaml")
     if mlflow:
         from processor.tracking import git_commit, log_params
 
@@ -211,12 +220,14 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     try:
         train_df, val_df = load_split(train_path, val_path)
     except ContractError as exc:
-        _write_json(out / "validation_report.json", _report(False, [train_path, val_path], exc.problems))
+        if main_rank:
+            _write_json(out / "validation_report.json", _report(False, [train_path, val_path], exc.problems))
         if mlflow:
             mlflow.log_artifact(str(out / "validation_report.json"))
             mlflow.set_tag("validation", "failed")
         raise
-    _write_json(out / "validation_report.json", _report(True, [train_path, val_path], []))
+    if main_rank:
+        _write_json(out / "validation_report.json", _report(True, [train_path, val_path], []))
     digests = {"train": sha256_file(train_path), "val": sha256_file(val_path)}
     if mlflow:
         from processor.tracking import log_dataset
@@ -244,7 +255,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         mlflow.log_param("loss.class_weights_used", used)
 
     # 4. Qwen base + LoRA, last-token classification head (score trained via modules_to_save).
-    resolved = resolve_model(cfg.model, revision=cfg.revision)
+    with distributed.single_process():  # may build qwen-tiny with a Trainer of its own
+        resolved = resolve_model(cfg.model, revision=cfg.revision)
     set_seed(cfg.seed)  # the head and LoRA init draw from this seed, whatever ran before
     base, tokenizer = load_for_classification(resolved, labels=LABELS)
     model = apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
@@ -264,6 +276,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
 
     # 5. Trainer: accumulation, per-epoch eval + checkpoints, early stop, best epoch restored.
     metric = TRAINER_METRIC[cfg.training.early_stop_metric]
+    processes = distributed.world_size()  # each rank takes its own batch: the global batch is larger
     device = _device_args(cfg.training.device)
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -277,7 +290,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="steps",
-        logging_steps=max(1, len(train_ds) // (cfg.training.batch_size * cfg.training.grad_accum * 4)),
+        logging_steps=max(1, len(train_ds) // (cfg.training.batch_size * cfg.training.grad_accum * processes * 4)),
         load_best_model_at_end=True,
         metric_for_best_model=metric,
         greater_is_better=metric != "loss",
@@ -286,6 +299,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         data_seed=cfg.seed,
         report_to="none",
         dataloader_num_workers=0,
+        # LoRA adapters and the head are all used in every forward pass: skip DDP's extra graph walk.
+        ddp_find_unused_parameters=False,
         **device,
     )
     callbacks_all = [EarlyStoppingCallback(early_stopping_patience=cfg.training.patience)]
@@ -309,9 +324,18 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         print(f"note: --resume found no checkpoint in {out / 'checkpoints'}; starting from scratch", file=sys.stderr)
     trainer.train(resume_from_checkpoint=checkpoint or None)
 
-    # 6. Evaluate the restored best model on val: metrics, uncertainty, baselines.
-    probs = softmax(trainer.predict(val_ds).predictions)
+    # 6. Evaluate the restored best model on val: metrics, uncertainty, baselines. Every rank takes
+    # part (the prediction is sharded); Trainer's gather_for_metrics drops the distributed sampler's
+    # padding, so each val event is counted exactly once.
+    prediction = trainer.predict(val_ds)
     y_true = list(val_df["label"])
+    _check_whole_val_set(prediction.label_ids, y_true)
+    if processes > 1:
+        distributed.barrier()  # every rank is past its last step: rank 0 alone writes from here on
+        distributed.end()
+        if not main_rank:
+            return RunResult(output_dir=out, metrics={}, zip_path=out / cfg.packaging.zip_final, run_id=None)
+    probs = softmax(prediction.predictions)
     y_pred = [LABELS[i] for i in probs.argmax(axis=1)]
     metrics = ev.compute_metrics(y_true, y_pred)
     history = epoch_history(trainer.state.log_history)
@@ -454,6 +478,15 @@ def _best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+
+
+def _check_whole_val_set(label_ids: Any, y_true: list[str]) -> None:
+    """The predictions must be the val file's events, each once, in file order (a multi-process
+    gather that duplicated or dropped events would silently skew every metric)."""
+    got = [LABELS[i] for i in np.asarray(label_ids).reshape(-1)]
+    if got != y_true:
+        raise RuntimeError(f"evaluation covered {len(got)} events for {len(y_true)} in the val file, or not "
+                           "in file order; the metrics would be wrong")
 
 
 def _device_args(device: str) -> dict[str, Any]:
