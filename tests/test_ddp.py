@@ -64,7 +64,7 @@ def test_torchrun_two_processes_one_run_one_set_of_outputs(ddp_data, mlflow_serv
 
     # One set of outputs; the supports are the val file's counts (each event evaluated once).
     names = {p.name for p in out.iterdir()}
-    assert {"metrics.json", "model_final.zip", "confusion_matrix.png", "resolved_config.yaml",
+    assert {"metrics.json", "model_final.zip", "confusion_matrix.png", "learning_curve.png", "resolved_config.yaml",
             "validation_report.json", "checkpoints"} == names
     assert not list(out.glob("*.tmp*"))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -79,7 +79,7 @@ def test_torchrun_two_processes_one_run_one_set_of_outputs(ddp_data, mlflow_serv
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["loss.gamma"] == "1.5" and run.data.params["training.epochs"] == "2"
+    assert run.data.params["loss.gamma"] == "0.5" and run.data.params["training.epochs"] == "2"
     assert run.data.metrics["val_macro_f1"] == pytest.approx(metrics["val_macro_f1"])
     assert len(client.get_metric_history(run.info.run_id, "val_macro_f1")) >= metrics["epochs_run"]
     assert client.get_metric_history(run.info.run_id, "train_loss")
