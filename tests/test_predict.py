@@ -17,12 +17,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import tracking_at
+from conftest import CONTRACT_DIR, tracking_at
 from processor.data import ContractError, load_events
 from processor.predict import FRAME_SOURCE, check_frame, main
 from processor.schema import FEATURES, LABELS
 
-CONTRACT_EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contract" / "examples.jsonl"
+CONTRACT_EXAMPLES = CONTRACT_DIR / "examples.jsonl"
 PREDICT_MODEL = "predict-tests"
 PROB_KEYS = [f"p_{name}" for name in LABELS]
 
@@ -113,6 +113,7 @@ def test_check_frame_rejects_extra_columns_and_empty_frames():
 
 
 # --------------------------------------------------------------------------------------- predict CLI
+@pytest.mark.slow  # trains the session's run
 def test_predict_cli_with_the_zip_matches_the_packaged_model(trained_run, packaged, events_file, tmp_path):
     out = tmp_path / "sub" / "preds.jsonl"
     assert main(["--model", str(trained_run.zip_path), "--input", str(events_file), "--output", str(out),
@@ -120,6 +121,7 @@ def test_predict_cli_with_the_zip_matches_the_packaged_model(trained_run, packag
     assert_same_predictions(read_jsonl(out), expected_rows(packaged, events_file))
 
 
+@pytest.mark.slow  # trains the session's run
 def test_bad_input_is_exit_1_with_line_numbers_and_no_output(trained_run, events_file, tmp_path, capsys):
     lines = events_file.read_text(encoding="utf-8").splitlines()
     bad3, bad5 = json.loads(lines[2]), json.loads(lines[4])
@@ -136,6 +138,7 @@ def test_bad_input_is_exit_1_with_line_numbers_and_no_output(trained_run, events
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
 
+@pytest.mark.slow  # trains the session's run
 def test_predict_usage_errors_are_exit_2_without_traceback(trained_run, events_file, tmp_path):
     import zipfile
 
@@ -161,6 +164,7 @@ def test_predict_usage_errors_are_exit_2_without_traceback(trained_run, events_f
 
 
 # -------------------------------------------------------------------------------- registry and serving
+@pytest.mark.slow  # trains the session's run
 def test_pyfunc_model_from_the_registry_predicts_dataframes(tracking, champion_uri, packaged, events_file):
     model = mlflow.pyfunc.load_model(champion_uri)
     frame = load_events(events_file, labeled=False)[["id", *FEATURES]]
@@ -173,6 +177,7 @@ def test_pyfunc_model_from_the_registry_predicts_dataframes(tracking, champion_u
         model.predict(bad)
 
 
+@pytest.mark.slow  # trains the session's run
 def test_predict_cli_with_a_registry_uri(tracking, champion_uri, packaged, events_file, tmp_path):
     out = tmp_path / "preds.jsonl"
     assert main(["--model", champion_uri, "--input", str(events_file), "--output", str(out)]) == 0
@@ -188,6 +193,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+@pytest.mark.slow  # trains the session's run
 def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, events_file, tmp_path):
     from conftest import free_port, wait_http
 

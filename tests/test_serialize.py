@@ -1,13 +1,13 @@
 """The event -> text template: exact output, fixed key order, rounding, unknown template."""
 
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import CONTRACT_DIR
 from processor.serialize import TEMPLATE_NAME, event_to_text
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contract" / "examples.jsonl"
+EXAMPLES = CONTRACT_DIR / "examples.jsonl"
 
 
 def test_contract_examples_render_exactly():

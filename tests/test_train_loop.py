@@ -22,7 +22,7 @@ from processor.schema import LABELS, schema_fingerprint
 from processor.serialize import event_to_text
 from processor.train_loop import UsageError, main, train
 
-from conftest import REPO, tiny_config
+from conftest import CONTRACT_DIR, REPO, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert model.metadata.signature is not None
     import pandas as pd
 
-    example = pd.DataFrame(records(load_events(REPO.parent / "shared" / "contract" / "examples.jsonl")))
+    example = pd.DataFrame(records(load_events(CONTRACT_DIR / "examples.jsonl")))
     example.insert(0, "id", ["a", "b", "c"])
     out = model.predict(example)
     assert list(out["id"]) == ["a", "b", "c"] and set(out["label"]) <= set(LABELS)
