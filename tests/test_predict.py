@@ -16,6 +16,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from conftest import CONTRACT_DIR, tracking_at
 from processor.data import ContractError, load_events
@@ -173,8 +174,88 @@ def test_pyfunc_model_from_the_registry_predicts_dataframes(tracking, champion_u
     assert_same_predictions(got.to_dict(orient="records"), expected_rows(packaged, events_file))
     bad = frame.head(3).copy()
     bad.loc[1, "session"] = "tokyo"
-    with pytest.raises(Exception, match=r"dataframe row:2 id=\S+ key=session"):
+    with pytest.raises(MlflowException, match=r"\nrow 2 id=\S+ key=session: must be one of") as err:
         model.predict(bad)
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+# Run where `processor` cannot be imported: every sys.path entry holding it (the editable install's
+# src/) is dropped before anything else is imported. What the model needs must come with the model.
+ISOLATED_PREDICT = r"""
+import importlib.util, json, sys
+from pathlib import Path
+
+at_start = {name.split(".")[0] for name in sys.modules}  # the interpreter's own (site, .pth hooks)
+sys.path[:] = [p for p in sys.path if not (Path(p or ".").resolve() / "processor").is_dir()]
+assert importlib.util.find_spec("processor") is None, "processor is still importable"
+import mlflow
+import pandas as pd
+
+model = mlflow.pyfunc.load_model(sys.argv[1])
+frame = pd.DataFrame(json.loads(Path(sys.argv[2]).read_text(encoding="utf-8")))
+rows = model.predict(frame).to_dict(orient="records")
+loaded = {name.split(".")[0] for name in sys.modules} - at_start - {"processor"}  # processor: the model's copy
+print(json.dumps({"rows": rows, "processor_file": sys.modules["processor"].__file__, "modules": sorted(loaded)}))
+"""
+
+
+def _requirement_closure(requirements: list[str]) -> set[str]:
+    """Distribution names in ``requirements`` and everything they (optionally) depend on."""
+    import importlib.metadata as md
+    import re
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    seen: set[str] = set()
+    todo = [re.split(r"[=<>!~; \[]", r, maxsplit=1)[0] for r in requirements]
+    while todo:
+        name = norm(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            deps = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        # Optional extras count too: a library may import an optional dependency only when it is
+        # installed (pandera imports hypothesis for its data strategies), and then it is not needed.
+        todo.extend(re.split(r"[=<>!~; \[(]", d, maxsplit=1)[0] for d in deps)
+    return seen
+
+
+@pytest.mark.slow
+def test_registered_model_loads_and_predicts_without_the_project(tracking, champion_uri, packaged, events_file,
+                                                                 tmp_path):
+    """The champion in a process where `processor` is not importable and every cache is empty: the
+    code, the adapter and the demo base all come from the model, and it predicts like the zip."""
+    import importlib.metadata as md
+    import re
+
+    frame = load_events(events_file, labeled=False)[["id", *FEATURES]]
+    frame_file = tmp_path / "frame.json"
+    frame_file.write_text(frame.to_json(orient="records"), encoding="utf-8")
+    caches = {name: tmp_path / name for name in ("processor-cache", "hf-home", "hf-hub-cache")}
+    for path in caches.values():
+        path.mkdir()
+    env = {**os.environ, "PROCESSOR_CACHE_DIR": str(caches["processor-cache"]), "HF_HOME": str(caches["hf-home"]),
+           "HF_HUB_CACHE": str(caches["hf-hub-cache"]), "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", ISOLATED_PREDICT, champion_uri, str(frame_file)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert_same_predictions(answer["rows"], expected_rows(packaged, events_file))
+    # The code came from the model, and nothing was built or downloaded into a cache.
+    assert "/code/processor/" in Path(answer["processor_file"]).as_posix()
+    assert [p for c in caches.values() for p in c.rglob("*") if p.is_file()] == []
+    # requirements.txt covers every third-party distribution the model imported (directly or as a
+    # dependency of a listed one): a serving host installs only that file.
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(champion_uri)).read_text().split()
+    closure = _requirement_closure(requirements)
+    dists = md.packages_distributions()
+    used = {re.sub(r"[-_.]+", "-", d).lower() for m in answer["modules"] for d in dists.get(m, [])}
+    assert used - closure == set(), f"imported but not in the model's requirements: {sorted(used - closure)}"
 
 
 @pytest.mark.slow  # trains the session's run
