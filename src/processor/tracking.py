@@ -106,6 +106,7 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
 
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     from processor import serving
 
@@ -114,11 +115,12 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
         # MLflow's hint that integer columns cannot hold missing values: contract events never have
         # missing values (a missing key is a contract error, reported as such), so it never applies.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        inferred = infer_signature(example, example_output)
-    # Every input column optional: a missing key then reaches the contract check, which names the row
-    # and key, instead of MLflow's generic "Model is missing inputs".
-    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
-    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+        outputs = infer_signature(example, example_output).outputs
+    # Inputs: the contract's keys, each optional and of any type, so that MLflow passes values through
+    # as sent (a typed schema would cast them, and fill or reject a missing key with its own message)
+    # and the contract check in processor.serving names every problem by row, id and key.
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in ("id", *FEATURES)])
+    signature = ModelSignature(inputs=inputs, outputs=outputs)
     artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
     if base_dir is not None:
         artifacts[serving.BASE_ARTIFACT] = str(base_dir)
