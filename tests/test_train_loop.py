@@ -250,6 +250,21 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     assert "Traceback" not in bad.stderr.split("mlflow.exceptions")[0]
 
 
+def test_demo_mlflow_run_lands_in_the_project_experiment_with_a_readable_name(tracking, sample_dir, tmp_path,
+                                                                             monkeypatch):
+    """`make demo`'s `mlflow run` (processor.demo.run_training): experiment train-loop-v3, not Default."""
+    from processor.demo import run_training
+
+    # As in a user's shell: no experiment or run exported by earlier tests in this process.
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    submitted = run_training(REPO, "configs/tiny.yaml", sample_dir, str(tmp_path / "out"), max_epochs="1")
+    run = MlflowClient(tracking).get_run(submitted.run_id)
+    assert MlflowClient(tracking).get_experiment(run.info.experiment_id).name == "train-loop-v3"
+    assert run.info.run_name == "qwen-tiny-g1.5-r16-s42"
+    assert run.info.status == "FINISHED"
+
+
 # Other rules (v2) and another class mix (balanced: no oversampling needed) than the defaults. The
 # "rare" mix (~10 % per minority class at n=1300) does not ship with the demo base: see README.
 @pytest.mark.parametrize("rules, mix", [("v2", "default"), ("v1", "balanced")])
