@@ -110,7 +110,7 @@ def make_run(client: MlflowClient, files: Path, genuine: Genuine, *, log_model: 
     """A finished run logging ``files``' metrics.json / model_final.zip (minus ``skip``), the trained
     run's tags and (unless ``log_model`` is False) a pyfunc model bundling ``bundled_zip`` (default: the
     run's own zip). Uses the tracking URI of the enclosing ``tracking_at``/``tracking`` block."""
-    from processor.tracking import EventClassifierPyfunc
+    from processor.serving import EventClassifierPyfunc
 
     exp = mlflow.set_experiment(experiment)
     with mlflow.start_run(experiment_id=exp.experiment_id) as run:

@@ -1,4 +1,5 @@
-"""The in-code contract (processor.schema) against the published one (../shared/contract)."""
+"""The in-code contract (processor.schema), its export in the repo (contract/), and the upstream copy
+(../shared/contract, compared only when it is present)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,27 @@ import pytest
 from processor.data import load_events
 from processor.schema import (
     ALL_KEYS,
+    CONTRACT_VERSION,
+    EXAMPLES,
     FEATURES,
     LABELS,
     OPTIONAL_KEYS,
     SESSIONS,
+    contract_files,
     contract_spec,
     event_schema,
     fingerprint_of,
     is_datetime_with_offset,
+    main as schema_main,
     schema_fingerprint,
+    stale_contract_files,
 )
 
-from conftest import CONTRACT_DIR, needs_contract
+from conftest import CONTRACT_DIR, UPSTREAM_CONTRACT_DIR, needs_upstream
+
+# Each released contract version and its fingerprint. A change to contract_spec() fails
+# test_contract_version_is_bumped_with_the_spec until CONTRACT_VERSION is bumped and added here.
+RELEASED_FINGERPRINTS = {1: "c62f75e5b666534e0ac4ab853090f8ec6bbf7a0abd7637c4f1b7cbf52cff4e0a"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +67,6 @@ def _normalise_json_property(prop: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in prop.items() if k != "description"}
 
 
-@needs_contract
 def test_property_names_required_and_strictness_agree(json_schema: dict[str, Any]) -> None:
     spec = contract_spec()
     assert set(json_schema["properties"]) == set(spec["keys"]) == set(ALL_KEYS)
@@ -68,7 +77,6 @@ def test_property_names_required_and_strictness_agree(json_schema: dict[str, Any
     assert [k for k in json_schema["required"] if k != "id"] == list(FEATURES) == spec["features"]
 
 
-@needs_contract
 @pytest.mark.parametrize("key", ALL_KEYS)
 def test_each_key_agrees_with_json_schema(json_schema: dict[str, Any], key: str) -> None:
     published = _normalise_json_property(_resolve(json_schema["properties"][key], json_schema))
@@ -84,7 +92,6 @@ def test_each_key_agrees_with_json_schema(json_schema: dict[str, Any], key: str)
         assert contract_spec()["keys"][key]["finite"] is True
 
 
-@needs_contract
 def test_enums_match_constants(json_schema: dict[str, Any]) -> None:
     props = json_schema["properties"]
     assert tuple(props["label"]["enum"]) == LABELS  # class ids follow this order
@@ -92,11 +99,67 @@ def test_enums_match_constants(json_schema: dict[str, Any]) -> None:
     assert set(OPTIONAL_KEYS) | {"label"} == set(props) - set(json_schema["required"])
 
 
-@needs_contract
-def test_published_examples_validate_with_the_pandera_schema() -> None:
+def test_contract_examples_validate_with_the_pandera_schema() -> None:
     df = load_events(CONTRACT_DIR / "examples.jsonl")
     assert sorted(df["label"]) == sorted(LABELS)
     event_schema(labeled=True).validate(df)  # raises if the loader's output drifts from the schema
+
+
+# ------------------------------------------------------------------------- the export in contract/
+def test_committed_contract_is_current(capsys: pytest.CaptureFixture[str]) -> None:
+    assert stale_contract_files(CONTRACT_DIR) == [], "run `python -m processor.schema --export contract`"
+    assert schema_main(["--check", str(CONTRACT_DIR)]) == 0
+    assert "current (contract v" in capsys.readouterr().out
+
+
+def test_exported_schema_carries_version_and_a_recomputable_fingerprint(json_schema: dict[str, Any]) -> None:
+    assert json_schema["x-contract-version"] == CONTRACT_VERSION
+    assert json_schema["x-schema-fingerprint"] == schema_fingerprint()
+    # The file alone is enough to recompute the fingerprint a run or a gate reports.
+    assert fingerprint_of(json_schema["x-canonical-spec"]) == json_schema["x-schema-fingerprint"]
+    assert json_schema["x-canonical-spec"] == contract_spec()
+
+
+def test_contract_version_is_bumped_with_the_spec() -> None:
+    assert RELEASED_FINGERPRINTS.get(CONTRACT_VERSION) == schema_fingerprint(), (
+        "contract_spec() changed: bump processor.schema.CONTRACT_VERSION, add it to RELEASED_FINGERPRINTS "
+        "and re-export contract/")
+
+
+def test_export_cli_writes_the_files_and_check_finds_stale_ones(tmp_path, capsys) -> None:
+    out = tmp_path / "contract"
+    assert schema_main(["--export", str(out)]) == 0
+    assert {p.name: p.read_text(encoding="utf-8") for p in out.iterdir()} == contract_files()
+    assert schema_main(["--check", str(out)]) == 0
+    (out / "examples.jsonl").write_text("{}\n", encoding="utf-8")
+    (out / "events.schema.json").unlink()
+    capsys.readouterr()
+    assert schema_main(["--check", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "events.schema.json, examples.jsonl not current" in err and "--export" in err
+
+
+def test_examples_file_holds_the_project_examples() -> None:
+    rows = [json.loads(line) for line in (CONTRACT_DIR / "examples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows == [dict(r) for r in EXAMPLES]
+    assert sorted(r["label"] for r in rows) == sorted(LABELS)
+
+
+# -------------------------------------------------------------------------- against upstream
+@needs_upstream
+def test_repo_schema_agrees_with_upstream(json_schema: dict[str, Any]) -> None:
+    upstream = json.loads((UPSTREAM_CONTRACT_DIR / "events.schema.json").read_text(encoding="utf-8"))
+    # Every keyword upstream states is stated identically here; ours only adds x-* and a description.
+    assert {k: json_schema.get(k) for k in upstream} == upstream
+    assert set(json_schema) - set(upstream) <= {"description", "x-contract-version", "x-schema-fingerprint",
+                                                "x-canonical-spec"}
+
+
+@needs_upstream
+def test_repo_examples_equal_upstream_examples() -> None:
+    ours = (CONTRACT_DIR / "examples.jsonl").read_text(encoding="utf-8").splitlines()
+    theirs = (UPSTREAM_CONTRACT_DIR / "examples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x) for x in ours] == [json.loads(x) for x in theirs]
 
 
 def test_fingerprint_is_canonical_sha256() -> None:
@@ -145,7 +208,6 @@ def test_fingerprint_does_not_depend_on_hash_seed() -> None:
     assert outputs == {schema_fingerprint()}
 
 
-@needs_contract
 def test_unlabeled_schema_makes_label_optional() -> None:
     df = load_events(CONTRACT_DIR / "examples.jsonl")
     without_label = df.drop(columns="label")
@@ -154,7 +216,6 @@ def test_unlabeled_schema_makes_label_optional() -> None:
         event_schema(labeled=True).validate(without_label)
 
 
-@needs_contract
 def test_schema_is_strict_and_checks_values() -> None:
     df = load_events(CONTRACT_DIR / "examples.jsonl")
     with pytest.raises((pa.errors.SchemaError, pa.errors.SchemaErrors), match="extra"):

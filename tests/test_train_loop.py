@@ -23,7 +23,7 @@ from processor.schema import LABELS, schema_fingerprint
 from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
-from conftest import REPO, tiny_config
+from conftest import CONTRACT_DIR, REPO, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +202,7 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert model.metadata.signature is not None
     import pandas as pd
 
-    example = pd.DataFrame(records(load_events(REPO.parent / "shared" / "contract" / "examples.jsonl")))
+    example = pd.DataFrame(records(load_events(CONTRACT_DIR / "examples.jsonl")))
     example.insert(0, "id", ["a", "b", "c"])
     out = model.predict(example)
     assert list(out["id"]) == ["a", "b", "c"] and set(out["label"]) <= set(LABELS)
@@ -311,6 +311,21 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     assert bad.returncode != 0
     assert "--gamma (loss.gamma): expected a number, got 'high'" in bad.stderr
     assert "Traceback" not in bad.stderr.split("mlflow.exceptions")[0]
+
+
+def test_demo_mlflow_run_lands_in_the_project_experiment_with_a_readable_name(tracking, sample_dir, tmp_path,
+                                                                             monkeypatch):
+    """`make demo`'s `mlflow run` (processor.demo.run_training): experiment train-loop-v3, not Default."""
+    from processor.demo import run_training
+
+    # As in a user's shell: no experiment or run exported by earlier tests in this process.
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    submitted = run_training(REPO, "configs/tiny.yaml", sample_dir, str(tmp_path / "out"), max_epochs="1")
+    run = MlflowClient(tracking).get_run(submitted.run_id)
+    assert MlflowClient(tracking).get_experiment(run.info.experiment_id).name == "train-loop-v3"
+    assert run.info.run_name == "qwen-tiny-g1.5-r16-s42"
+    assert run.info.status == "FINISHED"
 
 
 # Other rules (v2) and another class mix (balanced: no oversampling needed) than the defaults. The

@@ -33,7 +33,7 @@ from processor.schema import ALL_KEYS, FEATURES, LABELS, contract_spec
 from processor.serialize import render_events
 from processor.validate import main, validate_paths
 
-from conftest import CONTRACT_DIR, needs_contract, run_module
+from conftest import CONTRACT_DIR, run_module
 
 BASE: dict[str, Any] = {
     "id": "ev-000001", "timestamp": "2024-03-05T13:45:00Z", "symbol": "EURUSD",
@@ -296,8 +296,7 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     assert list(load_events(path)["id"]) == ["ev-000001"]
 
 
-@needs_contract
-def test_published_examples_pass_with_allowed_coercions(capsys: pytest.CaptureFixture[str]) -> None:
+def test_contract_examples_pass_with_allowed_coercions(capsys: pytest.CaptureFixture[str]) -> None:
     path = CONTRACT_DIR / "examples.jsonl"
     df = load_events(path)
     assert list(df.columns) == ["line", "id", *FEATURES, "label", "timestamp", "symbol"]

@@ -77,6 +77,9 @@ class DataConfig:
 class PackagingConfig:
     output_dir: str = "outputs/v3_run1"
     zip_final: str = "model_final.zip"
+    # Copy the base checkpoint into the logged MLflow model, for serving hosts without a model hub or
+    # cache (air-gapped). Always done for the small demo base; for a real Qwen it adds ~1 GB per model.
+    bundle_base: bool = False
 
 
 @dataclass

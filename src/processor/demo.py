@@ -21,6 +21,22 @@ import mlflow
 from processor import metrics_file, sample_data, validate
 
 
+def run_training(root: Path, config: str, data: Path, output_dir: str, **parameters: str):
+    """``mlflow run`` of the main entry point, in the config's experiment (``train-loop-v3``).
+
+    `mlflow run` creates the run before the train loop starts, in the experiment it is given (else
+    MLflow's "Default"); the train loop joins that run, so the experiment must be named here.
+    """
+    from processor.config import load_config
+
+    experiment = load_config(root / config).mlflow.experiment
+    return mlflow.projects.run(
+        str(root), entry_point="main", env_manager="local", synchronous=True, experiment_name=experiment,
+        parameters={"config": config, "train_file": str(data / "train.jsonl"), "val_file": str(data / "val.jsonl"),
+                    "output_dir": output_dir, "overwrite": "true", **parameters},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m processor.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="data")
@@ -52,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== 3/4 train qwen-tiny (demo base, not Qwen's weights) via `mlflow run . -e main`")
     try:
-        submitted = mlflow.projects.run(
-            str(root), entry_point="main", env_manager="local", synchronous=True,
-            parameters={"config": args.config, "train_file": str(data / "train.jsonl"),
-                        "val_file": str(data / "val.jsonl"), "output_dir": args.output_dir, "overwrite": "true"},
-        )
+        submitted = run_training(root, args.config, data, args.output_dir)
     except mlflow.exceptions.ExecutionException as exc:
         print(f"error: training failed ({exc}); its output is above", file=sys.stderr)
         return 1

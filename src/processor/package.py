@@ -153,8 +153,13 @@ def predict_texts(model: Any, tokenizer: Any, texts: list[str], max_length: int,
     return np.concatenate(chunks) if chunks else np.zeros((0, len(LABELS)), dtype=np.float32)
 
 
-def load_packaged_model(zip_path: str | Path, *, device: str = "cpu") -> PackagedModel:
-    """Verify the zip, rebuild base + adapter + head, and return a ready predictor."""
+def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: str | Path | None = None
+                        ) -> PackagedModel:
+    """Verify the zip, rebuild base + adapter + head, and return a ready predictor.
+
+    The base is resolved by the name and revision recorded in the zip, or read from ``base_dir`` (a
+    copy of the base checkpoint shipped with an MLflow model); either way its weights must match the
+    digest recorded at training time."""
     from peft import PeftModel
 
     from processor.model import load_for_classification, resolve_model
@@ -168,7 +173,10 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu") -> Package
         serving = json.loads((workdir / "serving.json").read_text(encoding="utf-8"))
         metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
         base = serving["base"]
-        resolved = resolve_model(base["name"], revision=base.get("revision"))
+        if base_dir is not None:
+            resolved = resolve_model(str(Path(base_dir).resolve()))
+        else:
+            resolved = resolve_model(base["name"], revision=base.get("revision"))
         if base.get("weights_sha256") and weights_sha256(resolved.path) != base["weights_sha256"]:
             raise PackageError(
                 f"{zip_path}: base model {base['name']!r} at {resolved.path} is not the one this adapter was "

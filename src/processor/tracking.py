@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,14 @@ def log_params(flat: dict[str, Any]) -> None:
 
 def log_dataset(frame: pd.DataFrame, *, path: Path, digest: str, context: str) -> None:
     """``mlflow.log_input`` with the file's sha256 as the digest (stable across machines)."""
-    dataset = mlflow.data.from_pandas(frame.drop(columns=["line"], errors="ignore"), source=str(path),
-                                      name=path.name, digest=digest[:16])
+    with warnings.catch_warnings():
+        # Both harmless here: the integer-column hint (contract events have no missing values) and
+        # "the dataset source can be interpreted in multiple ways" (a local path matches several
+        # source types; MLflow picks the local file, which is what it is).
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(frame.drop(columns=["line"], errors="ignore"), source=str(path),
+                                          name=path.name, digest=digest[:16])
     mlflow.log_input(dataset, context=context)
 
 
@@ -71,37 +78,59 @@ class MlflowEpochLogger(TrainerCallback):
         mlflow.log_metrics(out, step=epoch)
 
 
-class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """The registered model: wraps ``model_final.zip``; input = contract events (DataFrame),
-    output = ``id``, predicted ``label`` and one probability column per class."""
-
-    def load_context(self, context):
-        from processor.package import load_packaged_model
-
-        self._model = load_packaged_model(context.artifacts["model_final"])
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from processor.predict import check_frame
-
-        events = check_frame(model_input)
-        return pd.DataFrame(self._model.predict(events))
-
-
 def output_columns() -> list[str]:
     return ["id", "label", *[f"p_{name}" for name in LABELS]]
 
 
-def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFrame, requirements: list[str]):
-    """Log (never register: that is the gate's job) the pyfunc model with signature and example."""
-    from mlflow.models import infer_signature
+def _code_dir(stage: Path) -> Path:
+    """A copy of the ``processor`` package without bytecode caches, to travel with the model."""
+    import shutil
+
+    import processor
+
+    target = stage / "processor"
+    shutil.copytree(Path(processor.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFrame, requirements: list[str],
+               *, base_dir: Path | None = None, metadata: dict[str, Any] | None = None):
+    """Log (never register: that is the gate's job) the pyfunc model with signature and example.
+
+    Self-contained: the model is logged from code (``processor/serving.py``), the ``processor``
+    package travels as ``code_paths``, and ``base_dir`` (the base checkpoint, when given) is stored
+    as an artifact so that serving needs neither a model hub nor this project's cache.
+    """
+    import tempfile
+
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    from processor import serving
 
     example = example[["id", *FEATURES]].reset_index(drop=True)
-    signature = infer_signature(example, example_output)
-    return mlflow.pyfunc.log_model(
-        name=PYFUNC_NAME,
-        python_model=EventClassifierPyfunc(),
-        artifacts={"model_final": str(zip_path)},
-        signature=signature,
-        input_example=example,
-        pip_requirements=requirements,
-    )
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values: contract events never have
+        # missing values (a missing key is a contract error, reported as such), so it never applies.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        outputs = infer_signature(example, example_output).outputs
+    # Inputs: the contract's keys, each optional and of any type, so that MLflow passes values through
+    # as sent (a typed schema would cast them, and fill or reject a missing key with its own message)
+    # and the contract check in processor.serving names every problem by row, id and key.
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in ("id", *FEATURES)])
+    signature = ModelSignature(inputs=inputs, outputs=outputs)
+    artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
+    if base_dir is not None:
+        artifacts[serving.BASE_ARTIFACT] = str(base_dir)
+    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage:
+        return mlflow.pyfunc.log_model(
+            name=PYFUNC_NAME,
+            python_model=Path(serving.__file__),
+            code_paths=[str(_code_dir(Path(stage)))],
+            artifacts=artifacts,
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements,
+            metadata=metadata,
+        )

@@ -54,13 +54,18 @@ FLAGS: dict[str, str] = {
     "oversample": "data.oversample",
     "output_dir": "packaging.output_dir",
     "zip_final": "packaging.zip_final",
+    "bundle_base": "packaging.bundle_base",
     "seed": "seed",
     "experiment_name": "mlflow.experiment",
 }
 # Trainer reports eval metrics as eval_<name>; the config speaks of val_<name>.
 TRAINER_METRIC = {"val_macro_f1": "macro_f1", "val_accuracy": "accuracy", "val_loss": "loss"}
+# The logged model's requirements.txt: what processor's serving path (processor/serving.py, which
+# travels with the model) imports, pinned to the versions trained with.
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "peft", "accelerate", "mlflow", "pandas", "pandera",
-                "numpy", "scikit-learn", "safetensors", "pyyaml")
+                "numpy", "scikit-learn", "safetensors", "pyyaml", "huggingface-hub", "filelock")
+# Flags that are booleans: a bare flag means true, and "" (an empty MLproject parameter) means unset.
+BOOL_FLAGS = ("bundle_base",)
 
 
 class UsageError(UserError):
@@ -86,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=None, help="YAML config (configs/tiny.yaml, configs/v3.yaml, ...)")
     for flag, key in FLAGS.items():
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, metavar="VALUE",
-                       help=f"overrides {key}")
+        extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if flag in BOOL_FLAGS else {"metavar": "VALUE"}
+        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, help=f"overrides {key}", **extra)
     # Optional values so MLproject can pass "--overwrite false"; a bare flag means true.
     p.add_argument("--resume", nargs="?", const="true", default="false", type=_flag, metavar="BOOL",
                    help="continue from the last checkpoint in --output-dir (after an interrupted run)")
@@ -165,9 +170,15 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbac
 
     from processor.tracking import start_run
 
-    with start_run(cfg.mlflow.experiment, nested=nested, run_name=run_name) as run:
+    with start_run(cfg.mlflow.experiment, nested=nested, run_name=run_name or default_run_name(cfg)) as run:
         # An exception inside this block ends the run as FAILED (validation report attached first).
         return _train(cfg, out, resume, callbacks, run=run)
+
+
+def default_run_name(cfg: Config) -> str:
+    """A readable MLflow run name from what distinguishes runs: ``qwen-tiny-g1.5-r16-s42``."""
+    model = cfg.model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or cfg.model
+    return f"{model}-g{cfg.loss.gamma:g}-r{cfg.lora.r}-s{cfg.seed}"
 
 
 def prepare_output_dir(out: Path, *, resume: bool, overwrite: bool) -> Path:
@@ -397,7 +408,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         for name in (metrics_file.FILE_NAME, "confusion_matrix.png", "learning_curve.png", zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
-            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer)
+            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved)
     return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id, model=trainer.model,
                      tokenizer=tokenizer)
 
@@ -536,8 +547,8 @@ def _mlflow():
     return mlflow
 
 
-def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config,
-                serializer: Serializer) -> None:
+def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config, serializer: Serializer,
+                resolved: Any) -> None:
     import pandas as pd
 
     from processor.package import predict_texts
@@ -554,7 +565,13 @@ def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Co
             requirements.append(f"{dist}=={importlib.metadata.version(dist).split('+')[0]}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    log_pyfunc(zip_path, example, out, requirements)
+    # The demo base is small (< 1 MB) and rebuilding it on a serving host takes a minute: always
+    # bundled. A hub base is bundled on request; otherwise the host resolves it by id and revision.
+    bundle = resolved.is_demo or cfg.packaging.bundle_base
+    metadata = {"base_model": resolved.base_id, "base_model_revision": resolved.revision or "unknown",
+                "base_bundled": bool(bundle), "schema_fingerprint": schema_fingerprint()}
+    log_pyfunc(zip_path, example, out, requirements, base_dir=Path(resolved.path) if bundle else None,
+               metadata=metadata)
 
 
 if __name__ == "__main__":
