@@ -224,6 +224,42 @@ def test_output_dir_check_needs_no_mlflow(genuine, tmp_path, monkeypatch, capsys
         assert re.search(rf"^{name}\s.*PASS$", shown, re.M), shown
 
 
+def _doctored_contract(tmp_path: Path, source: Path, edit: Callable[[dict], None]) -> Path:
+    doc = json.loads(source.read_text(encoding="utf-8"))
+    edit(doc)
+    path = tmp_path / f"contract-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def _extra_key(doc: dict) -> None:
+    doc["properties"]["evil"] = {"type": "integer"}
+
+
+def _other_spec(doc: dict) -> None:
+    doc["x-canonical-spec"]["keys"]["atr"]["exclusiveMinimum"] = -1
+
+
+@pytest.mark.parametrize("which, edit, needle", [
+    ("REPO_CONTRACT", _extra_key, "extra ['evil']"),
+    ("REPO_CONTRACT", _other_spec, "repo contract"),
+    ("REPO_CONTRACT", None, "is missing"),
+    ("UPSTREAM_CONTRACT", _extra_key, "upstream contract"),
+])
+def test_schema_check_compares_the_contract_files(genuine, tmp_path, monkeypatch, which, edit, needle):
+    """Check 5 holds the run against the repo's contract file (and upstream's when present), not just
+    the in-code copy: a contract file with an extra key or another spec fails it."""
+    source = gate.checks.REPO_CONTRACT
+    path = tmp_path / "absent.json" if edit is None else _doctored_contract(tmp_path, source, edit)
+    monkeypatch.setattr(gate.checks, which, path)
+    if which == "UPSTREAM_CONTRACT":  # the repo's own copy stays genuine
+        assert gate.checks.REPO_CONTRACT.is_file()
+    report = tmp_path / "report.json"
+    assert run_gate("--output-dir", str(genuine.copy_to(tmp_path / "out")), "--report", str(report)) == 1
+    schema = {c["name"]: c for c in report_of(report)["checks"]}["schema"]
+    assert failed_checks(report_of(report)) == {"schema"} and needle in schema["detail"], schema["detail"]
+
+
 def test_strict_mode_compares_the_bootstrap_lower_bound(genuine, tmp_path):
     def wide_interval(m: dict) -> None:
         m["val_macro_f1"] = 0.70
@@ -275,9 +311,9 @@ def _baseline_at(model: float, tree: float) -> Callable[[dict], None]:
     return change
 
 
-@pytest.mark.parametrize("tree, passes", [(0.75, True), (0.80, True), (0.8001, False), (0.90, False)])
+@pytest.mark.parametrize("tree, passes", [(0.65, True), (0.73, True), (0.7301, False), (0.80, False)])
 def test_beats_baseline_is_a_sixth_check_of_the_strict_file(genuine, tmp_path, tree, passes):
-    """Off in ship_checks.yaml; ship_checks_strict.yaml: val macro-F1 >= the tree's - 0.10 (the margin)."""
+    """Off in ship_checks.yaml; ship_checks_strict.yaml: val macro-F1 >= the tree's - 0.03 (the margin)."""
     out = genuine.copy_to(tmp_path / "out", _baseline_at(0.70, tree))
     default, strict = tmp_path / "default.json", tmp_path / "strict.json"
     assert run_gate("--output-dir", str(out), "--report", str(default)) == 0

@@ -324,12 +324,13 @@ def test_demo_mlflow_run_lands_in_the_project_experiment_with_a_readable_name(tr
     submitted = run_training(REPO, "configs/tiny.yaml", sample_dir, str(tmp_path / "out"), max_epochs="1")
     run = MlflowClient(tracking).get_run(submitted.run_id)
     assert MlflowClient(tracking).get_experiment(run.info.experiment_id).name == "train-loop-v3"
-    assert run.info.run_name == "qwen-tiny-g1.5-r16-s42"
+    assert run.info.run_name == "qwen-tiny-g0.5-r16-s42"
     assert run.info.status == "FINISHED"
 
 
 # Other rules (v2) and another class mix (balanced: no oversampling needed) than the defaults. The
-# "rare" mix (~10 % per minority class at n=1300) does not ship with the demo base: see README.
+# "rare" mix (~10 % per minority class at n=1300) ships in 4 of 6 benchmark runs only (README), so a
+# single seed of it would test luck, not the mechanism.
 @pytest.mark.parametrize("rules, mix", [("v2", "default"), ("v1", "balanced")])
 def test_demo_base_ships_on_other_rules_and_class_mixes(rules, mix, tmp_path, make_sample_data):
     data = make_sample_data(seed=1, rules=rules, mix=mix)

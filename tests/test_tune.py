@@ -368,6 +368,16 @@ def test_bad_arguments_exit_2_without_traceback(extra, expected, tmp_path, capsy
     assert expected in err and "Traceback" not in err
 
 
+def test_the_sweep_refuses_to_run_under_a_multi_process_launcher(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    sweep = write_yaml(tmp_path / "sweep.yaml", {"params": {"gamma": [1.0]}})
+    rc = tune.main(cli(sweep, tmp_path / "out", "t-ddp", 2))
+    err = capsys.readouterr().err
+    assert rc == 2 and "not under torchrun" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything was created
+
+
 def test_changing_the_search_space_of_an_existing_study_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -11,10 +11,16 @@ from typing import Any
 
 from processor import metrics_file as mf
 from processor.io import sha256_file
-from processor.schema import FEATURES, LABELS, schema_fingerprint
+from processor.cli import first_line
+from processor.schema import ALL_KEYS, FEATURES, LABELS, fingerprint_of, schema_fingerprint
 
 from processor.gate.evidence import ZIP_NAME, Evidence, describe_mismatch
-from processor.gate.thresholds import Thresholds
+from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds
+
+# The contract files the code is compared with: the copy the repository carries (exported from
+# processor.schema, checked by a test) and, where the checkout has it beside it, the upstream one.
+REPO_CONTRACT = DEFAULT_CHECKS.parents[1] / "contract" / "events.schema.json"
+UPSTREAM_CONTRACT = DEFAULT_CHECKS.parents[2] / "shared" / "contract" / "events.schema.json"
 
 CHECK_NAMES = ("class_balance", "val_macro_f1", "class_f1", "artifacts", "schema")
 
@@ -175,9 +181,36 @@ def check_schema(ev: Evidence) -> CheckResult:
                 problems.append(f"the pyfunc signature lacks contract keys: {missing}")
     if key_sets == 0 and not problems:
         problems.append("no record of the run's feature keys (no readable package, no pyfunc signature)")
+    problems += _contract_file_problems(expected, seen)
     value = f"fingerprint {str(fp)[:12]}" if fp else "no fingerprint"
     return CheckResult("schema", not problems, value, f"contract {expected[:12]}, {len(FEATURES)} features",
                        "; ".join(problems), {"expected": expected, "seen": seen})
+
+
+def _contract_file_problems(expected: str, seen: dict[str, Any]) -> list[str]:
+    """The contract files agree with the code's contract: the repo's copy (required) has the same keys
+    and fingerprint, the upstream copy (when present) the same keys -- no extra, none missing."""
+    problems = []
+    for name, path, required in (("repo contract", REPO_CONTRACT, True), ("upstream contract", UPSTREAM_CONTRACT, False)):
+        if not path.is_file():
+            if required:
+                problems.append(f"{name} {path} is missing")
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            keys = set(doc["properties"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{name} {path} is not a readable JSON Schema ({first_line(exc)})")
+            continue
+        if keys != set(ALL_KEYS):
+            problems.append(f"{name} {path} keys differ from the contract: extra {sorted(keys - set(ALL_KEYS))}, "
+                            f"missing {sorted(set(ALL_KEYS) - keys)}")
+        if "x-canonical-spec" in doc:  # the repo's export: its spec must hash to the code's fingerprint
+            seen[name] = fingerprint_of(doc["x-canonical-spec"])
+            if seen[name] != expected or doc.get("x-schema-fingerprint") != expected:
+                problems.append(f"{name} {path} fingerprint {seen[name][:12]}... != contract {expected[:12]}... "
+                                "(re-export it: python -m processor.schema --export contract)")
+    return problems
 
 
 def check_beats_baseline(ev: Evidence, th: Thresholds) -> CheckResult:

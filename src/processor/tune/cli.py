@@ -106,6 +106,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SweepError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     if args.max_retry < 0:
         raise SweepError(f"--max-retry must be >= 0, got {args.max_retry}")
+    from processor import distributed
+
+    if distributed.world_size() > 1:
+        # Each trial runs in this process with a pruning hook that raises here; N copies of the sweep
+        # would run N studies' worth of trials, each as one rank of nothing. One worker per device on a
+        # shared study is the parallel sweep (README "More than one device").
+        raise SweepError(f"processor.tune runs one process per worker, not under torchrun/accelerate "
+                         f"(WORLD_SIZE={distributed.world_size()}): start one worker per device on a shared "
+                         "--storage instead")
     if not args.study_name.strip():
         raise SweepError("--study-name must not be empty")
 
