@@ -244,8 +244,10 @@ def test_two_workers_on_postgres_complete_n_trials_together(tracking, pg_databas
 def test_stale_trial_of_a_killed_worker_is_retried(tracking, data_dir, tmp_path):
     sweep = write_yaml(tmp_path / "sweep.yaml", {"params": SMALL_SPACE, "pruner": {"type": "none"}})
     out, name = tmp_path / "sweep", "t-stale"
+    # 30 epochs, no early stop: trial 0 must still be training when the worker is killed (a 2-epoch trial
+    # of the demo base can finish within one polling second, and then there is nothing stale to retry).
     args = cli(sweep, out, name, 1, "--heartbeat", "1", "--grace-period", "3",
-               *overrides(data_dir, "tune-stale", epochs=2))
+               *overrides(data_dir, "tune-stale", epochs=30), "training.patience=30")
     worker = subprocess.Popen([sys.executable, "-m", "processor.tune", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=_env(), cwd=tmp_path)
     storage = tune.default_storage(out)
