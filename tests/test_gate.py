@@ -51,8 +51,10 @@ def unique_name(prefix: str = "gate") -> str:
 class Genuine:
     """The trained run's artifacts as logged, and its pyfunc model's signature."""
 
-    def __init__(self, run_id: str, directory: Path, signature: ModelSignature, tags: dict[str, str]):
+    def __init__(self, run_id: str, directory: Path, signature: ModelSignature, tags: dict[str, str],
+                 metadata: dict[str, Any]):
         self.run_id, self.dir, self.signature, self.tags = run_id, directory, signature, tags
+        self.metadata = metadata  # the pyfunc model's (schema fingerprint, base model)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -100,12 +102,13 @@ def genuine(trained_run, mlflow_server, tmp_path_factory) -> Genuine:
         assert logged is not None, "the trained run logged no pyfunc model"
         local = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location,
                                                     dst_path=str(out / "pyfunc"))
-        signature = Model.load(local).signature
-    return Genuine(trained_run.run_id, out, signature, dict(run.data.tags))
+        model = Model.load(local)
+    return Genuine(trained_run.run_id, out, model.signature, dict(run.data.tags), dict(model.metadata or {}))
 
 
 def make_run(client: MlflowClient, files: Path, genuine: Genuine, *, log_model: bool = True,
-             signature: ModelSignature | None = None, bundled_zip: Path | None = None,
+             signature: ModelSignature | None = None, metadata: dict[str, Any] | None = None,
+             bundled_zip: Path | None = None,
              skip: tuple[str, ...] = (), experiment: str = "gate-doctored") -> str:
     """A finished run logging ``files``' metrics.json / model_final.zip (minus ``skip``), the trained
     run's tags and (unless ``log_model`` is False) a pyfunc model bundling ``bundled_zip`` (default: the
@@ -121,7 +124,8 @@ def make_run(client: MlflowClient, files: Path, genuine: Genuine, *, log_model: 
         if log_model:
             mlflow.pyfunc.log_model(name="model", python_model=EventClassifierPyfunc(),
                                     artifacts={"model_final": str(bundled_zip or files / "model_final.zip")},
-                                    signature=signature or genuine.signature, pip_requirements=["mlflow"])
+                                    signature=signature or genuine.signature, pip_requirements=["mlflow"],
+                                    metadata=genuine.metadata if metadata is None else metadata)
     return run.info.run_id
 
 
@@ -165,8 +169,9 @@ def valid_but_different(members: dict[str, bytes]) -> None:
 
 
 def with_extra_input(sig: ModelSignature) -> ModelSignature:
-    return ModelSignature(inputs=Schema([*sig.inputs.inputs, ColSpec("double", "extra_feature")]),
-                          outputs=sig.outputs)
+    """An input schema of the contract's keys plus one more (the trained model logs none on purpose)."""
+    columns = [ColSpec("string", "id"), *(ColSpec("double", name) for name in FEATURES)]
+    return ModelSignature(inputs=Schema([*columns, ColSpec("double", "extra_feature")]), outputs=sig.outputs)
 
 
 def registered_versions(client: MlflowClient, name: str) -> list[Any]:
@@ -457,6 +462,8 @@ FAILING_CASES = {
     "pyfunc_bundles_other_zip": ("artifacts", {"bundled_zip": "genuine"}, None, valid_but_different),
     "fingerprint": ("schema", {}, _set("schema_fingerprint", "0" * 64), None),
     "extra_key_in_signature": ("schema", {"signature": "extra"}, None, None),
+    # No input schema (as trained) and metadata naming another contract.
+    "pyfunc_metadata_fingerprint": ("schema", {"metadata": {"schema_fingerprint": "0" * 64}}, None, None),
 }
 
 

@@ -321,8 +321,9 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
             assert f"\nrow {row} id={ids[row - 1]} key={key}: {what}" in message, message
         assert "tokyo" in message  # the unknown category itself is named
         assert "Traceback" not in json.dumps(answer) and "stack_trace" not in answer
-        # Not asserted: the extra key `evil`. MLflow's signature enforcement drops columns outside the
-        # signature before the model sees them (it logs a warning); the gate requires that signature.
+        # The extra key is named too: the model is logged without an input schema, so MLflow does not
+        # drop unknown columns before the contract check sees them.
+        assert f"\nrow 2 id={ids[1]} key=evil: unexpected key" in message, message
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

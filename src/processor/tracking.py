@@ -104,8 +104,6 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     import tempfile
 
     from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
 
     from processor import serving
 
@@ -115,11 +113,12 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
         # missing values (a missing key is a contract error, reported as such), so it never applies.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         outputs = infer_signature(example, example_output).outputs
-    # Inputs: the contract's keys, each optional and of any type, so that MLflow passes values through
-    # as sent (a typed schema would cast them, and fill or reject a missing key with its own message)
-    # and the contract check in processor.serving names every problem by row, id and key.
-    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in ("id", *FEATURES)])
-    signature = ModelSignature(inputs=inputs, outputs=outputs)
+    # No input schema: with one, MLflow casts values, fills or rejects a missing key with its own
+    # message, and silently DROPS any key outside it (mlflow.models.utils._enforce_schema) before the
+    # model sees the frame. Without it, every request reaches the contract check in processor.serving
+    # as sent, and an extra key, a missing key or a bad value is named by row, id and key. The key set
+    # is recorded instead as the model's metadata fingerprint (checked by the gate) and in the zip.
+    signature = ModelSignature(inputs=None, outputs=outputs)
     artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
     if base_dir is not None:
         artifacts[serving.BASE_ARTIFACT] = str(base_dir)

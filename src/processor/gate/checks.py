@@ -171,7 +171,12 @@ def check_schema(ev: Evidence) -> CheckResult:
         key_sets += 1
         inputs = ev.signature_inputs
         if inputs is None:
-            problems.append("the pyfunc model has no input signature")
+            # Logged without an input schema on purpose (processor.tracking): then the model's metadata
+            # must name the contract it checks requests against.
+            seen["pyfunc metadata"] = ev.model_metadata.get("schema_fingerprint")
+            if seen["pyfunc metadata"] != expected:
+                problems.append("the pyfunc model has no input signature and its metadata schema_fingerprint "
+                                f"{str(seen['pyfunc metadata'])[:12]}... is not the contract's")
         else:
             allowed = {"id", *FEATURES}
             extra, missing = sorted(set(inputs) - allowed), sorted(allowed - set(inputs))

@@ -46,6 +46,7 @@ class Evidence:
     pyfunc_model_id: str | None = None
     pyfunc_problem: str | None = None
     signature_inputs: list[str] | None = None
+    model_metadata: dict[str, Any] = field(default_factory=dict)
     pyfunc_zip_sha256: str | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
 
@@ -232,6 +233,7 @@ def _pyfunc_evidence(client: Any, run: Any, workdir: Path, ev: Evidence) -> None
         return
     if model.signature is not None and model.signature.inputs is not None:
         ev.signature_inputs = list(model.signature.inputs.input_names())
+    ev.model_metadata = dict(model.metadata or {})
     conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get("model_final", {})
     bundled = local / conf["path"] if conf.get("path") else None
     if bundled is None or not bundled.is_file():
