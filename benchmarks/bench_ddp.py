@@ -43,7 +43,7 @@ def run_case(model_name: str, steps: int, batch: int, max_length: int, threads: 
     from processor.loss import FocalLoss
     from processor.model import apply_lora, load_for_classification, resolve_model
     from processor.schema import LABELS
-    from processor.train_loop import EncodedEvents, FocalTrainer
+    from processor.trainer import EncodedEvents, FocalTrainer
 
     torch.set_num_threads(threads)
     set_seed(0)

@@ -77,7 +77,7 @@ def run_case(model_name: str, mode: str, steps: int, batch: int, max_length: int
     from processor.model import apply_lora, count_tokens, load_for_classification, resolve_model
     from processor.package import predict_texts
     from processor.schema import LABELS
-    from processor.train_loop import EncodedEvents, FocalTrainer
+    from processor.trainer import EncodedEvents, FocalTrainer
 
     set_seed(0)
     resolved = resolve_model(model_name)

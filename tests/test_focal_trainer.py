@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers import Qwen2Config, Qwen2ForSequenceClassification, TrainingArguments, default_data_collator
 
 from processor.loss import FocalLoss, focal_loss
-from processor.train_loop import FocalTrainer
+from processor.trainer import FocalTrainer
 
 N_CLASSES = 3
 

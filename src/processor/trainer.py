@@ -1,0 +1,103 @@
+"""The Trainer pieces of the train loop: the tokenized dataset, the focal-loss Trainer, the metrics it
+reports per epoch, and reading its history back (per-epoch rows, the restored best epoch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer
+
+from processor.schema import LABEL2ID, LABELS
+
+
+class EncodedEvents(torch.utils.data.Dataset):
+    """Tokenized once up front; padding is the collator's job (num_workers=0 safe, picklable)."""
+
+    def __init__(self, tokenizer: Any, texts: list[str], labels: Any, max_length: int):
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        self.input_ids = enc["input_ids"]
+        self.attention_mask = enc["attention_mask"]
+        self.labels = [LABEL2ID[label] for label in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i], "labels": self.labels[i]}
+
+
+class FocalTrainer(Trainer):
+    """Trainer whose loss is the class-weighted focal loss. The loss is a per-micro-batch mean, so
+    Trainer divides it by the accumulation steps (``loss_is_scaled_for_ga = False``)."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, focal: torch.nn.Module, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.focal = focal
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.focal.to(outputs.logits.device)(outputs.logits.float(), labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+def trainer_metrics(eval_pred: Any) -> dict[str, float]:
+    from processor.evaluate import compute_metrics
+
+    logits, label_ids = eval_pred.predictions, eval_pred.label_ids
+    m = compute_metrics([LABELS[i] for i in label_ids], [LABELS[i] for i in np.argmax(logits, axis=1)])
+    out = {"macro_f1": m["val_macro_f1"], "accuracy": m["val_accuracy"]}
+    out.update({f"f1_{name}": m["per_class"][name]["f1"] for name in LABELS})
+    return out
+
+
+def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per evaluated epoch: train loss (mean of that epoch's logs) and val metrics."""
+    rows, losses = [], []
+    for entry in log_history:
+        if "loss" in entry:
+            losses.append(entry["loss"])
+        if "eval_macro_f1" in entry:
+            row = {"epoch": int(round(entry["epoch"])), "step": entry["step"],
+                   "train_loss": float(np.mean(losses)) if losses else None}
+            row.update({f"val_{k[5:]}": float(v) for k, v in entry.items()
+                        if k.startswith("eval_") and k[5:] in ("loss", "macro_f1", "accuracy", "f1_long",
+                                                               "f1_short", "f1_no_trade")})
+            rows.append(row)
+            losses = []
+    return rows
+
+
+def best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
+    if state.best_model_checkpoint:
+        step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+        for row in history:
+            if row["step"] == step:
+                return row["epoch"]
+    key = f"val_{metric}"
+    best = (min if metric == "loss" else max)(history, key=lambda r: r[key])
+    return best["epoch"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+
+
+def check_whole_val_set(label_ids: Any, y_true: list[str]) -> None:
+    """The predictions must be the val file's events, each once, in file order (a multi-process
+    gather that duplicated or dropped events would silently skew every metric)."""
+    got = [LABELS[i] for i in np.asarray(label_ids).reshape(-1)]
+    if got != y_true:
+        raise RuntimeError(f"evaluation covered {len(got)} events for {len(y_true)} in the val file, or not "
+                           "in file order; the metrics would be wrong")
+
+
+def last_checkpoint(path: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(path)) if path.is_dir() else None
