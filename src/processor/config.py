@@ -99,6 +99,27 @@ class EvalConfig:
 
 
 @dataclass
+class TrustConfig:
+    """Can a trader trust a prediction: calibration, abstention, drift, temporal leakage (issue 12)."""
+
+    # Temperature scaling of the probabilities, fitted by cross-fitting over validation folds so no
+    # event's reported calibration comes from a temperature fitted on it (processor.calibrate).
+    calibrate: bool = True
+    calibration_folds: int = 5
+    ece_bins: int = 10
+    # Predict no_trade (abstained: true) when the top probability is below this; null = never abstain.
+    # predict --min-confidence and the pyfunc's min_confidence param override it at predict time.
+    min_confidence: float | None = None
+    # Thresholds whose coverage and long/short precision the run reports (metrics.json + PNG).
+    abstention_grid: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    # Population stability index per feature at predict time: warn above this (processor.drift).
+    psi_warn: float = 0.2
+    # Check that validation events are not older than training events (per symbol) when events
+    # carry timestamps (processor.leakage).
+    check_time_leakage: bool = True
+
+
+@dataclass
 class Config:
     # The embedded demo base; real runs pass qwen-base, a hub id, or a local directory.
     model: str = "qwen-tiny"
@@ -111,6 +132,7 @@ class Config:
     packaging: PackagingConfig = field(default_factory=PackagingConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -247,6 +269,14 @@ def check(cfg: Config) -> Config:
     need(0.5 <= cfg.eval.confidence < 1.0, f"eval.confidence must be in [0.5, 1), got {cfg.eval.confidence}")
     need(bool(cfg.packaging.zip_final) and Path(cfg.packaging.zip_final).name == cfg.packaging.zip_final,
          f"packaging.zip_final must be a file name, got {cfg.packaging.zip_final!r}")
+    tr = cfg.trust
+    need(tr.calibration_folds >= 2, f"trust.calibration_folds must be >= 2, got {tr.calibration_folds}")
+    need(tr.ece_bins >= 2, f"trust.ece_bins must be >= 2, got {tr.ece_bins}")
+    need(tr.min_confidence is None or 0.0 <= tr.min_confidence <= 1.0,
+         f"trust.min_confidence must be null or in [0, 1], got {tr.min_confidence}")
+    need(bool(tr.abstention_grid) and all(0.0 <= x <= 1.0 for x in tr.abstention_grid),
+         f"trust.abstention_grid must be a non-empty list of numbers in [0, 1], got {tr.abstention_grid}")
+    need(tr.psi_warn > 0, f"trust.psi_warn must be > 0, got {tr.psi_warn}")
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return cfg
