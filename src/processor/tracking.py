@@ -55,7 +55,7 @@ def log_dataset(frame: pd.DataFrame, *, path: Path, digest: str, context: str) -
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
         dataset = mlflow.data.from_pandas(frame.drop(columns=["line"], errors="ignore"), source=str(path),
                                           name=path.name, digest=digest[:16])
-    mlflow.log_input(dataset, context=context)
+        mlflow.log_input(dataset, context=context)  # the schema (and its hint) is inferred lazily, here
 
 
 class MlflowEpochLogger(TrainerCallback):
@@ -122,7 +122,9 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
     if base_dir is not None:
         artifacts[serving.BASE_ARTIFACT] = str(base_dir)
-    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage:
+    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings():
+        # The same hint again, from the input example's schema MLflow infers while saving.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         return mlflow.pyfunc.log_model(
             name=PYFUNC_NAME,
             python_model=Path(serving.__file__),

@@ -2,6 +2,7 @@
 
     python gates/gate.py --run-id RUN_ID [--model-name train-loop-v3] [--alias champion] [--report FILE]
                          [--checks gates/ship_checks.yaml] [--strict] [--no-require-better] [--margin M]
+                         [--bundle-base]
     python gates/gate.py --output-dir outputs/demo [--report FILE] [--strict]    # local check, no MLflow
     python -m processor.gate ...                                                 # the same
     mlflow run . -e gate -P run_id=RUN_ID
@@ -24,6 +25,10 @@ again re-uses its version) with the check results, git commit, schema fingerprin
 version tags, and the alias moved to it. --require-better (default on): the alias moves only if the
 run's val macro-F1 >= the current alias holder's + margin; otherwise the version gets the alias
 "challenger" and the champion stays.
+--bundle-base: for a run trained on a hub base, the pyfunc model is logged again (same run, same zip)
+with the base checkpoint inside, for air-gapped serving hosts, and that model is registered. The base
+must be resolvable where the gate runs and match the weights digest in the zip. The demo base is always
+bundled already; a run that already has a version keeps it.
 
 Exit codes: 0 passed (and registered/aliased unless --output-dir), 1 a check failed (nothing
 registered, no alias moved), 2 usage or infrastructure error (unknown run, unreachable server, bad
@@ -47,7 +52,10 @@ from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
-from processor.gate.registry import GateInfraError, _is_not_found, describe, promote, register_once
+from processor.gate.bundle import already_bundled
+from processor.gate.bundle import bundle_base as bundle_base_into_run
+from processor.gate.registry import (GateInfraError, _is_not_found, describe, promote, register_once,
+                                     versions_of_run)
 from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
@@ -127,7 +135,8 @@ def _report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict:
 
 
 def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alias: str,
-             require_better: bool, margin: float, checks_file: Path = DEFAULT_CHECKS) -> GateOutcome:
+             require_better: bool, margin: float, checks_file: Path = DEFAULT_CHECKS,
+             bundle_base: bool = False) -> GateOutcome:
     """Check an MLflow run; register + alias on pass. Raises GateInfraError for exit-2 situations."""
     import mlflow
     from mlflow import MlflowClient
@@ -150,13 +159,17 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
             _log_to_run(client, run_id, report)
             return GateOutcome(1, report)
         f1 = mf.macro_f1(ev.metrics)
-        mv, created = register_once(client, model_name, run_id, ev.pyfunc_model_id or "",
+        model_id, bundled = ev.pyfunc_model_id or "", already_bundled(ev)
+        if bundle_base and not bundled and not versions_of_run(client, model_name, run_id):
+            model_id, bundled = bundle_base_into_run(run_id, ev), True
+        mv, created = register_once(client, model_name, run_id, model_id,
                                     _version_tags(run_id, checks, ev, strict))
         describe(client, model_name, mv, version_description(run_id, checks, ev, strict, checks_file),
                  created=created)
         decision = promote(client, model_name, alias, mv, f1, require_better=require_better, margin=margin)
         registration = {"model_name": model_name, "version": str(mv.version), "created": created,
-                        "require_better": require_better, "margin": margin, **decision,
+                        "require_better": require_better, "margin": margin, "base_bundled": bundled,
+                        **decision,
                         "uri": f"models:/{model_name}@{decision['alias']}"}
         report = _report(ev, checks, th, strict, "passed", **tracking, registration=registration)
         _log_to_run(client, run_id, report)
@@ -179,8 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the alias holder only if val macro-F1 is not lower (default: on)")
     p.add_argument("--margin", type=float, default=None,
                    help="with --require-better: needed improvement over the holder (default: checks file)")
+    p.add_argument("--bundle-base", nargs="?", const="true", default="false", type=_bool, metavar="BOOL",
+                   help="register the model with its base checkpoint inside (air-gapped serving; see above)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     return p
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("", "false", "no", "0"):
+        return False
+    if value in ("true", "yes", "1"):
+        return True
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _print_summary(outcome: GateOutcome) -> None:
@@ -219,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.tracking_uri:
                 mlflow.set_tracking_uri(args.tracking_uri)
             outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
-                               require_better=args.require_better, margin=margin, checks_file=args.checks)
+                               require_better=args.require_better, margin=margin, checks_file=args.checks,
+                               bundle_base=args.bundle_base)
     except UserError as exc:  # a bad checks file or argument, an unknown run
         return error(str(exc), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - server/registry/network failures: exit 2, one line, no traceback

@@ -44,6 +44,7 @@ class Evidence:
     # the sha256 of the zip it bundles. ``pyfunc_checked`` is False for --output-dir.
     pyfunc_checked: bool = False
     pyfunc_model_id: str | None = None
+    pyfunc_dir: Path | None = None  # the downloaded model (MLmodel, requirements.txt, artifacts)
     pyfunc_problem: str | None = None
     signature_inputs: list[str] | None = None
     model_metadata: dict[str, Any] = field(default_factory=dict)
@@ -226,6 +227,7 @@ def _pyfunc_evidence(client: Any, run: Any, workdir: Path, ev: Evidence) -> None
         return
     ev.pyfunc_model_id = logged.model_id
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location, dst_path=str(workdir)))
+    ev.pyfunc_dir = local
     try:
         model = Model.load(local)
     except Exception as exc:  # noqa: BLE001 - any unreadable MLmodel is the same finding
