@@ -8,6 +8,7 @@ Zip layout::
     label_map.json      {"labels": [...], "label2id": {...}}
     serving.json        base model (name, id, revision, weights sha256), template, max length, fingerprint
     metrics.json        the run's metrics
+    MODEL_CARD.md       the model card (processor.model_card), written from metrics.json and serving.json
     MANIFEST.json       every other member with its sha256
 
 The base weights are not copied (a real Qwen base is ~1 GB): they are resolved by name and checked
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from processor import model_card
 from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import Serializer
@@ -59,6 +61,8 @@ def write_package(
         _dump(stage / "label_map.json", label_map)
         _dump(stage / "serving.json", {"format_version": FORMAT_VERSION, **serving})
         _dump(stage / "metrics.json", metrics)
+        card = model_card.render(metrics, {"format_version": FORMAT_VERSION, **serving})
+        (stage / model_card.FILE_IN_ZIP).write_text(card, encoding="utf-8")
         members = sorted(p for p in stage.rglob("*") if p.is_file())
         manifest = {p.relative_to(stage).as_posix(): sha256_file(p) for p in members}
         _dump(stage / MANIFEST, {"format_version": FORMAT_VERSION, "files": manifest})

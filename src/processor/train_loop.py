@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import shutil
 import sys
 from collections import Counter
@@ -366,6 +367,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
             "train_sha256": digests["train"], "val_sha256": digests["val"],
             "n_train": int(len(train_df)), "n_train_fit": int(len(fit_df)), "n_val": int(len(val_df)),
             "train_counts": _counts(train_df["label"]), "val_counts": _counts(val_df["label"]),
+            "time_range": {"train": _time_range(train_df), "val": _time_range(val_df)},
+            "bayes_ceiling": _bayes_ceiling(train_path, digests),
         },
         model={"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
                "is_demo": resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
@@ -439,6 +442,27 @@ def _shares(labels: Any) -> dict[str, float]:
     counts = _counts(labels)
     total = sum(counts.values())
     return {name: counts[name] / total for name in LABELS}
+
+
+def _time_range(frame: Any) -> list[str] | None:
+    """First and last event time (UTC, ISO 8601), or None when the events carry no timestamps."""
+    import pandas as pd
+
+    stamps = pd.to_datetime(frame["timestamp"].dropna(), utc=True, format="ISO8601")
+    return None if stamps.empty else [stamps.min().isoformat(), stamps.max().isoformat()]
+
+
+def _bayes_ceiling(train_path: Path, digests: dict[str, str]) -> float | None:
+    """The data card's Bayes ceiling (processor.sample_data writes one beside its files), only when the
+    card describes exactly the files trained on (sha256 of both); otherwise unknown."""
+    card_path = train_path.parent / "data_card.json"
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        files = card["files"]
+        same = all(any(f.get("sha256") == digests[split] for f in files.values()) for split in ("train", "val"))
+        return float(card["bayes_ceiling"]) if same else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, Any]:

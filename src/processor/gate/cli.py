@@ -39,7 +39,9 @@ with tags gate.status and gate.<check>.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import zipfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -47,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from processor import metrics_file as mf
+from processor import model_card
 from processor.cli import EXIT_USAGE, UserError, error, first_line
 from processor.io import write_json_atomic
 
@@ -103,14 +106,30 @@ def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence
               + ", ".join(f"F1 {n} {num(get('per_class', n, 'f1'))}" for n in ("long", "short")))
     verdict = (f"passed all {len(checks)} shipping checks ({', '.join(c.name for c in checks)})"
                f"{' on CI lower bounds' if strict else ''} with {checks_file.name}")
-    return f"{what} Data: {trained}. Scores: {scored}. Gate: {verdict}. Run {run_id}."
+    return (f"{what} Data: {trained}. Scores: {scored}. Gate: {verdict}. Run {run_id}. "
+            f"Model card: runs:/{run_id}/{model_card.RUN_ARTIFACT} (also MODEL_CARD.md in model_final.zip).")
 
 
-def _log_to_run(client: Any, run_id: str, report: dict[str, Any]) -> None:
+def _serving_of(ev: Evidence) -> dict[str, Any]:
+    if ev.zip_path is None:
+        return {}
+    try:
+        with zipfile.ZipFile(ev.zip_path) as zf:
+            return json.loads(zf.read("serving.json"))
+    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return {}
+
+
+def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence) -> None:
     with tempfile.TemporaryDirectory(prefix="gate-report-") as tmp:
         path = Path(tmp) / REPORT_NAME
         write_json_atomic(path, report, default=str, allow_nan=False)
         client.log_artifact(run_id, str(path))
+        # The model card again, now with the verdict (the zip's copy predates the gate).
+        card = Path(tmp) / model_card.RUN_ARTIFACT
+        card.write_text(model_card.render(ev.metrics or {}, _serving_of(ev), gate=report, run_id=run_id),
+                        encoding="utf-8")
+        client.log_artifact(run_id, str(card))
     client.set_tag(run_id, "gate.status", report["status"])
     for c in report["checks"]:
         client.set_tag(run_id, f"gate.{c['name']}", "pass" if c["passed"] else "fail")
@@ -156,7 +175,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         tracking = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": run_id}
         if not passed:
             report = _report(ev, checks, th, strict, "failed", **tracking, registration=None)
-            _log_to_run(client, run_id, report)
+            _log_to_run(client, run_id, report, ev)
             return GateOutcome(1, report)
         f1 = mf.macro_f1(ev.metrics)
         model_id, bundled = ev.pyfunc_model_id or "", already_bundled(ev)
@@ -172,7 +191,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
                         **decision,
                         "uri": f"models:/{model_name}@{decision['alias']}"}
         report = _report(ev, checks, th, strict, "passed", **tracking, registration=registration)
-        _log_to_run(client, run_id, report)
+        _log_to_run(client, run_id, report, ev)
         return GateOutcome(0, report)
 
 
