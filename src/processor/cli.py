@@ -26,6 +26,19 @@ class DataError(UserError):
     exit_code = EXIT_DATA
 
 
+def parse_bool(text: str) -> bool:
+    """An argparse ``type`` for optional-value booleans: a bare flag passes "true", and an MLproject
+    parameter left empty passes "" (false)."""
+    import argparse
+
+    value = text.strip().lower()
+    if value in ("", "false", "no", "0"):
+        return False
+    if value in ("true", "yes", "1"):
+        return True
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def first_line(exc: BaseException | str | None, limit: int = 300) -> str:
     """The first line of an exception's message (MLflow's ``.message`` when it has one), at most
     ``limit`` characters; the exception's type name when there is no message."""

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 from processor import distributed, metrics_file
-from processor.cli import UserError, nothing_trained, run
+from processor.cli import UserError, nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override, save_config
 from processor.io import write_text_atomic
 from processor.schema import FEATURES, LABELS, schema_fingerprint
@@ -95,22 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if flag in BOOL_FLAGS else {"metavar": "VALUE"}
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, help=f"overrides {key}", **extra)
     # Optional values so MLproject can pass "--overwrite false"; a bare flag means true.
-    p.add_argument("--resume", nargs="?", const="true", default="false", type=_flag, metavar="BOOL",
+    p.add_argument("--resume", nargs="?", const="true", default="false", type=parse_bool, metavar="BOOL",
                    help="continue from the last checkpoint in --output-dir (after an interrupted run)")
-    p.add_argument("--overwrite", nargs="?", const="true", default="false", type=_flag, metavar="BOOL",
+    p.add_argument("--overwrite", nargs="?", const="true", default="false", type=parse_bool, metavar="BOOL",
                    help="replace a finished run in --output-dir")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="any config key, e.g. training.lr=1e-3")
     return p
-
-
-def _flag(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("", "false", "no", "0"):
-        return False
-    if value in ("true", "yes", "1"):
-        return True
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

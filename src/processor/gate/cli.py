@@ -50,7 +50,7 @@ from typing import Any
 
 from processor import metrics_file as mf
 from processor import model_card
-from processor.cli import EXIT_USAGE, UserError, error, first_line
+from processor.cli import EXIT_USAGE, UserError, error, first_line, parse_bool
 from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
@@ -211,19 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the alias holder only if val macro-F1 is not lower (default: on)")
     p.add_argument("--margin", type=float, default=None,
                    help="with --require-better: needed improvement over the holder (default: checks file)")
-    p.add_argument("--bundle-base", nargs="?", const="true", default="false", type=_bool, metavar="BOOL",
+    p.add_argument("--bundle-base", nargs="?", const="true", default="false", type=parse_bool, metavar="BOOL",
                    help="register the model with its base checkpoint inside (air-gapped serving; see above)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
     return p
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("", "false", "no", "0"):
-        return False
-    if value in ("true", "yes", "1"):
-        return True
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _print_summary(outcome: GateOutcome) -> None:
@@ -276,8 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             return error(f"cannot write --report {args.report}: {exc}", EXIT_USAGE)
     return outcome.exit_code
-
-
 
 
 def run() -> int:
