@@ -325,7 +325,7 @@ def test_beats_baseline_is_a_sixth_check_of_the_strict_file(genuine, tmp_path, t
     assert [c["name"] for c in report_of(default)["checks"]] == list(gate.CHECK_NAMES)
     code = run_gate("--output-dir", str(out), "--checks", str(STRICT_CHECKS), "--report", str(strict))
     checks = {c["name"]: c for c in report_of(strict)["checks"]}
-    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline"]
+    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline", "time_leakage"]
     assert checks["beats_baseline"]["data"]["baseline_val_macro_f1"] == tree
     assert (code, failed_checks(report_of(strict))) == ((0, set()) if passes else (1, {"beats_baseline"}))
 
