@@ -204,6 +204,8 @@ def test_default_thresholds_are_the_issue_s():
     ("class_f1: {long: 1.5}\n", "class_f1.long"),
     ("class_balance: {min_share: 0.5, max_share: 0.4}\n", "min_share"),
     ("strict: maybe\n", "strict"),
+    ("time_leakage: {enabled: maybe}\n", "time_leakage.enabled"),
+    ("time_leakage: {enable: true}\n", "under time_leakage"),
 ])
 def test_a_bad_checks_file_is_a_usage_error(tmp_path, capsys, text, needle):
     checks = tmp_path / "checks.yaml"
@@ -325,7 +327,7 @@ def test_beats_baseline_is_a_sixth_check_of_the_strict_file(genuine, tmp_path, t
     assert [c["name"] for c in report_of(default)["checks"]] == list(gate.CHECK_NAMES)
     code = run_gate("--output-dir", str(out), "--checks", str(STRICT_CHECKS), "--report", str(strict))
     checks = {c["name"]: c for c in report_of(strict)["checks"]}
-    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline"]
+    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline", "time_leakage"]
     assert checks["beats_baseline"]["data"]["baseline_val_macro_f1"] == tree
     assert (code, failed_checks(report_of(strict))) == ((0, set()) if passes else (1, {"beats_baseline"}))
 
@@ -340,6 +342,56 @@ def test_a_run_losing_to_the_baseline_is_not_registered_under_the_strict_file(tr
     assert failed_checks(report_of(report)) == {"beats_baseline"}
     assert client.search_registered_models(f"name = '{name}'") == []
     assert client.get_run(run_id).data.tags["gate.beats_baseline"] == "fail"
+
+
+def _leakage(case: str) -> Callable[[dict], None]:
+    """The trained run's own leakage block (training wrote it: the sample split is time-ordered),
+    doctored to ``case``; beats_baseline passing, so the strict file fails on time_leakage alone."""
+    def change(m: dict) -> None:
+        _baseline_at(0.70, 0.65)(m)
+        block = m["leakage"]
+        if case == "no_block":
+            del m["leakage"]
+        elif case == "overlap":
+            block.update(leakage_risk=True, val_overlapping=7)
+            block["symbols"][0].update(val_overlapping=7, overlaps=True)
+        elif case == "not_checked":
+            block.update(checked=False, leakage_risk=None, symbols=[],
+                         reason="no train and no val event has a timestamp")
+    return change
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("ordered", None),
+    ("overlap", "7 of 260 val events are not later than the latest train event of their symbol"),
+    ("not_checked", "not checked: no train and no val event has a timestamp"),
+    ("no_block", "no leakage block"),
+])
+def test_time_leakage_is_a_check_of_the_strict_file(genuine, tmp_path, case, needle):
+    """Off in ship_checks.yaml; ship_checks_strict.yaml: passes only on leakage_risk false."""
+    assert genuine.metrics["leakage"]["leakage_risk"] is False
+    out = genuine.copy_to(tmp_path / "out", _leakage(case))
+    default, strict = tmp_path / "default.json", tmp_path / "strict.json"
+    assert run_gate("--output-dir", str(out), "--report", str(default)) == 0
+    assert "time_leakage" not in [c["name"] for c in report_of(default)["checks"]]
+    code = run_gate("--output-dir", str(out), "--checks", str(STRICT_CHECKS), "--report", str(strict))
+    checks = {c["name"]: c for c in report_of(strict)["checks"]}
+    assert "time_leakage" in checks
+    assert (code, failed_checks(report_of(strict))) == ((0, set()) if needle is None else (1, {"time_leakage"}))
+    if needle:
+        assert needle in checks["time_leakage"]["detail"]
+
+
+def test_a_run_whose_split_overlaps_is_not_registered_under_the_strict_file(tracking, genuine, tmp_path):
+    client = MlflowClient(tracking)
+    run_id = make_run(client, genuine.copy_to(tmp_path / "files", _leakage("overlap")), genuine)
+    name = unique_name()
+    report = tmp_path / "report.json"
+    assert run_gate("--run-id", run_id, "--model-name", name, "--checks", str(STRICT_CHECKS),
+                    "--report", str(report)) == 1
+    assert failed_checks(report_of(report)) == {"time_leakage"}
+    assert client.search_registered_models(f"name = '{name}'") == []
+    assert client.get_run(run_id).data.tags["gate.time_leakage"] == "fail"
 
 
 @pytest.mark.parametrize("edit, needle", [

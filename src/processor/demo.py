@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"   Bayes ceiling (noise-free rules on noisy val labels): val macro-F1 {card['bayes_ceiling']:.3f}")
 
     print("== 2/4 validate against the event contract")
-    code = validate.main([str(data / "train.jsonl"), str(data / "val.jsonl")])
+    code = validate.main(["--train", str(data / "train.jsonl"), "--val", str(data / "val.jsonl")])
     if code != 0:
         return code
 

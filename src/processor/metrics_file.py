@@ -11,6 +11,7 @@ Layout (the keys the readers rely on)::
     best_epoch, epochs_run, epoch_history, tokens_per_event, schema_fingerprint
     data.{train_file,val_file,train_sha256,val_sha256,n_train,n_val,...}, model.{...}, loss.{...}
     baselines.<name>.val_macro_f1                    (when computed)
+    leakage.{checked,leakage_risk,val_overlapping,symbols,...}  (trust.check_time_leakage; processor.leakage)
 """
 
 from __future__ import annotations

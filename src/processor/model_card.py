@@ -117,10 +117,16 @@ def _trust(m: Mapping[str, Any]) -> list[str]:
                      f"largest {_num(drift.get('max_psi'))}")
     leak = m.get("leakage")
     if isinstance(leak, Mapping):
-        if leak.get("checked") is False:
-            lines.append(f"- temporal leakage: not checked ({leak.get('reason', 'no timestamps')})")
+        risk = leak.get("leakage_risk")
+        if risk is True:
+            lines.append(f"- temporal leakage: **RISK**: {leak.get('val_overlapping', 'some')} val events are not later "
+                         "than the latest train event of their symbol; the val scores may overstate the model")
+        elif risk is False:
+            lines.append("- temporal leakage: none (every val event is later than the training events of its symbol)")
         else:
-            lines.append(f"- temporal leakage: {'RISK: validation overlaps training in time' if leak.get('leakage_risk') else 'none (validation is not older than training, per symbol)'}")
+            lines.append(f"- temporal leakage: not established ({leak.get('reason') or 'not checked'})")
+    else:
+        lines.append("- temporal leakage: not checked by this run")
     return lines
 
 

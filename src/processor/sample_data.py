@@ -64,6 +64,13 @@ london 07-13, new_york 13-21, weekdays only), ids ``ev-000001``... in time order
 The most recent ``round(n * val_fraction)`` events form ``val.jsonl``, the rest ``train.jsonl``
 (a chronological split, as a real exporter would do; ids are unique across both files).
 
+``split`` changes only which events go where (the events are the same for a seed): ``chronological``
+(default, above; val may start one bar after train), ``time`` (``--time-split``: the same train
+events, then val events less than ``embargo_bars`` 5-minute bars after the last train event are
+dropped, so every val event is at least the embargo later than every train event of any symbol --
+markets move together, and a label's horizon must not reach into the val period) or ``random``
+(``--random-split``: val overlaps train in time; only to demonstrate ``processor.leakage``).
+
 Data card
 ---------
 ``data_card.json`` records the generator settings, per-file class counts and shares (observed and
@@ -392,6 +399,43 @@ def _timestamps(sessions: Sequence[str], rng: np.random.Generator) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Generation
 
+SPLITS: tuple[str, ...] = ("chronological", "time", "random")
+DEFAULT_EMBARGO_BARS = 12  # one hour of 5-minute bars
+_SPLIT_TEXT = {
+    "chronological": "chronological: the most recent events are validation",
+    "time": "time-ordered with an embargo: the most recent events are validation, minus those less than "
+            "the embargo after the last training event",
+    "random": "random: validation events drawn uniformly from the whole period (overlaps training in "
+              "time; for leakage demonstrations only)",
+}
+
+
+def _split_masks(n: int, n_val: int, split: str, embargo_bars: int, stamps: Sequence[str],
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Boolean masks (train, val) over the n events in time order, and the data-card entries of the
+    split beyond its name (none for the default, so its card stays as it was)."""
+    is_val = np.zeros(n, dtype=bool)
+    if split == "random":
+        # Drawn after every other draw of the seed: the events are the same as in the default split.
+        is_val[rng.choice(n, size=n_val, replace=False)] = True
+        return ~is_val, is_val, {}
+    is_val[n - n_val:] = True
+    if split == "chronological":
+        return ~is_val, is_val, {}
+    times = pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601")
+    last_train = times[n - n_val - 1]
+    embargo = _BAR * embargo_bars
+    dropped = is_val & (times < last_train + embargo).to_numpy()
+    if dropped.sum() == n_val:
+        raise ValueError(f"an embargo of {embargo_bars} bars leaves no validation events "
+                         f"(all {n_val} fall within it); use fewer --embargo-bars or a larger --val-fraction")
+    kept_val = is_val & ~dropped
+    gap = times[kept_val].min() - last_train
+    extra = {"embargo_bars": int(embargo_bars), "embargo_minutes": embargo_bars * _BAR.seconds // 60,
+             "dropped_by_embargo": int(dropped.sum()), "gap_minutes": gap.total_seconds() / 60}
+    return ~is_val, kept_val, extra
+
+
 @dataclass(frozen=True)
 class SampleData:
     """A generated data set: contract records (dicts in contract key order) and its data card."""
@@ -401,8 +445,9 @@ class SampleData:
     card: dict[str, Any]
 
 
-def _validate(n: int, val_fraction: float, seed: int, noise: float, rules: str, mix: str) -> int:
-    """Check the arguments; return the number of validation events."""
+def _validate(n: int, val_fraction: float, seed: int, noise: float, rules: str, mix: str,
+              split: str = "chronological", embargo_bars: int = DEFAULT_EMBARGO_BARS) -> int:
+    """Check the arguments; return the number of validation events (before any embargo)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (train and val both need events), got {n!r}")
     if not 0.0 < float(val_fraction) < 1.0:
@@ -414,6 +459,10 @@ def _validate(n: int, val_fraction: float, seed: int, noise: float, rules: str, 
     _check_rules(rules)
     if mix not in MIXES:
         raise ValueError(f"unknown mix {mix!r}; choose one of: {', '.join(MIXES)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if isinstance(embargo_bars, bool) or not isinstance(embargo_bars, (int, np.integer)) or embargo_bars < 0:
+        raise ValueError(f"embargo_bars must be a non-negative integer, got {embargo_bars!r}")
     n_val = int(round(n * float(val_fraction)))
     if not 1 <= n_val <= n - 1:
         raise ValueError(
@@ -436,13 +485,16 @@ def generate(
     noise: float = 0.1,
     rules: str = "v1",
     mix: str = "default",
+    split: str = "chronological",
+    embargo_bars: int = DEFAULT_EMBARGO_BARS,
 ) -> SampleData:
     """Generate a labeled, contract-valid data set in memory (see the module docstring).
 
     One seed drives everything (a numpy Generator), so equal arguments give equal records.
+    ``embargo_bars`` only matters with ``split="time"``.
     Raises ``ValueError`` with a clear message for bad arguments.
     """
-    n_val = _validate(n, val_fraction, seed, noise, rules, mix)
+    n_val = _validate(n, val_fraction, seed, noise, rules, mix, split, embargo_bars)
     n, noise = int(n), float(noise)
     rng = np.random.default_rng(seed)
     columns, clean = _draw_events(n, rules, mix, rng)
@@ -456,7 +508,9 @@ def generate(
         record.update((k, f[k]) for k in FEATURES)
         record["label"] = LABELS[int(y)]
         records.append(record)
-    train, val = records[: n - n_val], records[n - n_val:]
+    in_train, in_val, split_card = _split_masks(n, n_val, split, int(embargo_bars), stamps, rng)
+    train = [r for r, keep in zip(records, in_train) if keep]
+    val = [r for r, keep in zip(records, in_val) if keep]
 
     clean_labels = [LABELS[int(c)] for c in clean]
     card: dict[str, Any] = {
@@ -469,14 +523,15 @@ def generate(
         "seed": int(seed),
         "n": n,
         "val_fraction": float(val_fraction),
-        "split": "chronological: the most recent events are validation",
+        "split": _SPLIT_TEXT[split],
+        **split_card,
         "n_train": len(train),
         "n_val": len(val),
         "labels_flipped_by_noise": int(np.sum(noisy != clean)),
         "train": _class_summary([r["label"] for r in train]),
         "val": _class_summary([r["label"] for r in val]),
-        "train_rule_labels": _class_summary(clean_labels[: n - n_val]),
-        "val_rule_labels": _class_summary(clean_labels[n - n_val:]),
+        "train_rule_labels": _class_summary([c for c, keep in zip(clean_labels, in_train) if keep]),
+        "val_rule_labels": _class_summary([c for c, keep in zip(clean_labels, in_val) if keep]),
         "bayes_ceiling": bayes_ceiling(val, rules),
         "bayes_ceiling_metric": "val macro-F1 of the noise-free rules against the noisy val labels",
     }
@@ -507,12 +562,15 @@ def write_sample_data(
     noise: float = 0.1,
     rules: str = "v1",
     mix: str = "default",
+    split: str = "chronological",
+    embargo_bars: int = DEFAULT_EMBARGO_BARS,
 ) -> dict[str, Any]:
     """Generate and write ``train.jsonl``, ``val.jsonl`` and ``data_card.json`` into ``out_dir``.
 
     Creates ``out_dir`` if needed. Same arguments give byte-identical files. Returns the data card.
     """
-    data = generate(n=n, val_fraction=val_fraction, seed=seed, noise=noise, rules=rules, mix=mix)
+    data = generate(n=n, val_fraction=val_fraction, seed=seed, noise=noise, rules=rules, mix=mix,
+                    split=split, embargo_bars=embargo_bars)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_bytes, val_bytes = _jsonl(data.train), _jsonl(data.val)
@@ -541,6 +599,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.1, help="symmetric label-noise probability in [0, 1]")
     p.add_argument("--rules", choices=RULES, default="v1", help="labeling rule set")
     p.add_argument("--mix", choices=tuple(MIXES), default="default", help="class mix of the rule labels")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--time-split", dest="split", action="store_const", const="time", default="chronological",
+                     help="time-ordered split with an embargo: val events start at least --embargo-bars after "
+                          "the last train event (those inside the embargo are dropped)")
+    how.add_argument("--random-split", dest="split", action="store_const", const="random",
+                     help="val drawn at random from the whole period: overlaps train in time (only to "
+                          "demonstrate the leakage check)")
+    p.add_argument("--embargo-bars", type=int, default=None, metavar="N",
+                   help=f"with --time-split: embargo in 5-minute bars (default {DEFAULT_EMBARGO_BARS}, one hour)")
     return p
 
 
@@ -548,15 +615,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: exit 0 on success, 2 on bad arguments, 1 if the files cannot be written."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.embargo_bars is not None and args.split != "time":
+        parser.error("--embargo-bars needs --time-split")
+    embargo = DEFAULT_EMBARGO_BARS if args.embargo_bars is None else args.embargo_bars
     try:
-        _validate(args.n, args.val_fraction, args.seed, args.noise, args.rules, args.mix)
+        _validate(args.n, args.val_fraction, args.seed, args.noise, args.rules, args.mix, args.split, embargo)
     except ValueError as exc:
         parser.error(str(exc))  # exits 2 with the usage line, no traceback
     try:
         card = write_sample_data(
             args.out, n=args.n, val_fraction=args.val_fraction, seed=args.seed,
-            noise=args.noise, rules=args.rules, mix=args.mix,
+            noise=args.noise, rules=args.rules, mix=args.mix, split=args.split, embargo_bars=embargo,
         )
+    except ValueError as exc:  # an embargo that leaves no val events: known only once times are drawn
+        parser.error(str(exc))
     except OSError as exc:
         print(f"error: cannot write the sample data to {args.out}: {exc}", file=sys.stderr)
         return 1
@@ -564,6 +636,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {card['n_train']} train and {card['n_val']} val events to {args.out} "
           f"(rules {card['rules']}, mix {card['mix']}, noise {card['noise']}, seed {card['seed']})")
     print(f"train shares: {shares}; Bayes ceiling (val macro-F1 of the rules): {card['bayes_ceiling']:.3f}")
+    if args.split != "chronological":
+        print(f"split: {card['split']}"
+              + (f" ({card['embargo_bars']} bars; {card['dropped_by_embargo']} events dropped; first val event "
+                 f"{card['gap_minutes']:g} min after the last train event)" if args.split == "time" else ""))
     return 0
 
 

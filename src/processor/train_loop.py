@@ -239,6 +239,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         mlflow.log_artifact(str(out / "validation_report.json"))
         log_dataset(train_df, path=train_path, digest=digests["train"], context="training")
         log_dataset(val_df, path=val_path, digest=digests["val"], context="validation")
+    leakage = _check_leakage(cfg, train_df, val_df, mlflow, say=main_rank)
 
     # 2. Oversample the training set only, when a class is under 25 %.
     if cfg.data.oversample:
@@ -366,6 +367,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         loss={"type": "focal", "gamma": cfg.loss.gamma},
         seed=cfg.seed,
     )
+    if leakage is not None:
+        metrics["leakage"] = leakage.to_dict()
     if cfg.eval.baselines:
         metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
     ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
@@ -437,9 +440,9 @@ def _shares(labels: Any) -> dict[str, float]:
 
 def _time_range(frame: Any) -> list[str] | None:
     """First and last event time (UTC, ISO 8601), or None when the events carry no timestamps."""
-    import pandas as pd
+    from processor.leakage import event_times
 
-    stamps = pd.to_datetime(frame["timestamp"].dropna(), utc=True, format="ISO8601")
+    stamps = event_times(frame).dropna()
     return None if stamps.empty else [stamps.min().isoformat(), stamps.max().isoformat()]
 
 
@@ -454,6 +457,19 @@ def _bayes_ceiling(train_path: Path, digests: dict[str, str]) -> float | None:
         return float(card["bayes_ceiling"]) if same else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _check_leakage(cfg: Config, train_df: Any, val_df: Any, mlflow: Any, *, say: bool) -> Any:
+    """Temporal leakage of the split (processor.leakage): a warning and the run tag ``leakage_risk``
+    (true / false / unknown: no timestamps, or the check is off); the report, or None when off."""
+    from processor.leakage import time_overlap
+
+    report = time_overlap(train_df, val_df) if cfg.trust.check_time_leakage else None
+    if say and report is not None and report.leakage_risk:
+        print(f"WARNING: {report.summary()} (the val scores may overstate the model)", file=sys.stderr)
+    if mlflow:
+        mlflow.set_tag("leakage_risk", report.tag if report is not None else "unknown")
+    return report
 
 
 def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, Any]:

@@ -3,11 +3,19 @@
 Usage::
 
     python -m processor.validate PATH [PATH ...] [--unlabeled] [--report-json FILE]
+    python -m processor.validate --train TRAIN --val VAL [--fail-on-leakage] [--report-json FILE]
 
 Exit codes: 0 all files meet the contract, 1 the data break it (every problem is listed on stderr),
 2 usage error (missing or unreadable path, bad flags). With several paths, ids must also be disjoint
 across files (train vs val). ``--report-json`` writes ``{"valid", "labeled", "contract_fingerprint",
-"files", "problems"}`` atomically, whether or not the data are valid.
+"files", "problems", "leakage"}`` atomically, whether or not the data are valid.
+
+``--train``/``--val`` check a split: the contract and disjoint ids as above, plus temporal leakage
+(:mod:`processor.leakage`: per symbol, val events must be later than the latest train event). An
+overlap is a WARNING on stderr and exit 0, unless ``--fail-on-leakage`` (then exit 1). Events without
+timestamps cannot be checked: that is said, and is not a failure. ``leakage`` in the report is
+:meth:`processor.leakage.LeakageReport.to_dict` (null without ``--train``/``--val`` or when the files
+break the contract).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 from processor.io import sha256_file, write_json_atomic
 from processor.cli import error
 from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
+from processor.leakage import LeakageReport, time_overlap
 from processor.schema import LABELS, schema_fingerprint
 
 __all__ = ["main", "validate_paths"]
@@ -39,7 +48,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m processor.validate",
         description="Validate event JSONL files against the event contract (events.md).",
     )
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="JSONL file(s) to check")
+    parser.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="JSONL file(s) to check")
+    split = parser.add_argument_group(
+        "train/val split", "check a split instead of PATHs: the contract and disjoint ids, plus temporal "
+        "leakage -- per symbol, every val event must be later than the latest train event (times in UTC; "
+        "events without a symbol form one group). An overlap is a WARNING (exit 0) unless --fail-on-leakage.")
+    split.add_argument("--train", type=Path, metavar="FILE", help="training JSONL file")
+    split.add_argument("--val", type=Path, metavar="FILE", help="validation JSONL file")
+    split.add_argument("--fail-on-leakage", action="store_true",
+                       help="exit 1 when val events overlap train events in time (events without "
+                            "timestamps cannot be checked and do not fail)")
     parser.add_argument("--unlabeled", action="store_true",
                         help="prediction input: 'label' is not required (if present it must still be valid)")
     parser.add_argument("--report-json", type=Path, metavar="FILE",
@@ -82,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed usage + error (or --help)
         return int(exc.code) if isinstance(exc.code, int) else 2
+    split = args.train is not None or args.val is not None
+    if split and (args.train is None or args.val is None or args.paths):
+        return error("--train and --val go together, without PATHs (usage: python -m processor.validate "
+                     "--train TRAIN --val VAL)")
+    if not split and not args.paths:
+        return error("nothing to check: give PATH(s), or --train FILE --val FILE")
+    if args.fail_on_leakage and not split:
+        return error("--fail-on-leakage needs --train and --val")
+    paths: list[Path] = [args.train, args.val] if split else args.paths
     labeled = not args.unlabeled
     report_path: Path | None = args.report_json
     if report_path is not None and (report_path.is_dir() or not report_path.parent.is_dir()):
@@ -89,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
                      "(a directory, or its folder does not exist)")
 
     try:
-        result = inspect_events(args.paths, labeled=labeled)
-        files = _file_entries(args.paths, result, labeled)
+        result = inspect_events(paths, labeled=labeled)
+        files = _file_entries(paths, result, labeled)
     except UsageError as exc:
         return error(str(exc), exc.exit_code)
+    # Frames of files with problems hold placeholders: their times would mislead.
+    leakage: LeakageReport | None = None
+    if split and result.valid:
+        leakage = time_overlap(result.frames[str(args.train)], result.frames[str(args.val)])
 
     if report_path is not None:
         payload = {
@@ -101,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "contract_fingerprint": schema_fingerprint(),
             "files": files,
             "problems": [p.to_dict() for p in result.problems],
+            "leakage": None if leakage is None else leakage.to_dict(),
         }
         try:
             write_json_atomic(report_path, payload)
@@ -112,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             print(_summary(entry))
         if len(files) > 1:
             print(f"ids are disjoint across {len(files)} files")
+        if leakage is None:
+            return 0
+        for line in leakage.lines():
+            print(f"  {line}")
+        if leakage.leakage_risk:
+            print(f"{'LEAKAGE' if args.fail_on_leakage else 'WARNING'}: {leakage.summary()}", file=sys.stderr)
+            return 1 if args.fail_on_leakage else 0
+        print(leakage.summary())
         return 0
 
     n = len(result.problems)

@@ -11,6 +11,7 @@ from typing import Any
 
 from processor import metrics_file as mf
 from processor.io import sha256_file
+from processor.leakage import format_duration
 from processor.cli import first_line
 from processor.schema import ALL_KEYS, FEATURES, LABELS, fingerprint_of, schema_fingerprint
 
@@ -237,11 +238,40 @@ def check_beats_baseline(ev: Evidence, th: Thresholds) -> CheckResult:
     return CheckResult("beats_baseline", passed, value, threshold, detail, data)
 
 
+def check_time_leakage(ev: Evidence) -> CheckResult:
+    """Optional: the run's split is known not to overlap in time (metrics.json ``leakage``, written by
+    training from processor.leakage). Unknown is not good enough: a run whose events carry no
+    timestamps, or trained with trust.check_time_leakage off, fails as "not checked"."""
+    threshold = "val later than train per symbol"
+    if ev.metrics is None:
+        return CheckResult("time_leakage", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    block = ev.metrics.get("leakage")
+    if not isinstance(block, dict):
+        return CheckResult("time_leakage", False, "not checked", threshold,
+                           "metrics.json has no leakage block (trained with trust.check_time_leakage=false, "
+                           "or before the check existed)")
+    risk = block.get("leakage_risk")
+    data = {key: block.get(key) for key in ("checked", "leakage_risk", "val_overlapping", "min_gap_seconds")}
+    if risk is True:
+        overlapping = [str(s.get("symbol")) for s in block.get("symbols") or [] if s.get("overlaps")]
+        return CheckResult("time_leakage", False, f"overlap: {block.get('val_overlapping')} val events",
+                           threshold, f"{block.get('val_overlapping')} of {block.get('n_val')} val events are not "
+                           f"later than the latest train event of their symbol ({', '.join(overlapping)})", data)
+    if risk is not False:
+        return CheckResult("time_leakage", False, "not checked", threshold,
+                           f"not checked: {block.get('reason') or 'leakage_risk is unknown'}", data)
+    gap = mf.number(block.get("min_gap_seconds"))
+    value = "no overlap" + (f" (min gap {format_duration(gap)})" if gap is not None else "")
+    return CheckResult("time_leakage", True, value, threshold, "", data)
+
+
 def run_checks(ev: Evidence, th: Thresholds, *, strict: bool) -> list[CheckResult]:
     checks = [check_class_balance(ev, th), check_macro_f1(ev, th, strict), check_class_f1(ev, th, strict),
               check_artifacts(ev), check_schema(ev)]
     if th.beats_baseline:
         checks.append(check_beats_baseline(ev, th))
+    if th.time_leakage:
+        checks.append(check_time_leakage(ev))
     return checks
 
 

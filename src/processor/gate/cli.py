@@ -16,6 +16,10 @@ Checks (every threshold comes from gates/ship_checks.yaml, never from the comman
                  paths), the run's metrics.json identical to the zip's own copy; with MLflow also the
                  run's pyfunc model, bundling that same zip
   schema         the run's feature schema is the contract's (fingerprint, feature keys, no extra keys)
+Optional (off in gates/ship_checks.yaml, on in gates/ship_checks_strict.yaml):
+  beats_baseline val macro-F1 >= the named baseline's - beats_baseline.margin
+  time_leakage   metrics.json's leakage block says no val event is older than (or as old as) the train
+                 events of its symbol; fails when it found an overlap and when it could not check
 The scores of checks 1-3 and the fingerprint of check 5 are read from the metrics.json inside the
 verified zip (covered by its manifest), never from the separate metrics.json file alone.
 --strict: checks 2 and 3 use the lower bound of the bootstrap CI in metrics.json (both are reported).

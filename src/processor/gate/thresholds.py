@@ -35,11 +35,14 @@ class Thresholds:
     beats_baseline: bool = False
     baseline: str = ""
     baseline_margin: float = 0.0
+    # Optional check: the run's metrics.json says its train/val split does not overlap in time.
+    time_leakage: bool = False
 
 
 _ALLOWED = {"class_balance": {"min_share", "max_share"}, "val_macro_f1": {"min"}, "class_f1": set(LABELS),
-            "strict": None, "champion": {"margin"}, "beats_baseline": {"enabled", "baseline", "margin"}}
-_MERGED = ("class_balance", "val_macro_f1", "champion", "beats_baseline")  # mappings merged key by key over the shipped file
+            "strict": None, "champion": {"margin"}, "beats_baseline": {"enabled", "baseline", "margin"},
+            "time_leakage": {"enabled"}}
+_MERGED = ("class_balance", "val_macro_f1", "champion", "beats_baseline", "time_leakage")  # mappings merged key by key over the shipped file
 
 
 def _fraction(value: Any, where: str, *, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -116,4 +119,8 @@ def load_thresholds(path: Path = DEFAULT_CHECKS) -> Thresholds:
         raise GateUsageError(f"{path}: beats_baseline.baseline must name a baseline of metrics.json "
                              "(e.g. hist_gradient_boosting)")
     bmargin = _fraction(bb.get("margin", 0.0), f"{path}: beats_baseline.margin") if enabled else 0.0
-    return Thresholds(min_share, max_share, min_f1, class_f1, strict, margin, enabled, baseline or "", bmargin)
+    leak = raw.get("time_leakage", {}).get("enabled", False)
+    if not isinstance(leak, bool):
+        raise GateUsageError(f"{path}: time_leakage.enabled must be true or false, got {leak!r}")
+    return Thresholds(min_share, max_share, min_f1, class_f1, strict, margin, enabled, baseline or "", bmargin,
+                      leak)
