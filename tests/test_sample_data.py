@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from processor.rules import RULES, label_event
 from processor import sample_data as sd
 from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, SESSIONS
@@ -168,9 +169,9 @@ def _mirror(f: dict) -> dict:
 )
 def test_rules_v1(change: dict, expected: str) -> None:
     event = {**BASE, **change}
-    assert sd.label_event(event, "v1") == expected
+    assert label_event(event, "v1") == expected
     mirrored = {"long": "short", "short": "long", "no_trade": "no_trade"}[expected]
-    assert sd.label_event(_mirror(event), "v1") == mirrored
+    assert label_event(_mirror(event), "v1") == mirrored
 
 
 V2_BASE = {**BASE, "ext_dir": 0, "ext_choch_up": False, "fvg_up": True, "mgann_leg_first_fvg": True,
@@ -193,17 +194,17 @@ V2_BASE = {**BASE, "ext_dir": 0, "ext_choch_up": False, "fvg_up": True, "mgann_l
 )
 def test_rules_v2(change: dict, expected: str) -> None:
     event = {**V2_BASE, **change}
-    assert sd.label_event(event, "v2") == expected
+    assert label_event(event, "v2") == expected
     mirrored = {"long": "short", "short": "long", "no_trade": "no_trade"}[expected]
-    assert sd.label_event(_mirror(event), "v2") == mirrored
+    assert label_event(_mirror(event), "v2") == mirrored
 
 
 def test_rule_sets_disagree_and_accept_coerced_values() -> None:
-    assert sd.label_event(BASE, "v1") != sd.label_event(BASE, "v2")
+    assert label_event(BASE, "v1") != label_event(BASE, "v2")
     as_ints = {k: int(v) if isinstance(v, bool) else v for k, v in BASE.items()}
-    assert sd.label_event(as_ints, "v1") == sd.label_event(BASE, "v1")
+    assert label_event(as_ints, "v1") == label_event(BASE, "v1")
     with pytest.raises(ValueError, match="unknown rules 'v9'"):
-        sd.label_event(BASE, "v9")
+        label_event(BASE, "v9")
 
 
 # ------------------------------------------------------------------------------------ generation
@@ -252,7 +253,7 @@ def test_records_shape(default_dir: Path) -> None:
 def test_noise_free_labels_follow_the_rules() -> None:
     data = sd.generate(n=600, seed=2, noise=0.0, rules="v2")
     for record in data.train + data.val:
-        assert record["label"] == sd.label_event(record, "v2")
+        assert record["label"] == label_event(record, "v2")
     assert data.card["bayes_ceiling"] == 1.0
     assert data.card["labels_flipped_by_noise"] == 0
 
@@ -261,7 +262,7 @@ def test_label_noise_is_symmetric_and_at_the_requested_rate() -> None:
     noise = 0.3
     data = sd.generate(n=4000, seed=9, noise=noise)
     records = data.train + data.val
-    clean = [sd.label_event(r, "v1") for r in records]
+    clean = [label_event(r, "v1") for r in records]
     flipped = [(c, r["label"]) for c, r in zip(clean, records, strict=True) if c != r["label"]]
     assert len(flipped) == data.card["labels_flipped_by_noise"]
     sd_rate = np.sqrt(noise * (1 - noise) / len(records))
@@ -270,7 +271,7 @@ def test_label_noise_is_symmetric_and_at_the_requested_rate() -> None:
     targets = pd.Series([new for old, new in flipped if old == "no_trade"]).value_counts(normalize=True)
     assert targets["long"] == pytest.approx(0.5, abs=0.06)
     every = sd.generate(n=300, seed=9, noise=1.0)
-    assert all(r["label"] != sd.label_event(r, "v1") for r in every.train + every.val)
+    assert all(r["label"] != label_event(r, "v1") for r in every.train + every.val)
 
 
 def _shares(labels: list[str]) -> dict[str, float]:
@@ -286,20 +287,20 @@ def test_default_mix_needs_oversampling(default_dir: Path) -> None:
         assert 0.13 <= shares[cls] < 0.25
 
 
-@pytest.mark.parametrize("rules", sd.RULES)
+@pytest.mark.parametrize("rules", RULES)
 @pytest.mark.parametrize("mix", ["rare", "balanced"])
 def test_mix_targets(rules: str, mix: str) -> None:
     n, noise = 1300, 0.1
     data = sd.generate(n=n, seed=11, noise=noise, rules=rules, mix=mix)
     records = data.train + data.val
-    clean = _shares([sd.label_event(r, rules) for r in records])
+    clean = _shares([label_event(r, rules) for r in records])
     observed = _shares([r["label"] for r in records])
     for cls, target in zip(LABELS, sd.MIXES[mix], strict=True):
         assert clean[cls] == pytest.approx(target, abs=1 / n)  # exact up to rounding
         expected = target * (1 - 1.5 * noise) + noise / 2
         assert observed[cls] == pytest.approx(expected, abs=0.035)
     # Events stay spread over time: the rare classes are not bunched at one end.
-    first_half = _shares([sd.label_event(r, rules) for r in records[: n // 2]])
+    first_half = _shares([label_event(r, rules) for r in records[: n // 2]])
     assert first_half["long"] == pytest.approx(clean["long"], abs=0.04)
 
 
@@ -321,7 +322,7 @@ def test_data_card_matches_files(default_dir: Path) -> None:
         assert card[split]["counts"] == {c: labels.count(c) for c in LABELS}
         assert list(card[split]["shares"]) == list(LABELS)
         assert sum(card[split]["counts"].values()) == card[f"n_{split}"]
-        clean = [sd.label_event(r, "v1") for r in records]
+        clean = [label_event(r, "v1") for r in records]
         assert card[f"{split}_rule_labels"]["counts"] == {c: clean.count(c) for c in LABELS}
     for name in ("train.jsonl", "val.jsonl"):
         assert card["files"][name]["sha256"] == sha256_file(default_dir / name)
@@ -334,7 +335,7 @@ def test_bayes_ceiling_recomputed_from_files(default_dir: Path) -> None:
     _, val = _load_split(default_dir)
     assert sd.bayes_ceiling(val, "v1") == pytest.approx(card["bayes_ceiling"], abs=1e-12)
     # Independently of bayes_ceiling(): relabel the reloaded features with the rules.
-    predicted = [sd.label_event(r, "v1") for r in val.to_dict("records")]
+    predicted = [label_event(r, "v1") for r in val.to_dict("records")]
     manual = f1_score(val["label"], predicted, labels=list(LABELS), average="macro")
     assert manual == pytest.approx(card["bayes_ceiling"], abs=1e-12)
     # The rules are learnable up to the noise: the defaults leave a comfortable ceiling.
