@@ -113,3 +113,143 @@ def test_the_profile_carries_its_warning_level(profile):
     assert drift.psi(strict, shifted).warn_at == value / 2
     assert "atr" in drift.psi(strict, shifted).warnings
     assert "atr" not in drift.psi(strict, shifted, warn_at=value * 2).warnings
+
+
+# ------------------------------------------------------------------------- with a trained model
+def write_events(path: Path, frame: pd.DataFrame) -> Path:
+    rows = frame.drop(columns=["label"], errors="ignore").to_dict(orient="records")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def val_frame(sample_dir) -> pd.DataFrame:
+    """The trained run's validation split: the same distribution as its training split."""
+    frame = pd.read_json(sample_dir / "val.jsonl", lines=True, dtype=False, convert_dates=False)
+    assert len(frame) >= drift.MIN_EVENTS
+    return frame
+
+
+@pytest.fixture
+def shifted_file(val_frame, tmp_path) -> Path:
+    shifted = val_frame.copy()
+    shifted["atr"] = shifted["atr"] * 3
+    return write_events(tmp_path / "shifted.jsonl", shifted)
+
+
+def without_profile(zip_path: Path, out: Path) -> Path:
+    """A copy of the package as it was before drift profiles: serving.json without one, manifest redone."""
+    from processor.io import sha256_bytes
+    from processor.package import MANIFEST
+
+    with zipfile.ZipFile(zip_path) as src:
+        members = {n: src.read(n) for n in src.namelist() if n != MANIFEST and not n.endswith("/")}
+    serving = json.loads(members["serving.json"])
+    del serving["feature_profile"]
+    members["serving.json"] = json.dumps(serving).encode()
+    manifest = {"format_version": 1, "files": {n: sha256_bytes(b) for n, b in members.items()}}
+    with zipfile.ZipFile(out, "w") as dst:
+        for name, blob in members.items():
+            dst.writestr(name, blob)
+        dst.writestr(MANIFEST, json.dumps(manifest))
+    return out
+
+
+@pytest.mark.slow  # trains the session's run
+def test_the_package_carries_the_training_profile(trained_run):
+    with zipfile.ZipFile(trained_run.zip_path) as zf:
+        serving = json.loads(zf.read("serving.json"))
+    profile = serving["feature_profile"]
+    assert set(profile["features"]) == set(FEATURES)  # serving.json is written with sorted keys
+    # Fitted on the training split as loaded: oversampling duplicates did not count.
+    assert trained_run.metrics["class_balance"]["applied"]
+    assert profile["n_events"] == trained_run.metrics["data"]["n_train"] < trained_run.metrics["data"]["n_train_fit"]
+    val = trained_run.metrics["drift"]
+    assert set(val["val_psi"]) == set(FEATURES) and val["max_psi"] == max(val["val_psi"].values())
+
+
+@pytest.mark.slow  # trains the session's run
+def test_predict_refuses_drifted_input_with_max_psi(trained_run, shifted_file, tmp_path):
+    from conftest import run_module
+
+    out, report = tmp_path / "out.jsonl", tmp_path / "drift.json"
+    proc = run_module("processor.predict", "--model", str(trained_run.zip_path), "--input", str(shifted_file),
+                      "--output", str(out), "--max-psi", "0.2", "--drift-report", str(report))
+    assert proc.returncode == 1, proc.stderr
+    assert "max_psi 0.2" in proc.stderr and "atr=" in proc.stderr and "no predictions written" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert written["refused"] is True and "atr" in written["over_warn"] and written["psi"]["atr"] > 0.2
+
+
+@pytest.mark.slow  # trains the session's run
+def test_predict_warns_on_drift_and_still_predicts_without_max_psi(trained_run, shifted_file, val_frame, tmp_path,
+                                                                  capsys):
+    from processor.predict import main
+
+    out = tmp_path / "out.jsonl"
+    assert main(["--model", str(trained_run.zip_path), "--input", str(shifted_file), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "PSI > 0.2" in err and "\n  atr " in err  # the summary and the per-feature table
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(val_frame)
+
+    # Undrifted input (the run's own validation split) passes the same limit, and nothing is printed.
+    plain = write_events(tmp_path / "val.jsonl", val_frame)
+    report = tmp_path / "drift.json"
+    assert main(["--model", str(trained_run.zip_path), "--input", str(plain), "--output", str(out),
+                 "--max-psi", "0.2", "--drift-report", str(report)]) == 0
+    assert "PSI" not in capsys.readouterr().err
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert written["checked"] and written["refused"] is False and set(written["psi"]) == set(FEATURES)
+
+
+@pytest.mark.slow  # trains the session's run
+def test_too_few_events_and_old_packages_are_reported_not_refused(trained_run, val_frame, tmp_path, capsys):
+    from processor.predict import main
+
+    few = val_frame.head(drift.MIN_EVENTS - 1).copy()
+    few["atr"] = few["atr"] * 100
+    few_file = write_events(tmp_path / "few.jsonl", few)
+    out = tmp_path / "out.jsonl"
+    assert main(["--model", str(trained_run.zip_path), "--input", str(few_file), "--output", str(out),
+                 "--max-psi", "0"]) == 0
+    assert "too few events for a drift check" in capsys.readouterr().err
+    assert out.exists()
+
+    old = without_profile(trained_run.zip_path, tmp_path / "old.zip")
+    shifted = val_frame.copy()
+    shifted["atr"] = shifted["atr"] * 3
+    assert main(["--model", str(old), "--input", str(write_events(tmp_path / "shifted.jsonl", shifted)),
+                 "--output", str(tmp_path / "old-out.jsonl"), "--max-psi", "0.2"]) == 0
+    assert "no feature profile in this model" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains the session's run
+def test_pyfunc_refuses_a_drifted_batch_with_the_max_psi_param(tracking, trained_run, val_frame, shifted_file,
+                                                               tmp_path, caplog):
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from processor.predict import main
+
+    uri = f"runs:/{trained_run.run_id}/model"
+    assert mlflow.models.get_model_info(uri).signature.params.to_dict()[0]["name"] == "max_psi"
+    model = mlflow.pyfunc.load_model(uri)
+    shifted = val_frame.drop(columns=["label"]).copy()
+    shifted["atr"] = shifted["atr"] * 3
+    with pytest.raises(MlflowException, match=r"PSI > max_psi 0\.2 .*atr=") as err:
+        model.predict(shifted, params={"max_psi": 0.2})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    with caplog.at_level(logging.WARNING):
+        got = model.predict(shifted)  # no limit: predictions, and a logged warning
+    assert len(got) == len(shifted)
+    assert any("input drift" in r.getMessage() and "atr" in r.getMessage() for r in caplog.records)
+    assert len(model.predict(val_frame.drop(columns=["label"]), params={"max_psi": 0.2})) == len(val_frame)
+
+    # The CLI reads the same profile through the URI.
+    out = tmp_path / "out.jsonl"
+    assert main(["--model", uri, "--input", str(shifted_file), "--output", str(out), "--max-psi", "0.2"]) == 1
+    assert not out.exists()

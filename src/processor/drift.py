@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from processor.cli import DataError
 from processor.schema import FEATURES, contract_spec
 
 PROFILE_VERSION = 1
@@ -45,6 +46,10 @@ OTHER = "other"
 
 _SPEC: dict[str, dict[str, Any]] = contract_spec()["keys"]
 _CAST = {"boolean": bool, "integer": int, "string": str}
+
+
+class DriftError(DataError):
+    """The input drifted past the limit the caller set (``--max-psi``): exit 1, nothing predicted."""
 
 
 def _kind(feature: str) -> str:

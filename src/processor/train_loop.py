@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from processor import distributed, metrics_file
+from processor import distributed, drift, metrics_file
 from processor.cli import UserError, nothing_trained, run
 from processor.config import Config, apply_override, load_config, parse_override, save_config
 from processor.io import write_text_atomic
@@ -279,6 +279,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     # Bins are fitted on the training split as loaded (before oversampling: duplicates must not move the
     # edges) and travel in the package, so prediction renders events exactly as training did.
     serializer = Serializer.fit(train_df, template=cfg.data.template)
+    profile = drift.fit_profile(train_df, psi_warn=cfg.trust.psi_warn)  # predict-time drift reference, same rule
     train_texts = serializer.render_all(_records(fit_df))
     val_texts = serializer.render_all(_records(val_df))
     tokens_per_event = count_tokens(tokenizer, serializer.render_all(_records(train_df)) + val_texts)
@@ -372,6 +373,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         loss={"type": "focal", "gamma": cfg.loss.gamma},
         seed=cfg.seed,
     )
+    val_drift = drift.psi(profile, val_df)  # sanity: val should look like train
+    metrics["drift"] = {"val_psi": val_drift.psi, "max_psi": val_drift.max_psi, "note": val_drift.note}
     if cfg.eval.baselines:
         metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
     ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
@@ -393,6 +396,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         "labels": list(LABELS),
         "schema_fingerprint": schema_fingerprint(),
         "features": list(FEATURES),
+        "feature_profile": profile,
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
                              serving=serving, metrics=metrics)
