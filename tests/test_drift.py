@@ -115,6 +115,16 @@ def test_the_profile_carries_its_warning_level(profile):
     assert "atr" not in drift.psi(strict, shifted, warn_at=value * 2).warnings
 
 
+def test_max_psi_must_be_a_non_negative_number(tmp_path, capsys):
+    from processor.predict import main
+
+    for bad in ("-0.1", "nan", "inf", "high"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--model", "m.zip", "--input", "in.jsonl", "--output", "out.jsonl", "--max-psi", bad])
+        assert exc.value.code == 2
+        assert "--max-psi" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------- with a trained model
 def write_events(path: Path, frame: pd.DataFrame) -> Path:
     rows = frame.drop(columns=["label"], errors="ignore").to_dict(orient="records")
@@ -242,6 +252,9 @@ def test_pyfunc_refuses_a_drifted_batch_with_the_max_psi_param(tracking, trained
     shifted["atr"] = shifted["atr"] * 3
     with pytest.raises(MlflowException, match=r"PSI > max_psi 0\.2 .*atr=") as err:
         model.predict(shifted, params={"max_psi": 0.2})
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match="max_psi must be a number >= 0") as err:
+        model.predict(shifted, params={"max_psi": -1.0})
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
     with caplog.at_level(logging.WARNING):
         got = model.predict(shifted)  # no limit: predictions, and a logged warning

@@ -202,6 +202,8 @@ def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size:
     for flag, path in (("--output", output_path), ("--drift-report", drift_report)):
         if path is not None and Path(input_path).resolve() == Path(path).resolve():
             raise UsageError(f"{flag} {path} is the input file; choose another path")
+    if drift_report is not None and Path(drift_report).resolve() == Path(output_path).resolve():
+        raise UsageError(f"--drift-report {drift_report} is the --output file; choose another path")
     events = load_events(input_path, labeled=False)  # before loading a model: bad data fails fast
     predict, close = load_predictor(model, batch_size=batch_size)
     try:
