@@ -279,7 +279,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.slow  # trains the session's run
-def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, events_file, tmp_path):
+def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, events_file, sample_dir, tmp_path):
     from conftest import free_port, wait_http
 
     port = free_port()
@@ -324,6 +324,17 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
         # The extra key is named too: the model is logged without an input schema, so MLflow does not
         # drop unknown columns before the contract check sees them.
         assert f"\nrow 2 id={ids[1]} key=evil: unexpected key" in message, message
+
+        # Drift (processor.drift): a batch whose atr moved is refused under the max_psi param, naming the
+        # feature; without the param it is served.
+        shifted = [{**{k: v for k, v in r.items() if k != "label"}, "atr": r["atr"] * 3}
+                   for r in read_jsonl(sample_dir / "val.jsonl")]
+        body = {"dataframe_records": shifted, "params": {"max_psi": 0.2}}
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", body)
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        assert "PSI > max_psi 0.2" in answer["message"] and "atr=" in answer["message"], answer
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": shifted})
+        assert status == 200 and len(answer["predictions"]) == len(shifted), answer
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

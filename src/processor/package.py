@@ -6,7 +6,8 @@ Zip layout::
     tokenizer/      tokenizer files, exactly as used in training
     model_config.json   the classification model's config (labels, pad token id, ...)
     label_map.json      {"labels": [...], "label2id": {...}}
-    serving.json        base model (name, id, revision, weights sha256), template, max length, fingerprint
+    serving.json        base model (name, id, revision, weights sha256), template, max length, fingerprint,
+                        training feature profile (processor.drift)
     metrics.json        the run's metrics
     MODEL_CARD.md       the model card (processor.model_card), written from metrics.json and serving.json
     MANIFEST.json       every other member with its sha256
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 
 from processor import model_card
+from processor.drift import DriftReport
+from processor.drift import check as drift_check
 from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import Serializer
@@ -136,6 +139,11 @@ class PackagedModel:
             row.update({f"p_{name}": float(v) for name, v in zip(self.labels, p)})
             out.append(row)
         return out
+
+    def drift(self, events: Any) -> DriftReport:
+        """PSI per feature of ``events`` (records or a frame) against the training profile in
+        ``serving.json`` (:func:`processor.drift.check`; a package without a profile says so)."""
+        return drift_check(self.serving, events)
 
     def close(self) -> None:
         if self._workdir is not None:

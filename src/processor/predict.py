@@ -10,8 +10,15 @@ MLflow model directory. The input is checked against the event contract with the
 of ``processor.validate``; the output has one JSON line per event: ``id``, predicted ``label`` and
 ``p_long``, ``p_short``, ``p_no_trade``. The output file appears complete or not at all.
 
-Exit codes: 0 predicted, 1 the input breaks the contract (every problem on stderr, with line numbers),
-2 usage error (missing file, unloadable or tampered model, unreachable tracking server).
+Drift: the whole input is compared with the model's training profile (processor.drift): the
+population stability index (PSI) per feature, printed on stderr when a feature exceeds the model's
+warning level (trust.psi_warn, 0.2 by default), always written by ``--drift-report PATH`` (JSON).
+``--max-psi X`` refuses input where any feature's PSI exceeds X: exit 1, no predictions written.
+Fewer than 100 events are too few for a drift check: reported as such, never refused.
+
+Exit codes: 0 predicted, 1 the input breaks the contract (every problem on stderr, with line numbers)
+or drifted past --max-psi, 2 usage error (missing file, unloadable or tampered model, unreachable
+tracking server).
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from processor import drift
 from processor.cli import first_line, run
 from processor.data import ContractError, Problem, UsageError, load_events
-from processor.io import write_text_atomic
+from processor.io import write_json_atomic, write_text_atomic
 from processor.schema import FEATURES, LABELS
 
 __all__ = ["FRAME_SOURCE", "Predictor", "check_frame", "load_predictor", "main", "predict_file"]
@@ -93,6 +101,9 @@ def check_frame(frame: pd.DataFrame, *, source: str = FRAME_SOURCE) -> list[dict
 
 # ----------------------------------------------------------------------------------------- models
 class Predictor(Protocol):
+    # The model's serving.json (None when the model does not expose one): the drift profile lives there.
+    serving: dict[str, Any] | None
+
     def __call__(self, events: pd.DataFrame) -> list[dict[str, Any]]: ...
 
 
@@ -119,6 +130,7 @@ def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]
         def predict_zip(events: pd.DataFrame) -> list[dict[str, Any]]:
             return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size)
 
+        predict_zip.serving = packaged.serving  # type: ignore[attr-defined]
         return predict_zip, packaged.close
     if not _looks_like_uri(model) and not path.exists():
         raise UsageError(f"--model {model}: no such file, and not a model URI (runs:/..., models:/...)")
@@ -136,6 +148,7 @@ def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]
             out.extend(pd.DataFrame(answer).to_dict(orient="records"))
         return out
 
+    predict_pyfunc.serving = _pyfunc_serving(pyfunc)  # type: ignore[attr-defined]
     return predict_pyfunc, lambda: None
 
 
@@ -152,6 +165,19 @@ def _load_pyfunc(uri: str) -> Any:
         raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): {exc}") from None
 
 
+def _pyfunc_serving(pyfunc: Any) -> dict[str, Any] | None:
+    """serving.json of the package inside a processor pyfunc (processor.serving), so a URI gets the
+    same drift check as the zip; None for any other kind of MLflow model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        inner = pyfunc.unwrap_python_model()
+    except MlflowException:  # not a python_model pyfunc
+        return None
+    serving = getattr(getattr(inner, "_model", None), "serving", None)
+    return serving if isinstance(serving, dict) else None
+
+
 # ---------------------------------------------------------------------------------------- the job
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     out = {"id": str(row["id"]), "label": str(row["label"])}
@@ -165,16 +191,25 @@ def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
                                            for row in rows))
 
 
-def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64) -> int:
-    """Validate ``input_path``, predict with ``model``, write ``output_path``; return the event count.
+def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64,
+                 max_psi: float | None = None, drift_report: Path | None = None) -> int:
+    """Validate ``input_path``, check drift, predict with ``model``, write ``output_path``; return the
+    event count.
 
-    Raises :class:`ContractError` (bad input; nothing written) or :class:`UsageError`.
+    Raises :class:`ContractError` (bad input; nothing written), :class:`processor.drift.DriftError`
+    (a feature's PSI over ``max_psi``; nothing written) or :class:`UsageError`.
     """
-    if Path(input_path).resolve() == Path(output_path).resolve():
-        raise UsageError(f"--output {output_path} is the input file; choose another path")
+    for flag, path in (("--output", output_path), ("--drift-report", drift_report)):
+        if path is not None and Path(input_path).resolve() == Path(path).resolve():
+            raise UsageError(f"{flag} {path} is the input file; choose another path")
+    if drift_report is not None and Path(drift_report).resolve() == Path(output_path).resolve():
+        raise UsageError(f"--drift-report {drift_report} is the --output file; choose another path")
     events = load_events(input_path, labeled=False)  # before loading a model: bad data fails fast
     predict, close = load_predictor(model, batch_size=batch_size)
     try:
+        # The whole file at once (not per batch): PSI needs enough events to mean anything.
+        check_drift(drift.check(getattr(predict, "serving", None), events), max_psi=max_psi,
+                    report_path=drift_report, source={"model": model, "input": str(input_path)})
         rows = [_plain(r) for r in predict(events)]
     finally:
         close()
@@ -182,6 +217,21 @@ def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size:
         raise RuntimeError("the model returned predictions that do not line up with the input events")
     write_jsonl_atomic(Path(output_path), rows)
     return len(rows)
+
+
+def check_drift(report: drift.DriftReport, *, max_psi: float | None, report_path: Path | None = None,
+                source: dict[str, Any] | None = None) -> None:
+    """Tell the user about drift (stderr), write the JSON report, raise DriftError over ``max_psi``."""
+    refused = max_psi is not None and bool(report.over(max_psi))
+    if report_path is not None:
+        write_json_atomic(report_path, {**(source or {}), **report.to_dict(), "max_psi_limit": max_psi,
+                                        "refused": refused}, allow_nan=False)
+    if report.warnings or refused or not report.checked:
+        print(report.summary(), file=sys.stderr)
+    if report.warnings or refused:
+        print(report.table(), file=sys.stderr)
+    if refused:
+        raise drift.DriftError(drift.limit_message(report, max_psi))
 
 
 def _positive_int(text: str) -> int:
@@ -194,6 +244,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m processor.predict", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, type=Path, help="JSONL events (label optional, ignored)")
     p.add_argument("--output", required=True, type=Path, help="JSONL predictions (written atomically)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="events per forward pass (default 64)")
+    p.add_argument("--max-psi", type=_non_negative_float, default=None, metavar="X",
+                   help="exit 1 without predicting when any feature's PSI against the training profile exceeds X "
+                        f"(not applied to inputs under {drift.MIN_EVENTS} events: too few for a drift check)")
+    p.add_argument("--drift-report", type=Path, default=None, metavar="PATH",
+                   help="write the drift check (PSI per feature) as JSON, also when predictions are refused")
     return p
 
 
@@ -209,12 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
 
     def job() -> int:
-        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size)
+        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size, max_psi=args.max_psi,
+                         drift_report=args.drift_report)
         print(f"{n} predictions -> {args.output}")
         return 0
 
-    return run(job, data_error=lambda exc: f"{args.input} breaks the event contract; no predictions written.\n"
-                                           f"{exc.report(None)}")
+    def data_error(exc: Any) -> str:
+        if isinstance(exc, ContractError):
+            return f"{args.input} breaks the event contract; no predictions written.\n{exc.report(None)}"
+        return f"{exc}; no predictions written."
+
+    return run(job, data_error=data_error)
 
 
 if __name__ == "__main__":

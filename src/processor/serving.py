@@ -10,10 +10,15 @@ trained with ``--bundle-base``; otherwise the base is resolved by hub id and rev
 Input that breaks the contract raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which
 ``mlflow models serve`` answers with HTTP 400 and the message (no stack trace):
 ``row 2 id=ev-9 key=ext_dir: must be one of -1, 0, 1, got 7``.
+
+Drift (processor.drift): a batch of at least 100 events is compared with the training profile; a
+feature over the warning level (``trust.psi_warn``) is logged, and with the ``max_psi`` param a batch
+with any feature over it is refused the same way (HTTP 400 naming the features and their PSI).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import mlflow
@@ -23,6 +28,15 @@ from mlflow.models import set_model
 # Names under which log_pyfunc stores the files the model needs (``context.artifacts`` keys).
 ZIP_ARTIFACT = "model_final"
 BASE_ARTIFACT = "base"
+# Predict-time params (``model.predict(frame, params={...})``; JSON ``"params"`` of a serving request):
+# name -> (MLflow param type, default). tracking.log_pyfunc puts them in the signature, without which
+# MLflow drops every param. None = off.
+PYFUNC_PARAMS: dict[str, tuple[str, Any]] = {
+    # Refuse (HTTP 400) a batch of >= processor.drift.MIN_EVENTS events where a feature's PSI exceeds it.
+    "max_psi": ("double", None),
+}
+
+_log = logging.getLogger(__name__)
 
 
 def contract_message(problems: list[Any]) -> str:
@@ -61,7 +75,24 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         except ContractError as exc:
             # A user mistake, not a server fault: HTTP 400 with every problem, and no traceback.
             raise MlflowException(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None
+        self._check_drift(events, (params or {}).get("max_psi"))
         return pd.DataFrame(self._model.predict(events))
+
+    def _check_drift(self, events: list[dict[str, Any]], max_psi: float | None) -> None:
+        """Warn (log) when the batch has drifted past the warning level; refuse it past ``max_psi``."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from processor.drift import describe, limit_message
+
+        if max_psi is not None and not max_psi >= 0:
+            raise MlflowException(f"max_psi must be a number >= 0, got {max_psi!r}", error_code=INVALID_PARAMETER_VALUE)
+        report = self._model.drift(events)
+        if report.warnings:
+            _log.warning("input drift: PSI > %g over %d events: %s", report.warn_at, report.n_events,
+                         describe(report.warnings))
+        if max_psi is not None and report.over(max_psi):
+            raise MlflowException(limit_message(report, max_psi), error_code=INVALID_PARAMETER_VALUE)
 
 
 set_model(EventClassifierPyfunc())

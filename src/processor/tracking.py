@@ -104,6 +104,7 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     import tempfile
 
     from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     from processor import serving
 
@@ -118,7 +119,9 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     # model sees the frame. Without it, every request reaches the contract check in processor.serving
     # as sent, and an extra key, a missing key or a bad value is named by row, id and key. The key set
     # is recorded instead as the model's metadata fingerprint (checked by the gate) and in the zip.
-    signature = ModelSignature(inputs=None, outputs=outputs)
+    # Params spelled out as ParamSpecs: infer_signature(params=...) cannot type a None default (off).
+    signature = ModelSignature(inputs=None, outputs=outputs, params=ParamSchema(
+        [ParamSpec(name, dtype, default) for name, (dtype, default) in serving.PYFUNC_PARAMS.items()]))
     artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
     if base_dir is not None:
         artifacts[serving.BASE_ARTIFACT] = str(base_dir)

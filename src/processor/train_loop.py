@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from processor import distributed, metrics_file
+from processor import distributed, drift, metrics_file
 from processor.cli import UserError, nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override, save_config
 from processor.io import write_text_atomic
@@ -272,6 +272,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     # Bins are fitted on the training split as loaded (before oversampling: duplicates must not move the
     # edges) and travel in the package, so prediction renders events exactly as training did.
     serializer = Serializer.fit(train_df, template=cfg.data.template)
+    profile = drift.fit_profile(train_df, psi_warn=cfg.trust.psi_warn)  # predict-time drift reference, same rule
     train_texts = serializer.render_all(_records(fit_df))
     val_texts = serializer.render_all(_records(val_df))
     tokens_per_event = count_tokens(tokenizer, serializer.render_all(_records(train_df)) + val_texts)
@@ -369,6 +370,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     )
     if leakage is not None:
         metrics["leakage"] = leakage.to_dict()
+    val_drift = drift.psi(profile, val_df)  # sanity: val should look like train
+    metrics["drift"] = {"val_psi": val_drift.psi, "max_psi": val_drift.max_psi, "note": val_drift.note}
     if cfg.eval.baselines:
         metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
     ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
@@ -390,6 +393,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         "labels": list(LABELS),
         "schema_fingerprint": schema_fingerprint(),
         "features": list(FEATURES),
+        "feature_profile": profile,
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
                              serving=serving, metrics=metrics)
