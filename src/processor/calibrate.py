@@ -56,6 +56,9 @@ def _check(probs: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probs must have shape (n_events, n_classes >= 2), got {p.shape}")
+    sums = p.sum(axis=1, keepdims=True)
+    if not np.allclose(sums, 1.0, atol=1e-4) or (p < 0).any():
+        raise ValueError("probs must be probabilities: rows of non-negative numbers summing to 1")
     if y is None:
         return p, None
     ids = np.asarray([LABEL2ID[v] if isinstance(v, str) else v for v in np.asarray(y).tolist()], dtype=np.int64)
@@ -64,6 +67,11 @@ def _check(probs: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
     if ids.size and (ids.min() < 0 or ids.max() >= p.shape[1]):
         raise ValueError(f"class ids must be in 0..{p.shape[1] - 1}")
     return p, ids
+
+
+def _renormalised(p: np.ndarray) -> np.ndarray:
+    # A float32 softmax sums to 1 within ~1e-7, and sklearn's scorers warn at that already.
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def _log_probs(p: np.ndarray) -> np.ndarray:
@@ -108,7 +116,7 @@ def brier_score(probs: Any, y: Any) -> float:
 
     p, ids = _check(probs, y)
     # scale_by_half=False: the multi-class definition (sklearn's "auto" would halve it for 2 classes).
-    return float(brier_score_loss(ids, p, labels=list(range(p.shape[1])), scale_by_half=False))
+    return float(brier_score_loss(ids, _renormalised(p), labels=list(range(p.shape[1])), scale_by_half=False))
 
 
 def nll(probs: Any, y: Any) -> float:
@@ -116,7 +124,7 @@ def nll(probs: Any, y: Any) -> float:
     from sklearn.metrics import log_loss
 
     p, ids = _check(probs, y)
-    return float(log_loss(ids, p, labels=list(range(p.shape[1]))))
+    return float(log_loss(ids, _renormalised(p), labels=list(range(p.shape[1]))))
 
 
 # ------------------------------------------------------------------------------ temperature scaling
@@ -308,7 +316,7 @@ def plot_reliability(before: Any, after: Any | None, y: Any, path: Path, *, n_bi
                      title: str = "Reliability (validation)") -> Path:
     """Accuracy against mean confidence per bin, before (and after) calibration, the diagonal being
     perfect calibration; ECE in the legend. Bars at the bottom: share of events per bin. Atomic."""
-    fig, ax = _figure((5.6, 5.2))
+    fig, ax = _figure((5.6, 6.0))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
     shares = ax.twinx()
     width = 1.0 / n_bins
@@ -332,7 +340,8 @@ def plot_reliability(before: Any, after: Any | None, y: Any, path: Path, *, n_bi
     ax.set_ylabel("share of correct predictions in bin (accuracy)")
     ax.set_zorder(shares.get_zorder() + 1)
     ax.patch.set_visible(False)
-    ax.legend(loc="upper left", fontsize="small")
+    # Below the axes: an over-confident curve runs bottom-right, an under-confident one top-left.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, Path(path))

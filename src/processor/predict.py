@@ -3,12 +3,16 @@
     python -m processor.predict --model outputs/demo/model_final.zip --input events.jsonl --output preds.jsonl
     python -m processor.predict --model models:/train-loop-v3@champion --input events.jsonl --output preds.jsonl
     python -m processor.predict --model runs:/<run_id>/model --input events.jsonl --output preds.jsonl
+    python -m processor.predict --model outputs/demo/model_final.zip --input events.jsonl --output preds.jsonl \
+        --min-confidence 0.6
 
 ``--model`` is a ``model_final.zip`` (loaded directly, no MLflow), an MLflow model URI (``runs:/``,
 ``models:/``, ...; loaded with ``mlflow.pyfunc.load_model`` from ``MLFLOW_TRACKING_URI``) or a local
 MLflow model directory. The input is checked against the event contract with the ``--unlabeled`` rules
-of ``processor.validate``; the output has one JSON line per event: ``id``, predicted ``label`` and
-``p_long``, ``p_short``, ``p_no_trade``. The output file appears complete or not at all.
+of ``processor.validate``; the output has one JSON line per event: ``id``, predicted ``label``, the
+calibrated probabilities ``p_long``, ``p_short``, ``p_no_trade`` and ``abstained`` (true when the top
+probability is below ``--min-confidence``, or the model's own threshold when the flag is not given: the
+label is then no_trade). The output file appears complete or not at all.
 
 Exit codes: 0 predicted, 1 the input breaks the contract (every problem on stderr, with line numbers),
 2 usage error (missing file, unloadable or tampered model, unreachable tracking server).
@@ -28,6 +32,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from processor.calibrate import check_min_confidence
 from processor.cli import first_line, run
 from processor.data import ContractError, Problem, UsageError, load_events
 from processor.io import write_text_atomic
@@ -37,7 +42,7 @@ __all__ = ["FRAME_SOURCE", "Predictor", "check_frame", "load_predictor", "main",
 
 # Problems found in a DataFrame name this as their "file"; their "line" is the 1-based row position.
 FRAME_SOURCE = "dataframe row"
-OUTPUT_KEYS: tuple[str, ...] = ("id", "label", *(f"p_{name}" for name in LABELS))
+OUTPUT_KEYS: tuple[str, ...] = ("id", "label", *(f"p_{name}" for name in LABELS), "abstained")
 _URI_SCHEMES = ("runs:/", "models:/", "file:", "s3:", "gs:", "wasbs:", "dbfs:", "http:", "https:", "mlflow-artifacts:")
 
 
@@ -100,10 +105,12 @@ def _looks_like_uri(text: str) -> bool:
     return text.startswith(_URI_SCHEMES)
 
 
-def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]:
+def load_predictor(model: str, *, batch_size: int = 64, min_confidence: float | None = None
+                   ) -> tuple[Predictor, Any]:
     """A function ``frame of checked events -> output rows`` for ``model`` and a ``close()`` handle.
 
-    ``model`` is a ``.zip`` package, a local MLflow model directory or an MLflow model URI.
+    ``model`` is a ``.zip`` package, a local MLflow model directory or an MLflow model URI;
+    ``min_confidence`` None means the model's own abstention threshold.
     Raises :class:`UsageError` with a one-line reason when the model cannot be loaded.
     """
     path = Path(model)
@@ -117,7 +124,8 @@ def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]
             raise UsageError(f"cannot load model {model}: {exc}") from None
 
         def predict_zip(events: pd.DataFrame) -> list[dict[str, Any]]:
-            return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size)
+            return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size,
+                                    min_confidence=min_confidence)
 
         return predict_zip, packaged.close
     if not _looks_like_uri(model) and not path.exists():
@@ -126,17 +134,30 @@ def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]
         raise UsageError(f"--model {model}: a directory without an MLmodel file (expected model_final.zip "
                          "or an MLflow model)")
     pyfunc = _load_pyfunc(model)
+    params = _pyfunc_params(pyfunc, model, min_confidence)
 
     def predict_pyfunc(events: pd.DataFrame) -> list[dict[str, Any]]:
         frame = events[["id", *FEATURES]].reset_index(drop=True)
         out: list[dict[str, Any]] = []
         # The pyfunc model batches internally too; chunking here bounds the size of each call.
         for start in range(0, len(frame), batch_size):
-            answer = pyfunc.predict(frame.iloc[start:start + batch_size])
+            answer = pyfunc.predict(frame.iloc[start:start + batch_size], params=params)
             out.extend(pd.DataFrame(answer).to_dict(orient="records"))
         return out
 
     return predict_pyfunc, lambda: None
+
+
+def _pyfunc_params(pyfunc: Any, model: str, min_confidence: float | None) -> dict[str, Any] | None:
+    """The pyfunc's params for ``min_confidence``; a model logged without that param would ignore it
+    (MLflow only warns), so asking it to abstain is a usage error."""
+    if min_confidence is None:
+        return None
+    schema = pyfunc.metadata.get_params_schema()
+    if schema is None or "min_confidence" not in {p.name for p in schema.params}:
+        raise UsageError(f"--min-confidence: model {model} was logged without a min_confidence param "
+                         "(trained before abstention existed); use its model_final.zip or retrain")
+    return {"min_confidence": min_confidence}
 
 
 def _load_pyfunc(uri: str) -> Any:
@@ -155,7 +176,8 @@ def _load_pyfunc(uri: str) -> Any:
 # ---------------------------------------------------------------------------------------- the job
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     out = {"id": str(row["id"]), "label": str(row["label"])}
-    out.update({k: float(row[k]) for k in OUTPUT_KEYS[2:]})
+    out.update({k: float(row[k]) for k in OUTPUT_KEYS[2:-1]})
+    out["abstained"] = bool(row.get("abstained", False))  # models logged before abstention never abstain
     return out
 
 
@@ -165,7 +187,8 @@ def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
                                            for row in rows))
 
 
-def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64) -> int:
+def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64,
+                 min_confidence: float | None = None) -> int:
     """Validate ``input_path``, predict with ``model``, write ``output_path``; return the event count.
 
     Raises :class:`ContractError` (bad input; nothing written) or :class:`UsageError`.
@@ -173,7 +196,7 @@ def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size:
     if Path(input_path).resolve() == Path(output_path).resolve():
         raise UsageError(f"--output {output_path} is the input file; choose another path")
     events = load_events(input_path, labeled=False)  # before loading a model: bad data fails fast
-    predict, close = load_predictor(model, batch_size=batch_size)
+    predict, close = load_predictor(model, batch_size=batch_size, min_confidence=min_confidence)
     try:
         rows = [_plain(r) for r in predict(events)]
     finally:
@@ -194,6 +217,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _confidence(text: str) -> float:
+    try:
+        return check_min_confidence(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m processor.predict", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, type=Path, help="JSONL events (label optional, ignored)")
     p.add_argument("--output", required=True, type=Path, help="JSONL predictions (written atomically)")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="events per forward pass (default 64)")
+    p.add_argument("--min-confidence", type=_confidence, default=None, metavar="P",
+                   help="abstain (label no_trade, abstained: true) when the top probability is below P, "
+                        "in [0, 1]; 0 never abstains (default: the model's trust.min_confidence)")
     return p
 
 
@@ -209,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
 
     def job() -> int:
-        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size)
+        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
+                         min_confidence=args.min_confidence)
         print(f"{n} predictions -> {args.output}")
         return 0
 

@@ -23,6 +23,12 @@ from mlflow.models import set_model
 # Names under which log_pyfunc stores the files the model needs (``context.artifacts`` keys).
 ZIP_ARTIFACT = "model_final"
 BASE_ARTIFACT = "base"
+# The pyfunc's inference params and their defaults: the params schema of the logged signature
+# (processor.tracking.log_pyfunc); ``predict(frame, params={...})`` or ``"params"`` in a REST request.
+# MLflow infers each param's type from its default, so a default cannot be None: -1.0 stands for "the
+# model's own min_confidence" (trust.min_confidence at training time; null = never abstain).
+PYFUNC_PARAMS: dict[str, Any] = {"min_confidence": -1.0}
+MODEL_DEFAULT = -1.0
 
 
 def contract_message(problems: list[Any]) -> str:
@@ -41,7 +47,8 @@ def contract_message(problems: list[Any]) -> str:
 
 class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """Input: contract events (a DataFrame, one row per event, unlabeled); output: ``id``, the
-    predicted ``label`` and one probability column ``p_<class>`` per class."""
+    predicted ``label``, one calibrated probability column ``p_<class>`` per class and ``abstained``
+    (top probability below the ``min_confidence`` param, or the model's default: label no_trade)."""
 
     def load_context(self, context: Any) -> None:
         from processor.package import load_packaged_model
@@ -53,15 +60,25 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+        from processor.calibrate import check_min_confidence
         from processor.data import ContractError
         from processor.predict import check_frame
 
+        min_confidence = (params or {}).get("min_confidence", MODEL_DEFAULT)
+        if min_confidence is not None and min_confidence != MODEL_DEFAULT:
+            try:
+                min_confidence = check_min_confidence(min_confidence)
+            except ValueError as exc:
+                raise MlflowException(f"{exc} (or {MODEL_DEFAULT:g} for the model's default)",
+                                      error_code=INVALID_PARAMETER_VALUE) from None
+        else:
+            min_confidence = None  # PackagedModel.predict: the model's own
         try:
             events = check_frame(model_input)
         except ContractError as exc:
             # A user mistake, not a server fault: HTTP 400 with every problem, and no traceback.
             raise MlflowException(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None
-        return pd.DataFrame(self._model.predict(events))
+        return pd.DataFrame(self._model.predict(events, min_confidence=min_confidence))
 
 
 set_model(EventClassifierPyfunc())

@@ -79,7 +79,7 @@ class MlflowEpochLogger(TrainerCallback):
 
 
 def output_columns() -> list[str]:
-    return ["id", "label", *[f"p_{name}" for name in LABELS]]
+    return ["id", "label", *[f"p_{name}" for name in LABELS], "abstained"]
 
 
 def _code_dir(stage: Path) -> Path:
@@ -112,13 +112,13 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
         # MLflow's hint that integer columns cannot hold missing values: contract events never have
         # missing values (a missing key is a contract error, reported as such), so it never applies.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        outputs = infer_signature(example, example_output).outputs
+        inferred = infer_signature(example, example_output, params=serving.PYFUNC_PARAMS)
     # No input schema: with one, MLflow casts values, fills or rejects a missing key with its own
     # message, and silently DROPS any key outside it (mlflow.models.utils._enforce_schema) before the
     # model sees the frame. Without it, every request reaches the contract check in processor.serving
     # as sent, and an extra key, a missing key or a bad value is named by row, id and key. The key set
     # is recorded instead as the model's metadata fingerprint (checked by the gate) and in the zip.
-    signature = ModelSignature(inputs=None, outputs=outputs)
+    signature = ModelSignature(inputs=None, outputs=inferred.outputs, params=inferred.params)
     artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
     if base_dir is not None:
         artifacts[serving.BASE_ARTIFACT] = str(base_dir)
