@@ -140,6 +140,16 @@ def test_cross_fit_never_fits_on_the_events_it_calibrates(monkeypatch):
         assert set(y[cf.fold == k]) == {0, 1, 2}
 
 
+def test_cross_fit_uses_fewer_folds_when_the_val_set_is_tiny(tmp_path):
+    probs = softmax(np.random.default_rng(6).normal(size=(5, 3)), axis=1)
+    assert len(cross_fit(probs, [0, 0, 0, 1, 2], folds=5, seed=0).temperatures) == 3
+    # One event per class: nothing to fit a fold's temperature on. Training still ends, uncalibrated.
+    result = calibrate.evaluate_trust(probs[:3], [0, 1, 2], calibrate=True, folds=5, n_bins=10, grid=[0.5],
+                                      min_confidence=None, seed=0, out_dir=tmp_path)
+    assert (result.temperature, result.calibration["method"]) == (1.0, "none")
+    assert "too few validation events" in result.calibration["skipped"]
+
+
 # ---------------------------------------------------------------------------------------- abstention
 def test_abstention_flips_exactly_at_the_threshold():
     probs = np.array([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.6, 0.3, 0.1]])

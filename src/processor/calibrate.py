@@ -154,6 +154,13 @@ def fit_temperature(probs: Any, y: Any) -> float:
     return float(math.exp(res.x))
 
 
+def cross_fit_folds(y: Any, folds: int) -> int:
+    """How many stratified folds ``y`` allows: at most ``folds``, and no more than the most frequent
+    class's count (sklearn's StratifiedKFold refuses more); below 2, cross-fitting is impossible."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64)) if len(y) else np.zeros(1, dtype=np.int64)
+    return int(min(folds, counts.max()))
+
+
 @dataclass
 class CrossFit:
     probs: np.ndarray  # each event calibrated with a temperature fitted on the other folds
@@ -168,9 +175,10 @@ def cross_fit(probs: Any, y: Any, folds: int = 5, seed: int = 0) -> CrossFit:
     from sklearn.model_selection import StratifiedKFold
 
     p, ids = _check(probs, y)
-    n_splits = min(folds, len(ids))
+    n_splits = cross_fit_folds(ids, folds)
     if n_splits < 2:
-        raise ValueError(f"cross-fitting needs at least 2 events and 2 folds, got {len(ids)} events, {folds} folds")
+        raise ValueError(f"cross-fitting needs 2 folds and a class with 2 events, got {folds} folds and "
+                         f"class counts {np.bincount(ids).tolist()}")
     out = np.empty_like(p)
     fold_of = np.full(len(ids), -1, dtype=np.int64)
     temperatures = []
@@ -268,6 +276,9 @@ def evaluate_trust(probs: Any, y: Any, *, calibrate: bool, folds: int, n_bins: i
     block: dict[str, Any] = {"method": "none", "n_bins": n_bins, "ece_before": expected_calibration_error(p, ids, n_bins),
                              "brier_before": brier_score(p, ids), "nll_before": nll(p, ids)}
     temperature, scored = 1.0, p
+    if calibrate and cross_fit_folds(ids, folds) < 2:
+        calibrate = False  # a val set this small cannot both fit and score a temperature
+        block["skipped"] = f"too few validation events to cross-fit (class counts {np.bincount(ids).tolist()})"
     if calibrate:
         cf = cross_fit(p, ids, folds=folds, seed=seed)
         temperature = fit_temperature(p, ids)
