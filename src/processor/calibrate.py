@@ -268,12 +268,13 @@ class TrustResult:
 
 
 def evaluate_trust(probs: Any, y: Any, *, calibrate: bool, folds: int, n_bins: int, grid: Sequence[float],
-                   min_confidence: float | None, seed: int, out_dir: Path, title: str = "") -> TrustResult:
+                   min_confidence: float | None, seed: int, out_dir: Path) -> TrustResult:
     """What training reports on the validation probabilities: calibration before/after (out-of-fold),
     the packaged temperature (fitted on all of val), the abstention table on the out-of-fold
     probabilities, and the two PNGs (``reliability_diagram.png``, ``abstention.png``)."""
     p, ids = _check(probs, y)
-    block: dict[str, Any] = {"method": "none", "n_bins": n_bins, "ece_before": expected_calibration_error(p, ids, n_bins),
+    block: dict[str, Any] = {"method": "none", "n_bins": n_bins,
+                             "ece_before": expected_calibration_error(p, ids, n_bins),
                              "brier_before": brier_score(p, ids), "nll_before": nll(p, ids)}
     temperature, scored = 1.0, p
     if calibrate and cross_fit_folds(ids, folds) < 2:
@@ -298,9 +299,8 @@ def evaluate_trust(probs: Any, y: Any, *, calibrate: bool, folds: int, n_bins: i
                   **abstention_table(scored, ids, grid)}
     out_dir = Path(out_dir)
     pngs = [plot_reliability(p, scored if calibrate else None, ids, out_dir / "reliability_diagram.png",
-                             n_bins=n_bins, title=title or "Reliability (validation)"),
-            plot_abstention(abstention, out_dir / "abstention.png",
-                            title=title or "Abstention (validation)")]
+                             n_bins=n_bins),
+            plot_abstention(abstention, out_dir / "abstention.png")]
     return TrustResult(temperature=temperature, calibration=block, abstention=abstention, pngs=pngs)
 
 

@@ -27,8 +27,8 @@ BASE_ARTIFACT = "base"
 # (processor.tracking.log_pyfunc); ``predict(frame, params={...})`` or ``"params"`` in a REST request.
 # MLflow infers each param's type from its default, so a default cannot be None: -1.0 stands for "the
 # model's own min_confidence" (trust.min_confidence at training time; null = never abstain).
-PYFUNC_PARAMS: dict[str, Any] = {"min_confidence": -1.0}
-MODEL_DEFAULT = -1.0
+MIN_CONFIDENCE_MODEL_DEFAULT = -1.0
+PYFUNC_PARAMS: dict[str, Any] = {"min_confidence": MIN_CONFIDENCE_MODEL_DEFAULT}
 
 
 def contract_message(problems: list[Any]) -> str:
@@ -64,12 +64,12 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         from processor.data import ContractError
         from processor.predict import check_frame
 
-        min_confidence = (params or {}).get("min_confidence", MODEL_DEFAULT)
-        if min_confidence is not None and min_confidence != MODEL_DEFAULT:
+        min_confidence = (params or {}).get("min_confidence", MIN_CONFIDENCE_MODEL_DEFAULT)
+        if min_confidence is not None and min_confidence != MIN_CONFIDENCE_MODEL_DEFAULT:
             try:
                 min_confidence = check_min_confidence(min_confidence)
             except ValueError as exc:
-                raise MlflowException(f"{exc} (or {MODEL_DEFAULT:g} for the model's default)",
+                raise MlflowException(f"{exc} (or {MIN_CONFIDENCE_MODEL_DEFAULT:g} for the model's default)",
                                       error_code=INVALID_PARAMETER_VALUE) from None
         else:
             min_confidence = None  # PackagedModel.predict: the model's own
