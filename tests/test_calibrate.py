@@ -199,6 +199,16 @@ def test_pngs_are_written(tmp_path):
     assert off.temperature == 1.0 and off.calibration["method"] == "none" and "ece_after" not in off.calibration
 
 
+def test_a_zip_from_before_calibration_predicts_as_before():
+    from processor.package import PackagedModel
+
+    old = PackagedModel(model=None, tokenizer=None, serving={"max_length": 48}, metrics={})
+    assert (old.temperature, old.min_confidence) == (1.0, None)
+    new = PackagedModel(model=None, tokenizer=None, metrics={},
+                        serving={"calibration": {"temperature": 1.7}, "min_confidence": 0.6})
+    assert (new.temperature, new.min_confidence) == (1.7, 0.6)
+
+
 # ------------------------------------------------------------------------------- the trained run
 def zip_member(path, name: str) -> dict:
     with zipfile.ZipFile(path) as zf:
