@@ -70,7 +70,8 @@ def assert_same_predictions(got: list[dict[str, Any]], want: list[dict[str, Any]
     assert [r["id"] for r in got] == [r["id"] for r in want]
     assert [r["label"] for r in got] == [r["label"] for r in want]
     for g, w in zip(got, want):
-        assert set(g) == {"id", "label", *PROB_KEYS}
+        assert set(g) == {"id", "label", *PROB_KEYS, "abstained"}
+        assert bool(g["abstained"]) is w["abstained"]
         assert [g[k] for k in PROB_KEYS] == pytest.approx([w[k] for k in PROB_KEYS], abs=1e-5)
         assert sum(g[k] for k in PROB_KEYS) == pytest.approx(1.0, abs=1e-5)
         assert g["label"] == LABELS[max(range(3), key=lambda i: g[PROB_KEYS[i]])]
@@ -301,6 +302,19 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
         assert status == 200, answer
         want = packaged.predict([{k: r[k] for k in ("id", *FEATURES)} for r in records])
         assert_same_predictions(answer["predictions"], want)
+
+        # The min_confidence param: an event whose top probability is below it is abstained (no_trade).
+        tops = [max(r[k] for k in PROB_KEYS) for r in want]
+        threshold = sum(sorted(tops)[3:5]) / 2  # between two events' tops: clear of float noise
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+                               {"dataframe_records": records, "params": {"min_confidence": threshold}})
+        assert status == 200, answer
+        assert [r["abstained"] for r in answer["predictions"]] == [t < threshold for t in tops]
+        assert {r["label"] for r in answer["predictions"] if r["abstained"]} == {"no_trade"}
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+                               {"dataframe_records": records, "params": {"min_confidence": 2.0}})
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        assert "min_confidence must be a number in [0, 1]" in answer["message"]
 
         # Input that breaks the contract: HTTP 400 naming every problem by row, id and key; no traceback.
         broken = [dict(records[0]), dict(records[1]), dict(records[2])]

@@ -12,6 +12,10 @@ Layout (the keys the readers rely on)::
     data.{train_file,val_file,train_sha256,val_sha256,n_train,n_val,...}, model.{...}, loss.{...}
     baselines.<name>.val_macro_f1                    (when computed)
     leakage.{checked,leakage_risk,val_overlapping,symbols,...}  (trust.check_time_leakage; processor.leakage)
+    calibration.{method,n_bins,ece_before,brier_before,nll_before}   uncalibrated val probabilities
+    calibration.{temperature,fitting,fold_temperatures,ece_after,brier_after,nll_after}  (when calibrated)
+    abstention.{min_confidence,probabilities,no_threshold,grid[]}    per threshold: coverage, n_calls,
+                                                     n_long, n_short, n_abstained, precision_long/short
 """
 
 from __future__ import annotations
@@ -93,8 +97,9 @@ def shares_after(m: Any) -> Any:
 
 def final_metrics(m: dict[str, Any], labels: tuple[str, ...]) -> dict[str, float]:
     """The run's final MLflow metrics, named once here: val_macro_f1, val_accuracy, best_epoch,
-    epochs_run, tokens_per_event, val_macro_f1_ci_low/high, val_f1_<label>, share_after_<label>, and per
-    baseline (gbdt, logreg) baseline_<name>_macro_f1 and val_macro_f1_minus_<name>."""
+    epochs_run, tokens_per_event, val_macro_f1_ci_low/high, val_f1_<label>, share_after_<label>, per
+    baseline (gbdt, logreg) baseline_<name>_macro_f1 and val_macro_f1_minus_<name>, and the calibration
+    figures val_ece_before/after, val_brier_before/after, val_nll_before/after, temperature."""
     ci = m["bootstrap"]["val_macro_f1"]
     final = {"val_macro_f1": m["val_macro_f1"], "val_accuracy": m["val_accuracy"], "best_epoch": m["best_epoch"],
              "epochs_run": m["epochs_run"], "tokens_per_event": m["tokens_per_event"],
@@ -107,4 +112,11 @@ def final_metrics(m: dict[str, Any], labels: tuple[str, ...]) -> dict[str, float
         if f1 is not None:
             final[f"baseline_{short}_macro_f1"] = f1
             final[f"val_macro_f1_minus_{short}"] = m["val_macro_f1"] - f1
+    for key in ("ece_before", "ece_after", "brier_before", "brier_after", "nll_before", "nll_after"):
+        value = number(get(m, "calibration", key))
+        if value is not None:
+            final[f"val_{key}"] = value
+    temperature = number(get(m, "calibration", "temperature"))
+    if temperature is not None:
+        final["temperature"] = temperature
     return final

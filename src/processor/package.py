@@ -7,7 +7,8 @@ Zip layout::
     model_config.json   the classification model's config (labels, pad token id, ...)
     label_map.json      {"labels": [...], "label2id": {...}}
     serving.json        base model (name, id, revision, weights sha256), template, max length, fingerprint,
-                        training feature profile (processor.drift)
+                        training feature profile (processor.drift),
+                        calibration temperature, default min_confidence (abstention)
     metrics.json        the run's metrics
     MODEL_CARD.md       the model card (processor.model_card), written from metrics.json and serving.json
     MANIFEST.json       every other member with its sha256
@@ -32,6 +33,7 @@ import torch
 from processor import model_card
 from processor.drift import DriftReport
 from processor.drift import check as drift_check
+from processor.calibrate import apply_temperature, check_min_confidence, predicted_labels
 from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import Serializer
@@ -126,19 +128,29 @@ class PackagedModel:
     labels: tuple[str, ...] = LABELS
     _workdir: Path | None = field(default=None, repr=False)
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature fitted at training time; 1 (no change) for zips made before it."""
+        return float((self.serving.get("calibration") or {}).get("temperature", 1.0))
+
+    @property
+    def min_confidence(self) -> float | None:
+        """The abstention threshold the model was trained with (``trust.min_confidence``); None = never."""
+        return self.serving.get("min_confidence")
+
     @torch.no_grad()
     def predict_proba(self, events: list[dict[str, Any]], batch_size: int = 64) -> np.ndarray:
+        """Calibrated probabilities (the stored temperature applied), columns in ``labels`` order."""
         texts = Serializer.from_serving(self.serving).render_all(events)
-        return predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"], batch_size)
+        raw = predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"], batch_size)
+        return apply_temperature(raw, self.temperature)
 
-    def predict(self, events: list[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
-        probs = self.predict_proba(events, batch_size)
-        out = []
-        for event, p in zip(events, probs):
-            row = {"id": event.get("id"), "label": self.labels[int(np.argmax(p))]}
-            row.update({f"p_{name}": float(v) for name, v in zip(self.labels, p)})
-            out.append(row)
-        return out
+    def predict(self, events: list[dict[str, Any]], batch_size: int = 64, min_confidence: float | None = None
+                ) -> list[dict[str, Any]]:
+        """One row per event (see :func:`prediction_rows`); ``min_confidence`` None = the model's own."""
+        threshold = self.min_confidence if min_confidence is None else min_confidence
+        return prediction_rows([e.get("id") for e in events], self.predict_proba(events, batch_size), threshold,
+                               self.labels)
 
     def drift(self, events: Any) -> DriftReport:
         """PSI per feature of ``events`` (records or a frame) against the training profile in
@@ -149,6 +161,21 @@ class PackagedModel:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+def prediction_rows(ids: list[Any], probs: np.ndarray, min_confidence: float | None,
+                    labels: tuple[str, ...] = LABELS) -> list[dict[str, Any]]:
+    """``id``, ``label``, ``p_<class>`` per class and ``abstained``: the output of every prediction
+    path. An event whose top probability is below ``min_confidence`` gets label no_trade and
+    ``abstained: true``; its probabilities are left as they are."""
+    names, abstained = predicted_labels(probs, check_min_confidence(min_confidence), labels)
+    out = []
+    for event_id, p, name, flag in zip(ids, probs, names, abstained):
+        row = {"id": event_id, "label": name}
+        row.update({f"p_{label}": float(v) for label, v in zip(labels, p)})
+        row["abstained"] = bool(flag)
+        out.append(row)
+    return out
 
 
 @torch.no_grad()

@@ -3,12 +3,16 @@
     python -m processor.predict --model outputs/demo/model_final.zip --input events.jsonl --output preds.jsonl
     python -m processor.predict --model models:/train-loop-v3@champion --input events.jsonl --output preds.jsonl
     python -m processor.predict --model runs:/<run_id>/model --input events.jsonl --output preds.jsonl
+    python -m processor.predict --model outputs/demo/model_final.zip --input events.jsonl --output preds.jsonl \
+        --min-confidence 0.6
 
 ``--model`` is a ``model_final.zip`` (loaded directly, no MLflow), an MLflow model URI (``runs:/``,
 ``models:/``, ...; loaded with ``mlflow.pyfunc.load_model`` from ``MLFLOW_TRACKING_URI``) or a local
 MLflow model directory. The input is checked against the event contract with the ``--unlabeled`` rules
-of ``processor.validate``; the output has one JSON line per event: ``id``, predicted ``label`` and
-``p_long``, ``p_short``, ``p_no_trade``. The output file appears complete or not at all.
+of ``processor.validate``; the output has one JSON line per event: ``id``, predicted ``label``, the
+calibrated probabilities ``p_long``, ``p_short``, ``p_no_trade`` and ``abstained`` (true when the top
+probability is below ``--min-confidence``, or the model's own threshold when the flag is not given: the
+label is then no_trade). The output file appears complete or not at all.
 
 Drift: the whole input is compared with the model's training profile (processor.drift): the
 population stability index (PSI) per feature, printed on stderr when a feature exceeds the model's
@@ -36,6 +40,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from processor import drift
+from processor.calibrate import check_min_confidence
 from processor.cli import first_line, run
 from processor.data import ContractError, Problem, UsageError, load_events
 from processor.io import write_json_atomic, write_text_atomic
@@ -45,7 +50,7 @@ __all__ = ["FRAME_SOURCE", "Predictor", "check_frame", "load_predictor", "main",
 
 # Problems found in a DataFrame name this as their "file"; their "line" is the 1-based row position.
 FRAME_SOURCE = "dataframe row"
-OUTPUT_KEYS: tuple[str, ...] = ("id", "label", *(f"p_{name}" for name in LABELS))
+OUTPUT_KEYS: tuple[str, ...] = ("id", "label", *(f"p_{name}" for name in LABELS), "abstained")
 _URI_SCHEMES = ("runs:/", "models:/", "file:", "s3:", "gs:", "wasbs:", "dbfs:", "http:", "https:", "mlflow-artifacts:")
 
 
@@ -111,10 +116,12 @@ def _looks_like_uri(text: str) -> bool:
     return text.startswith(_URI_SCHEMES)
 
 
-def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]:
+def load_predictor(model: str, *, batch_size: int = 64, min_confidence: float | None = None
+                   ) -> tuple[Predictor, Any]:
     """A function ``frame of checked events -> output rows`` for ``model`` and a ``close()`` handle.
 
-    ``model`` is a ``.zip`` package, a local MLflow model directory or an MLflow model URI.
+    ``model`` is a ``.zip`` package, a local MLflow model directory or an MLflow model URI;
+    ``min_confidence`` None means the model's own abstention threshold.
     Raises :class:`UsageError` with a one-line reason when the model cannot be loaded.
     """
     path = Path(model)
@@ -128,7 +135,8 @@ def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]
             raise UsageError(f"cannot load model {model}: {exc}") from None
 
         def predict_zip(events: pd.DataFrame) -> list[dict[str, Any]]:
-            return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size)
+            return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size,
+                                    min_confidence=min_confidence)
 
         predict_zip.serving = packaged.serving  # type: ignore[attr-defined]
         return predict_zip, packaged.close
@@ -138,18 +146,31 @@ def load_predictor(model: str, *, batch_size: int = 64) -> tuple[Predictor, Any]
         raise UsageError(f"--model {model}: a directory without an MLmodel file (expected model_final.zip "
                          "or an MLflow model)")
     pyfunc = _load_pyfunc(model)
+    params = _pyfunc_params(pyfunc, model, min_confidence)
 
     def predict_pyfunc(events: pd.DataFrame) -> list[dict[str, Any]]:
         frame = events[["id", *FEATURES]].reset_index(drop=True)
         out: list[dict[str, Any]] = []
         # The pyfunc model batches internally too; chunking here bounds the size of each call.
         for start in range(0, len(frame), batch_size):
-            answer = pyfunc.predict(frame.iloc[start:start + batch_size])
+            answer = pyfunc.predict(frame.iloc[start:start + batch_size], params=params)
             out.extend(pd.DataFrame(answer).to_dict(orient="records"))
         return out
 
     predict_pyfunc.serving = _pyfunc_serving(pyfunc)  # type: ignore[attr-defined]
     return predict_pyfunc, lambda: None
+
+
+def _pyfunc_params(pyfunc: Any, model: str, min_confidence: float | None) -> dict[str, Any] | None:
+    """The pyfunc's params for ``min_confidence``; a model logged without that param would ignore it
+    (MLflow only warns), so asking it to abstain is a usage error."""
+    if min_confidence is None:
+        return None
+    schema = pyfunc.metadata.get_params_schema()
+    if schema is None or "min_confidence" not in {p.name for p in schema.params}:
+        raise UsageError(f"--min-confidence: model {model} was logged without a min_confidence param "
+                         "(trained before abstention existed); use its model_final.zip or retrain")
+    return {"min_confidence": min_confidence}
 
 
 def _load_pyfunc(uri: str) -> Any:
@@ -181,7 +202,8 @@ def _pyfunc_serving(pyfunc: Any) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------- the job
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     out = {"id": str(row["id"]), "label": str(row["label"])}
-    out.update({k: float(row[k]) for k in OUTPUT_KEYS[2:]})
+    out.update({k: float(row[k]) for k in OUTPUT_KEYS[2:-1]})
+    out["abstained"] = bool(row.get("abstained", False))  # models logged before abstention never abstain
     return out
 
 
@@ -192,7 +214,8 @@ def write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size: int = 64,
-                 max_psi: float | None = None, drift_report: Path | None = None) -> int:
+                 min_confidence: float | None = None, max_psi: float | None = None,
+                 drift_report: Path | None = None) -> int:
     """Validate ``input_path``, check drift, predict with ``model``, write ``output_path``; return the
     event count.
 
@@ -205,7 +228,7 @@ def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size:
     if drift_report is not None and Path(drift_report).resolve() == Path(output_path).resolve():
         raise UsageError(f"--drift-report {drift_report} is the --output file; choose another path")
     events = load_events(input_path, labeled=False)  # before loading a model: bad data fails fast
-    predict, close = load_predictor(model, batch_size=batch_size)
+    predict, close = load_predictor(model, batch_size=batch_size, min_confidence=min_confidence)
     try:
         # The whole file at once (not per batch): PSI needs enough events to mean anything.
         check_drift(drift.check(getattr(predict, "serving", None), events), max_psi=max_psi,
@@ -254,6 +277,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _confidence(text: str) -> float:
+    try:
+        return check_min_confidence(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m processor.predict", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -267,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(not applied to inputs under {drift.MIN_EVENTS} events: too few for a drift check)")
     p.add_argument("--drift-report", type=Path, default=None, metavar="PATH",
                    help="write the drift check (PSI per feature) as JSON, also when predictions are refused")
+
+
+    p.add_argument("--min-confidence", type=_confidence, default=None, metavar="P",
+                   help="abstain (label no_trade, abstained: true) when the top probability is below P, "
+                        "in [0, 1]; 0 never abstains (default: the model's trust.min_confidence)")
     return p
 
 
@@ -274,8 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse exits 2 on usage errors
 
     def job() -> int:
-        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size, max_psi=args.max_psi,
-                         drift_report=args.drift_report)
+        n = predict_file(args.model, args.input, args.output, batch_size=args.batch_size,
+                         min_confidence=args.min_confidence, max_psi=args.max_psi, drift_report=args.drift_report)
         print(f"{n} predictions -> {args.output}")
         return 0
 

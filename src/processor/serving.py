@@ -30,10 +30,12 @@ ZIP_ARTIFACT = "model_final"
 BASE_ARTIFACT = "base"
 # Predict-time params (``model.predict(frame, params={...})``; JSON ``"params"`` of a serving request):
 # name -> (MLflow param type, default). tracking.log_pyfunc puts them in the signature, without which
-# MLflow drops every param. None = off.
+# MLflow drops every param. None = not given.
 PYFUNC_PARAMS: dict[str, tuple[str, Any]] = {
     # Refuse (HTTP 400) a batch of >= processor.drift.MIN_EVENTS events where a feature's PSI exceeds it.
     "max_psi": ("double", None),
+    # Abstain below this top probability; not given = the model's own (trust.min_confidence at training).
+    "min_confidence": ("double", None),
 }
 
 _log = logging.getLogger(__name__)
@@ -55,7 +57,8 @@ def contract_message(problems: list[Any]) -> str:
 
 class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """Input: contract events (a DataFrame, one row per event, unlabeled); output: ``id``, the
-    predicted ``label`` and one probability column ``p_<class>`` per class."""
+    predicted ``label``, one calibrated probability column ``p_<class>`` per class and ``abstained``
+    (top probability below the ``min_confidence`` param, or the model's default: label no_trade)."""
 
     def load_context(self, context: Any) -> None:
         from processor.package import load_packaged_model
@@ -67,16 +70,23 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+        from processor.calibrate import check_min_confidence
         from processor.data import ContractError
         from processor.predict import check_frame
 
+        min_confidence = (params or {}).get("min_confidence")  # None: PackagedModel uses the model's own
+        if min_confidence is not None:
+            try:
+                min_confidence = check_min_confidence(min_confidence)
+            except ValueError as exc:
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         try:
             events = check_frame(model_input)
         except ContractError as exc:
             # A user mistake, not a server fault: HTTP 400 with every problem, and no traceback.
             raise MlflowException(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None
         self._check_drift(events, (params or {}).get("max_psi"))
-        return pd.DataFrame(self._model.predict(events))
+        return pd.DataFrame(self._model.predict(events, min_confidence=min_confidence))
 
     def _check_drift(self, events: list[dict[str, Any]], max_psi: float | None) -> None:
         """Warn (log) when the batch has drifted past the warning level; refuse it past ``max_psi``."""

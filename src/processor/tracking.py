@@ -79,7 +79,7 @@ class MlflowEpochLogger(TrainerCallback):
 
 
 def output_columns() -> list[str]:
-    return ["id", "label", *[f"p_{name}" for name in LABELS]]
+    return ["id", "label", *[f"p_{name}" for name in LABELS], "abstained"]
 
 
 def _code_dir(stage: Path) -> Path:

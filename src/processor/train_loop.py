@@ -372,6 +372,14 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         metrics["leakage"] = leakage.to_dict()
     val_drift = drift.psi(profile, val_df)  # sanity: val should look like train
     metrics["drift"] = {"val_psi": val_drift.psi, "max_psi": val_drift.max_psi, "note": val_drift.note}
+    # Trust: calibration measured, temperature cross-fitted over val folds; abstention table on the
+    # out-of-fold probabilities. Reported macro-F1 stays the argmax above (a temperature keeps the argmax).
+    from processor.calibrate import evaluate_trust
+
+    trust = evaluate_trust(probs, y_true, calibrate=cfg.trust.calibrate, folds=cfg.trust.calibration_folds,
+                           n_bins=cfg.trust.ece_bins, grid=cfg.trust.abstention_grid,
+                           min_confidence=cfg.trust.min_confidence, seed=cfg.seed, out_dir=out)
+    metrics.update(calibration=trust.calibration, abstention=trust.abstention)
     if cfg.eval.baselines:
         metrics["baselines"] = ev.baselines(train_df, val_df, seed=cfg.seed)
     ev.plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png",
@@ -394,6 +402,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         "schema_fingerprint": schema_fingerprint(),
         "features": list(FEATURES),
         "feature_profile": profile,
+        "calibration": {"temperature": trust.temperature},
+        "min_confidence": cfg.trust.min_confidence,
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
                              serving=serving, metrics=metrics)
@@ -406,10 +416,11 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
         # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
         mlflow.log_metrics(final, step=metrics["epochs_run"])
-        for name in (metrics_file.FILE_NAME, "confusion_matrix.png", "learning_curve.png", zip_path.name):
+        for name in (metrics_file.FILE_NAME, "confusion_matrix.png", "learning_curve.png",
+                     *(png.name for png in trust.pngs), zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
-            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved)
+            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved, trust.temperature)
     return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id, model=trainer.model,
                      tokenizer=tokenizer)
 
@@ -493,17 +504,17 @@ def _mlflow():
 
 
 def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config, serializer: Serializer,
-                resolved: Any) -> None:
+                resolved: Any, temperature: float) -> None:
     import pandas as pd
 
-    from processor.package import predict_texts
+    from processor.calibrate import apply_temperature
+    from processor.package import prediction_rows, predict_texts
     from processor.tracking import log_pyfunc
 
     example = val_df.head(3).copy()
     texts = serializer.render_all(_records(example))
-    probs = predict_texts(model, tokenizer, texts, cfg.training.max_length)
-    out = pd.DataFrame({"id": list(example["id"]), "label": [LABELS[i] for i in probs.argmax(axis=1)],
-                        **{f"p_{name}": probs[:, i].astype(float) for i, name in enumerate(LABELS)}})
+    probs = apply_temperature(predict_texts(model, tokenizer, texts, cfg.training.max_length), temperature)
+    out = pd.DataFrame(prediction_rows(list(example["id"]), probs, cfg.trust.min_confidence))
     requirements = []
     for dist in REQUIREMENTS:
         try:
