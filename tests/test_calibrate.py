@@ -264,7 +264,8 @@ def test_zip_applies_the_stored_temperature(trained_run, packaged, sample_dir, v
 @pytest.mark.slow
 def test_pyfunc_returns_the_zip_probabilities_and_abstains_at_the_param(trained_run, tracking, packaged, val_events):
     model = mlflow.pyfunc.load_model(f"runs:/{trained_run.run_id}/model")
-    assert {p.name: p.default for p in model.metadata.get_params_schema().params} == {"min_confidence": -1.0}
+    assert {p.name: p.default for p in model.metadata.get_params_schema().params} == {"min_confidence": None,
+                                                                                      "max_psi": None}
     frame = pd.DataFrame([{k: e[k] for k in ("id", *FEATURES)} for e in val_events])
     plain = model.predict(frame)  # the model's default threshold: none for this run
     want = packaged.predict_proba(frame.to_dict(orient="records"))
