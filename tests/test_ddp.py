@@ -65,7 +65,7 @@ def test_torchrun_two_processes_one_run_one_set_of_outputs(ddp_data, mlflow_serv
     # One set of outputs; the supports are the val file's counts (each event evaluated once).
     names = {p.name for p in out.iterdir()}
     assert {"metrics.json", "model_final.zip", "confusion_matrix.png", "learning_curve.png", "resolved_config.yaml",
-            "validation_report.json", "checkpoints"} == names
+            "reliability_diagram.png", "abstention.png", "validation_report.json", "checkpoints"} == names
     assert not list(out.glob("*.tmp*"))
     metrics = json.loads((out / "metrics.json").read_text())
     supports = {name: row["support"] for name, row in metrics["per_class"].items()}
