@@ -243,3 +243,13 @@ def trained_run(mlflow_server, sample_dir, tmp_path_factory):
                           **{"mlflow.experiment": "tests-trained-run"})
         result = train(cfg)
     return result
+
+
+@pytest.fixture(scope="session")
+def packaged(trained_run):
+    """The trained run's model_final.zip, loaded once (processor.package.load_packaged_model)."""
+    from processor.package import load_packaged_model
+
+    model = load_packaged_model(trained_run.zip_path)
+    yield model
+    model.close()

@@ -20,7 +20,7 @@ from processor import calibrate
 from processor.calibrate import (abstain, abstention_table, apply_temperature, brier_score, cross_fit,
                                  expected_calibration_error, fit_temperature, nll, reliability_bins)
 from processor.data import load_events
-from processor.package import load_packaged_model, predict_texts, prediction_rows
+from processor.package import predict_texts, prediction_rows
 from processor.predict import main as predict_main
 from processor.schema import FEATURES, LABELS
 from processor.serialize import Serializer
@@ -213,13 +213,6 @@ def test_a_zip_from_before_calibration_predicts_as_before():
 def zip_member(path, name: str) -> dict:
     with zipfile.ZipFile(path) as zf:
         return json.loads(zf.read(name))
-
-
-@pytest.fixture(scope="module")
-def packaged(trained_run):
-    model = load_packaged_model(trained_run.zip_path)
-    yield model
-    model.close()
 
 
 @pytest.fixture(scope="module")

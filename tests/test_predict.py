@@ -41,15 +41,6 @@ def champion_uri(trained_run, mlflow_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def packaged(trained_run):
-    from processor.package import load_packaged_model
-
-    model = load_packaged_model(trained_run.zip_path)
-    yield model
-    model.close()
-
-
-@pytest.fixture(scope="session")
 def events_file(sample_dir, tmp_path_factory) -> Path:
     """40 validation events without labels, one with the optional keys."""
     rows = [json.loads(line) for line in (sample_dir / "val.jsonl").read_text(encoding="utf-8").splitlines()[:40]]
