@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -314,6 +315,15 @@ def _check_loading_info(resolved: ResolvedModel, info: dict[str, Any]) -> None:
     )
 
 
+@contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` property when it wraps a model,
+    a FutureWarning on every run and every load: harmless, and peft's to change, not the user's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def apply_lora(
     model: Any,
     *,
@@ -341,7 +351,8 @@ def apply_lora(
         # even if peft's list changes.
         modules_to_save=["score"],
     )
-    peft_model = get_peft_model(model, config)
+    with quiet_peft():
+        peft_model = get_peft_model(model, config)
     head_trainable = [
         n for n, p in peft_model.named_parameters() if p.requires_grad and ".score." in f".{n}" and "modules_to_save" in n
     ]

@@ -201,7 +201,7 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: 
     digest recorded at training time."""
     from peft import PeftModel
 
-    from processor.model import load_for_classification, resolve_model
+    from processor.model import load_for_classification, quiet_peft, resolve_model
 
     zip_path = Path(zip_path)
     verify_package(zip_path)
@@ -223,7 +223,8 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: 
         base_model, _ = load_for_classification(resolved, labels=tuple(serving["labels"]))
         tokenizer = _load_tokenizer(workdir / "tokenizer")
         base_model.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(base_model, workdir / "adapter").to(device)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base_model, workdir / "adapter").to(device)
         model.eval()
         return PackagedModel(model=model, tokenizer=tokenizer, serving=serving, metrics=metrics,
                              labels=tuple(serving["labels"]), _workdir=workdir)
