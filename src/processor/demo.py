@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
           f"short {metrics_file.class_f1(metrics, 'short'):.3f}; tokens/event {metrics['tokens_per_event']}")
     for name, base in metrics.get("baselines", {}).items():
         print(f"   baseline {name}: val macro-F1 {base['val_macro_f1']:.3f}")
+    cal = metrics.get("calibration") or {}
+    if cal.get("ece_after") is not None:
+        print(f"   calibration: ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (out-of-fold), Brier "
+              f"{cal['brier_before']:.3f} -> {cal['brier_after']:.3f}, temperature {cal['temperature']:.2f}; "
+              f"drift: val PSI at most {metrics_file.get(metrics, 'drift', 'max_psi') or 0:.3f}; "
+              f"temporal leakage risk: {metrics_file.get(metrics, 'leakage', 'leakage_risk')}")
     print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()})")
 
     if args.no_gate:
