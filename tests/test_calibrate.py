@@ -244,14 +244,52 @@ def test_run_reports_calibration_and_abstention(trained_run, tracking):
 
 
 @pytest.mark.slow
-def test_zip_applies_the_stored_temperature(trained_run, packaged, sample_dir, val_events):
-    t = zip_member(trained_run.zip_path, "serving.json")["calibration"]["temperature"]
+def test_zip_applies_the_stored_prior_correction_then_temperature(trained_run, packaged, sample_dir, val_events):
+    serving = zip_member(trained_run.zip_path, "serving.json")
+    t = serving["calibration"]["temperature"]
     assert t == trained_run.metrics["calibration"]["temperature"] and t != 1.0
+    # The bias is alpha * log of the class shares of the training file as loaded (before oversampling).
+    alpha = serving["prior_correction"]["alpha"]
+    counts = pd.read_json(sample_dir / "train.jsonl", lines=True)["label"].value_counts()
+    shares = np.array([counts[n] for n in LABELS]) / counts.sum()
+    bias = np.array(serving["prior_correction"]["logit_bias"])
+    assert alpha > 0 and np.allclose(bias, alpha * np.log(shares))
     texts = Serializer.fit(load_events(sample_dir / "train.jsonl")).render_all(val_events)
-    raw = predict_texts(trained_run.model, trained_run.tokenizer, texts, max_length=48)  # uncalibrated
-    want = softmax(np.log(raw.astype(np.float64)) / t, axis=1)
+    raw = predict_texts(trained_run.model, trained_run.tokenizer, texts, max_length=48)  # as the head gives it
+    want = softmax((np.log(raw.astype(np.float64)) + bias) / t, axis=1)
     np.testing.assert_allclose(packaged.predict_proba(val_events), want, atol=1e-5)
-    assert not np.allclose(raw, want, atol=1e-3)  # the temperature does change the probabilities
+    assert not np.allclose(raw, want, atol=1e-3)  # bias and temperature do change the probabilities
+
+
+def test_prior_bias_is_alpha_log_prior_added_to_the_logits():
+    counts = [10, 30, 60]
+    assert calibrate.prior_logit_bias(counts, 0.0) is None
+    np.testing.assert_allclose(calibrate.prior_logit_bias(counts, 1.0), np.log([0.1, 0.3, 0.6]))
+    np.testing.assert_allclose(calibrate.prior_logit_bias(counts, 0.5), 0.5 * np.log([0.1, 0.3, 0.6]))
+    logits = np.array([[3.0, 0.0, 1.0], [0.2, 0.1, 0.0]])
+    bias = calibrate.prior_logit_bias(counts, 1.0)
+    got = calibrate.apply_prior_bias(softmax(logits, axis=1), bias)
+    np.testing.assert_allclose(got, softmax(logits + bias, axis=1), atol=1e-12)
+    assert softmax(logits, axis=1).argmax(1).tolist() == [0, 0]
+    assert got.argmax(1).tolist() == [0, 2]  # the rare class keeps a clear call, loses a close one
+    assert calibrate.apply_prior_bias(softmax(logits, axis=1), None) is not None
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="prior correction must be in"):
+            calibrate.prior_logit_bias(counts, bad)
+    with pytest.raises(ValueError, match="positive count for every class"):
+        calibrate.prior_logit_bias([0, 5, 5], 0.5)
+
+
+def test_early_stopping_metrics_judge_the_corrected_predictions():
+    from types import SimpleNamespace
+
+    from processor.trainer import trainer_metrics
+
+    logits = np.array([[1.0, 0.0, 0.9], [0.0, 1.0, 0.9], [0.0, 0.0, 1.0]])
+    pred = SimpleNamespace(predictions=logits, label_ids=np.array([2, 2, 2]))  # all no_trade
+    assert trainer_metrics(pred)["accuracy"] == pytest.approx(1 / 3)
+    bias = calibrate.prior_logit_bias([10, 10, 80], 1.0)  # no_trade is 80 % of the events
+    assert trainer_metrics(pred, logit_bias=bias)["accuracy"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from processor.data import ContractError, load_events, records
-from processor.calibrate import apply_temperature
+from processor.calibrate import apply_prior_bias, apply_temperature
 from processor.io import sha256_file
 from processor.evaluate import compute_metrics
 from processor.package import PackageError, load_packaged_model, predict_texts, verify_package
@@ -125,9 +125,11 @@ def test_model_zip_round_trip_gives_identical_predictions(trained_run, sample_di
     val = load_events(sample_dir / "val.jsonl")
     events = records(val)
     texts = Serializer.fit(load_events(sample_dir / "train.jsonl")).render_all(events)
-    # The zip's probabilities are the in-memory model's with the run's temperature applied.
-    in_memory = apply_temperature(predict_texts(trained_run.model, trained_run.tokenizer, texts, max_length=48),
-                                  trained_run.metrics["calibration"]["temperature"])
+    # The zip's probabilities are the in-memory model's with the run's prior correction and temperature.
+    in_memory = apply_temperature(
+        apply_prior_bias(predict_texts(trained_run.model, trained_run.tokenizer, texts, max_length=48),
+                         trained_run.metrics["prior_correction"]["logit_bias"]),
+        trained_run.metrics["calibration"]["temperature"])
     packaged = load_packaged_model(trained_run.zip_path)
     try:
         loaded = packaged.predict_proba(events)

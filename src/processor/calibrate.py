@@ -127,6 +127,35 @@ def nll(probs: Any, y: Any) -> float:
     return float(log_loss(ids, _renormalised(p), labels=list(range(p.shape[1]))))
 
 
+# ------------------------------------------------------------------------------ prior correction
+def prior_logit_bias(train_counts: Any, alpha: float) -> np.ndarray | None:
+    """``alpha * log(prior)`` per class, from the class counts of the training split BEFORE oversampling;
+    None when ``alpha`` is 0.
+
+    Oversampling trains the model as if every class were a third of the events; the data it is
+    applied to keep their real mix. Adding ``log(prior)`` to the logits (logit adjustment) undoes
+    that prior shift (``alpha`` 1: the best decision for accuracy); macro-F1 values the minority classes
+    more than accuracy does, so a fraction of it may serve better (``training.prior_correction``).
+    """
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        raise ValueError(f"prior correction must be in [0, 1], got {alpha!r}")
+    if alpha == 0:
+        return None
+    counts = np.asarray(train_counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts <= 0).any():
+        raise ValueError(f"prior correction needs a positive count for every class, got {train_counts!r}")
+    return alpha * np.log(counts / counts.sum())
+
+
+def apply_prior_bias(probs: Any, logit_bias: Any | None) -> np.ndarray:
+    """``softmax(log p + bias)``, which equals ``softmax(logits + bias)``; no bias returns ``probs``."""
+    p = np.asarray(probs)
+    if logit_bias is None:
+        return p
+    return softmax(_log_probs(p.astype(np.float64)) + np.asarray(logit_bias, dtype=np.float64),
+                   axis=1).astype(p.dtype, copy=False)
+
+
 # ------------------------------------------------------------------------------ temperature scaling
 def apply_temperature(probs: Any, temperature: float) -> np.ndarray:
     """``softmax(log p / T)``, which equals ``softmax(logits / T)``. ``T == 1`` returns the input as is."""

@@ -50,6 +50,10 @@ class TrainingConfig:
     max_length: int = 64
     eval_batch_size: int = 64
     device: str = "auto"
+    # Undo this fraction of oversampling's prior shift at prediction (logit adjustment by
+    # alpha * log(train class shares before oversampling); processor.calibrate.prior_logit_bias).
+    # 0 = off (predictions as if every class were a third of the events), 1 = the full correction.
+    prior_correction: float = 0.0
     # CPU threads for torch (0 = torch's default, one per core). Small models run faster on one
     # thread, and so does any model when other processes share the cores.
     torch_threads: int = 0
@@ -249,6 +253,7 @@ def check(cfg: Config) -> Config:
     need(t.epochs >= 1, f"training.epochs must be >= 1, got {t.epochs}")
     need(t.patience >= 1, f"training.patience must be >= 1, got {t.patience}")
     need(t.torch_threads >= 0, f"training.torch_threads must be >= 0, got {t.torch_threads}")
+    need(0.0 <= t.prior_correction <= 1.0, f"training.prior_correction must be in [0, 1], got {t.prior_correction}")
     need(t.max_length >= 8, f"training.max_length must be >= 8, got {t.max_length}")
     need(0.0 <= t.warmup_ratio < 1.0, f"training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     need(t.early_stop_metric in EARLY_STOP_METRICS,

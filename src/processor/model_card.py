@@ -53,6 +53,11 @@ def _base(m: Mapping[str, Any], serving: Mapping[str, Any]) -> list[str]:
     lines.append(f"- Adapter: LoRA r={model.get('lora_r', 'n/a')}, alpha={model.get('lora_alpha', 'n/a')}; "
                  f"last-token classification head; focal loss gamma {_num(mf.get(m, 'loss', 'gamma'), 'g')}; "
                  f"template `{serving.get('template', 'n/a')}`; seed {m.get('seed', 'n/a')}")
+    alpha = mf.get(m, "prior_correction", "alpha")
+    if mf.number(alpha):
+        lines.append(f"- Prior correction {_num(alpha, 'g')}: that fraction of log(training class shares before "
+                     "oversampling) is added to the logits, so predictions follow the real class mix, not "
+                     "the oversampled thirds")
     return lines
 
 

@@ -33,7 +33,7 @@ import torch
 from processor import model_card
 from processor.drift import DriftReport
 from processor.drift import check as drift_check
-from processor.calibrate import apply_temperature, check_min_confidence, predicted_labels
+from processor.calibrate import apply_prior_bias, apply_temperature, check_min_confidence, predicted_labels
 from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
 from processor.schema import LABELS
 from processor.serialize import Serializer
@@ -140,10 +140,12 @@ class PackagedModel:
 
     @torch.no_grad()
     def predict_proba(self, events: list[dict[str, Any]], batch_size: int = 64) -> np.ndarray:
-        """Calibrated probabilities (the stored temperature applied), columns in ``labels`` order."""
+        """The probabilities as they ship, columns in ``labels`` order: the classifier's softmax, the prior
+        correction's logit bias added, then the calibration temperature (zips without them: unchanged)."""
         texts = Serializer.from_serving(self.serving).render_all(events)
         raw = predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"], batch_size)
-        return apply_temperature(raw, self.temperature)
+        bias = (self.serving.get("prior_correction") or {}).get("logit_bias")
+        return apply_temperature(apply_prior_bias(raw, bias), self.temperature)
 
     def predict(self, events: list[dict[str, Any]], batch_size: int = 64, min_confidence: float | None = None
                 ) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ Exit codes: 0 trained, 1 the data break the contract (nothing trained), 2 usage/
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import json
 import shutil
@@ -251,6 +252,11 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         shares = _shares(train_df["label"])
         class_balance = {"applied": False, "before": shares, "after": shares}
 
+    # The prior correction's logit bias comes from the class shares as loaded, before oversampling.
+    from processor.calibrate import prior_logit_bias
+
+    logit_bias = prior_logit_bias([_counts(train_df["label"])[n] for n in LABELS], cfg.training.prior_correction)
+
     # 3. Class-weighted focal loss; "auto" weights come from the class counts the model trains on.
     weights = resolve_class_weights(cfg.loss.class_weights, fit_df["label"].to_numpy())
     focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights))
@@ -320,7 +326,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         train_dataset=train_ds,
         eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=trainer_metrics,
+        compute_metrics=functools.partial(trainer_metrics, logit_bias=logit_bias),
         callbacks=callbacks_all,
         focal=focal,
     )
@@ -340,7 +346,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         distributed.end()
         if not main_rank:
             return RunResult(output_dir=out, metrics={}, zip_path=out / cfg.packaging.zip_final, run_id=None)
-    probs = softmax(prediction.predictions)
+    probs = softmax(prediction.predictions + (0.0 if logit_bias is None else logit_bias))
     y_pred = [LABELS[i] for i in probs.argmax(axis=1)]
     metrics = ev.compute_metrics(y_true, y_pred)
     history = epoch_history(trainer.state.log_history)
@@ -366,6 +372,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         model={"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
                "is_demo": resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
         loss={"type": "focal", "gamma": cfg.loss.gamma},
+        prior_correction={"alpha": cfg.training.prior_correction,
+                          "logit_bias": None if logit_bias is None else [float(b) for b in logit_bias]},
         seed=cfg.seed,
     )
     if leakage is not None:
@@ -403,6 +411,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         "features": list(FEATURES),
         "feature_profile": profile,
         "calibration": {"temperature": trust.temperature},
+        "prior_correction": {"alpha": cfg.training.prior_correction,
+                             "logit_bias": None if logit_bias is None else [float(b) for b in logit_bias]},
         "min_confidence": cfg.trust.min_confidence,
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
@@ -420,7 +430,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
                      *(png.name for png in trust.pngs), zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
-            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved, trust.temperature)
+            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved, trust.temperature,
+                        logit_bias)
     return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id, model=trainer.model,
                      tokenizer=tokenizer)
 
@@ -504,16 +515,17 @@ def _mlflow():
 
 
 def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config, serializer: Serializer,
-                resolved: Any, temperature: float) -> None:
+                resolved: Any, temperature: float, logit_bias: Any) -> None:
     import pandas as pd
 
-    from processor.calibrate import apply_temperature
+    from processor.calibrate import apply_prior_bias, apply_temperature
     from processor.package import prediction_rows, predict_texts
     from processor.tracking import log_pyfunc
 
     example = val_df.head(3).copy()
     texts = serializer.render_all(_records(example))
-    probs = apply_temperature(predict_texts(model, tokenizer, texts, cfg.training.max_length), temperature)
+    raw = predict_texts(model, tokenizer, texts, cfg.training.max_length)
+    probs = apply_temperature(apply_prior_bias(raw, logit_bias), temperature)
     out = pd.DataFrame(prediction_rows(list(example["id"]), probs, cfg.trust.min_confidence))
     requirements = []
     for dist in REQUIREMENTS:

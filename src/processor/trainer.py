@@ -46,10 +46,15 @@ class FocalTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def trainer_metrics(eval_pred: Any) -> dict[str, float]:
+def trainer_metrics(eval_pred: Any, logit_bias: Any = None) -> dict[str, float]:
+    """Per-epoch val metrics of the predictions as they will ship: ``logit_bias`` (the prior correction,
+    processor.calibrate.prior_logit_bias) added to the logits, so early stopping picks the epoch whose
+    corrected predictions score best."""
     from processor.evaluate import compute_metrics
 
     logits, label_ids = eval_pred.predictions, eval_pred.label_ids
+    if logit_bias is not None:
+        logits = np.asarray(logits) + np.asarray(logit_bias)
     m = compute_metrics([LABELS[i] for i in label_ids], [LABELS[i] for i in np.argmax(logits, axis=1)])
     out = {"macro_f1": m["val_macro_f1"], "accuracy": m["val_accuracy"]}
     out.update({f"f1_{name}": m["per_class"][name]["f1"] for name in LABELS})
