@@ -29,7 +29,6 @@ sklearn and matplotlib are imported by the functions that need them.
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from processor.io import write_png_atomic
 from processor.schema import LABEL2ID, LABELS
 
 # Search range of log T: T in [0.05, 20] covers any sane model; a bound hit is reported as such.
@@ -344,14 +344,6 @@ def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    from processor.io import write_bytes_atomic
-
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    return write_bytes_atomic(path, png.getvalue())
-
-
 def plot_reliability(before: Any, after: Any | None, y: Any, path: Path, *, n_bins: int = 10,
                      title: str = "Reliability (validation)") -> Path:
     """Accuracy against mean confidence per bin, before (and after) calibration, the diagonal being
@@ -384,7 +376,7 @@ def plot_reliability(before: Any, after: Any | None, y: Any, path: Path, *, n_bi
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize="small", frameon=False)
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return write_png_atomic(fig, path)
 
 
 def plot_abstention(table: dict[str, Any], path: Path, *, title: str = "Abstention (validation)") -> Path:
@@ -412,4 +404,4 @@ def plot_abstention(table: dict[str, Any], path: Path, *, title: str = "Abstenti
     ax.legend(loc="lower left", fontsize="small")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return write_png_atomic(fig, path)

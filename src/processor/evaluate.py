@@ -7,7 +7,6 @@ matrix are the true class).
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from processor.io import write_bytes_atomic
+from processor.io import write_png_atomic
 from processor.schema import FEATURES, LABELS, SESSIONS
 
 # How the 13 contract features are fed to the sklearn baselines.
@@ -211,14 +210,8 @@ def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusio
     ax.set_title(title)
     fig.tight_layout()
 
-    _save_png(fig, path)
+    write_png_atomic(fig, path)
     return path
-
-
-def _save_png(fig: Figure, path: Path) -> None:
-    png = io.BytesIO()
-    fig.savefig(png, format="png")
-    write_bytes_atomic(path, png.getvalue())
 
 
 def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, *, best_epoch: int | None = None,
@@ -247,7 +240,7 @@ def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, *, best_e
     f1_ax.legend(handles=handles, loc="lower right", fontsize="small")
     ax.set_title(title)
     fig.tight_layout()
-    _save_png(fig, path)
+    write_png_atomic(fig, path)
     return Path(path)
 
 

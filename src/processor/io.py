@@ -6,6 +6,7 @@ Atomic: a file is never seen half-written -- a temp file beside it, flushed to d
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -45,6 +46,13 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
         with open(tmp, "wb") as fh:
             fh.write(data)
     return Path(path)
+
+
+def write_png_atomic(fig: Any, path: PathLike) -> Path:
+    """A matplotlib figure as PNG, rendered in memory first so a failed render leaves no file."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return write_bytes_atomic(path, png.getvalue())
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:

@@ -16,6 +16,8 @@ Layout (the keys the readers rely on)::
     calibration.{temperature,fitting,fold_temperatures,ece_after,brier_after,nll_after}  (when calibrated)
     abstention.{min_confidence,probabilities,no_threshold,grid[]}    per threshold: coverage, n_calls,
                                                      n_long, n_short, n_abstained, precision_long/short
+    drift.{val_psi,max_psi,note}                     val vs the training feature profile (processor.drift)
+    prior_correction.{alpha,logit_bias}              training.prior_correction (processor.calibrate)
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class PackagedModel:
     @property
     def temperature(self) -> float:
         """The calibration temperature fitted at training time; 1 (no change) for zips made before it."""
-        return float((self.serving.get("calibration") or {}).get("temperature", 1.0))
+        return _temperature_of(self.serving)
 
     @property
     def min_confidence(self) -> float | None:
@@ -143,9 +143,8 @@ class PackagedModel:
         """The probabilities as they ship, columns in ``labels`` order: the classifier's softmax, the prior
         correction's logit bias added, then the calibration temperature (zips without them: unchanged)."""
         texts = Serializer.from_serving(self.serving).render_all(events)
-        raw = predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"], batch_size)
-        bias = (self.serving.get("prior_correction") or {}).get("logit_bias")
-        return apply_temperature(apply_prior_bias(raw, bias), self.temperature)
+        return shipped_probabilities(predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"],
+                                                   batch_size), self.serving)
 
     def predict(self, events: list[dict[str, Any]], batch_size: int = 64, min_confidence: float | None = None
                 ) -> list[dict[str, Any]]:
@@ -163,6 +162,18 @@ class PackagedModel:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+def shipped_probabilities(raw: np.ndarray, serving: dict[str, Any]) -> np.ndarray:
+    """What every prediction path returns for the classifier's softmax ``raw``: the prior correction's
+    logit bias added, then the calibration temperature, both as ``serving.json`` records them (a zip
+    made before either has none, and its probabilities pass unchanged)."""
+    bias = (serving.get("prior_correction") or {}).get("logit_bias")
+    return apply_temperature(apply_prior_bias(raw, bias), _temperature_of(serving))
+
+
+def _temperature_of(serving: dict[str, Any]) -> float:
+    return float((serving.get("calibration") or {}).get("temperature", 1.0))
 
 
 def prediction_rows(ids: list[Any], probs: np.ndarray, min_confidence: float | None,

@@ -297,8 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(not applied to inputs under {drift.MIN_EVENTS} events: too few for a drift check)")
     p.add_argument("--drift-report", type=Path, default=None, metavar="PATH",
                    help="write the drift check (PSI per feature) as JSON, also when predictions are refused")
-
-
     p.add_argument("--min-confidence", type=_confidence, default=None, metavar="P",
                    help="abstain (label no_trade, abstained: true) when the top probability is below P, "
                         "in [0, 1]; 0 never abstains (default: the model's trust.min_confidence)")

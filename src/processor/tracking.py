@@ -109,25 +109,23 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     from processor import serving
 
     example = example[["id", *FEATURES]].reset_index(drop=True)
-    with warnings.catch_warnings():
-        # MLflow's hint that integer columns cannot hold missing values: contract events never have
-        # missing values (a missing key is a contract error, reported as such), so it never applies.
+    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold missing values, from the schemas it infers for
+        # the output signature and for the input example: contract events never have missing values (a
+        # missing key is a contract error, reported as such), so it never applies.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         outputs = infer_signature(example, example_output).outputs
-    # No input schema: with one, MLflow casts values, fills or rejects a missing key with its own
-    # message, and silently DROPS any key outside it (mlflow.models.utils._enforce_schema) before the
-    # model sees the frame. Without it, every request reaches the contract check in processor.serving
-    # as sent, and an extra key, a missing key or a bad value is named by row, id and key. The key set
-    # is recorded instead as the model's metadata fingerprint (checked by the gate) and in the zip.
-    # Params spelled out as ParamSpecs: infer_signature(params=...) cannot type a None default (off).
-    signature = ModelSignature(inputs=None, outputs=outputs, params=ParamSchema(
-        [ParamSpec(name, dtype, default) for name, (dtype, default) in serving.PYFUNC_PARAMS.items()]))
-    artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
-    if base_dir is not None:
-        artifacts[serving.BASE_ARTIFACT] = str(base_dir)
-    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings():
-        # The same hint again, from the input example's schema MLflow infers while saving.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        # No input schema: with one, MLflow casts values, fills or rejects a missing key with its own
+        # message, and silently DROPS any key outside it (mlflow.models.utils._enforce_schema) before the
+        # model sees the frame. Without it, every request reaches the contract check in processor.serving
+        # as sent, and an extra key, a missing key or a bad value is named by row, id and key. The key set
+        # is recorded instead as the model's metadata fingerprint (checked by the gate) and in the zip.
+        # Params spelled out as ParamSpecs: infer_signature(params=...) cannot type a None default (off).
+        signature = ModelSignature(inputs=None, outputs=outputs, params=ParamSchema(
+            [ParamSpec(name, dtype, default) for name, (dtype, default) in serving.PYFUNC_PARAMS.items()]))
+        artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
+        if base_dir is not None:
+            artifacts[serving.BASE_ARTIFACT] = str(base_dir)
         return mlflow.pyfunc.log_model(
             name=PYFUNC_NAME,
             python_model=Path(serving.__file__),

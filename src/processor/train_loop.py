@@ -256,6 +256,8 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
     from processor.calibrate import prior_logit_bias
 
     logit_bias = prior_logit_bias([_counts(train_df["label"])[n] for n in LABELS], cfg.training.prior_correction)
+    prior_correction = {"alpha": cfg.training.prior_correction,
+                        "logit_bias": None if logit_bias is None else [float(b) for b in logit_bias]}
 
     # 3. Class-weighted focal loss; "auto" weights come from the class counts the model trains on.
     weights = resolve_class_weights(cfg.loss.class_weights, fit_df["label"].to_numpy())
@@ -372,8 +374,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         model={"name": cfg.model, "base_id": resolved.base_id, "revision": resolved.revision,
                "is_demo": resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
         loss={"type": "focal", "gamma": cfg.loss.gamma},
-        prior_correction={"alpha": cfg.training.prior_correction,
-                          "logit_bias": None if logit_bias is None else [float(b) for b in logit_bias]},
+        prior_correction=prior_correction,
         seed=cfg.seed,
     )
     if leakage is not None:
@@ -411,8 +412,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
         "features": list(FEATURES),
         "feature_profile": profile,
         "calibration": {"temperature": trust.temperature},
-        "prior_correction": {"alpha": cfg.training.prior_correction,
-                             "logit_bias": None if logit_bias is None else [float(b) for b in logit_bias]},
+        "prior_correction": prior_correction,
         "min_confidence": cfg.trust.min_confidence,
     }
     zip_path = write_package(out / cfg.packaging.zip_final, model=trainer.model, tokenizer=tokenizer,
@@ -430,8 +430,7 @@ def _train(cfg: Config, out: Path, resume: bool, callbacks: Sequence[Any], run: 
                      *(png.name for png in trust.pngs), zip_path.name):
             mlflow.log_artifact(str(out / name))
         if cfg.mlflow.log_model:
-            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved, trust.temperature,
-                        logit_bias)
+            _log_pyfunc(zip_path, val_df, trainer.model, tokenizer, cfg, serializer, resolved, serving)
     return RunResult(output_dir=out, metrics=metrics, zip_path=zip_path, run_id=run_id, model=trainer.model,
                      tokenizer=tokenizer)
 
@@ -515,17 +514,15 @@ def _mlflow():
 
 
 def _log_pyfunc(zip_path: Path, val_df: Any, model: Any, tokenizer: Any, cfg: Config, serializer: Serializer,
-                resolved: Any, temperature: float, logit_bias: Any) -> None:
+                resolved: Any, serving: dict[str, Any]) -> None:
     import pandas as pd
 
-    from processor.calibrate import apply_prior_bias, apply_temperature
-    from processor.package import prediction_rows, predict_texts
+    from processor.package import prediction_rows, predict_texts, shipped_probabilities
     from processor.tracking import log_pyfunc
 
     example = val_df.head(3).copy()
     texts = serializer.render_all(_records(example))
-    raw = predict_texts(model, tokenizer, texts, cfg.training.max_length)
-    probs = apply_temperature(apply_prior_bias(raw, logit_bias), temperature)
+    probs = shipped_probabilities(predict_texts(model, tokenizer, texts, cfg.training.max_length), serving)
     out = pd.DataFrame(prediction_rows(list(example["id"]), probs, cfg.trust.min_confidence))
     requirements = []
     for dist in REQUIREMENTS:

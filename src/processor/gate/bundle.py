@@ -10,12 +10,10 @@ evidence and ``find_logged_model`` take the newest), and that model is the one r
 
 from __future__ import annotations
 
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from processor.gate.evidence import Evidence
+from processor.gate.evidence import Evidence, serving_json
 from processor.gate.registry import GateInfraError
 
 
@@ -54,8 +52,10 @@ def bundle_base(run_id: str, ev: Evidence) -> str:
         return ev.pyfunc_model_id or ""
     if ev.zip_path is None or ev.pyfunc_dir is None:
         raise GateInfraError("--bundle-base: the run's zip or pyfunc model was not downloaded")
-    with zipfile.ZipFile(ev.zip_path) as zf:
-        base = json.loads(zf.read("serving.json"))["base"]
+    serving, problem = serving_json(ev.zip_path)
+    if serving is None or not isinstance(serving.get("base"), dict):
+        raise GateInfraError(f"--bundle-base: the package names no base model ({problem or 'no base in serving.json'})")
+    base = serving["base"]
     try:
         resolved = resolve_model(base["name"], revision=base.get("revision"))
     except ModelNotAvailableError as exc:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from processor import metrics_file as mf
@@ -15,7 +13,7 @@ from processor.leakage import format_duration
 from processor.cli import first_line
 from processor.schema import ALL_KEYS, FEATURES, LABELS, fingerprint_of, schema_fingerprint
 
-from processor.gate.evidence import ZIP_NAME, Evidence, describe_mismatch
+from processor.gate.evidence import ZIP_NAME, Evidence, describe_mismatch, serving_json
 from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds
 
 # The contract files the code is compared with: the copy the repository carries (exported from
@@ -128,16 +126,6 @@ def check_artifacts(ev: Evidence) -> CheckResult:
     return CheckResult("artifacts", not problems, ", ".join(parts), threshold, "; ".join(problems), data)
 
 
-def _serving_json(zip_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
-    if zip_path is None:
-        return None, None
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            return json.loads(zf.read("serving.json")), None
-    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
-        return None, f"serving.json unreadable in {zip_path.name} ({exc})"
-
-
 def check_schema(ev: Evidence) -> CheckResult:
     """The run's feature schema = the contract: every fingerprint the run recorded equals the contract's,
     and every key list it recorded (package features, pyfunc signature) is exactly id + the 13 features."""
@@ -152,7 +140,7 @@ def check_schema(ev: Evidence) -> CheckResult:
         problems.append(f"metrics.json schema_fingerprint {str(fp)[:12]}... != contract {expected[:12]}...")
     if "schema_fingerprint" in ev.run_tags and ev.run_tags["schema_fingerprint"] != expected:
         problems.append(f"run tag schema_fingerprint {ev.run_tags['schema_fingerprint'][:12]}... != contract")
-    serving, serving_problem = _serving_json(ev.zip_path)
+    serving, serving_problem = serving_json(ev.zip_path)
     key_sets = 0
     if serving is not None:
         key_sets += 1

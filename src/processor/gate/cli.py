@@ -43,9 +43,7 @@ with tags gate.status and gate.<check>.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import zipfile
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -58,7 +56,7 @@ from processor.cli import EXIT_USAGE, UserError, error, first_line, parse_bool
 from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
-from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run
+from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run, serving_json
 from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
 from processor.gate.registry import (GateInfraError, _is_not_found, describe, promote, register_once,
@@ -114,16 +112,6 @@ def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence
             f"Model card: runs:/{run_id}/{model_card.RUN_ARTIFACT} (also MODEL_CARD.md in model_final.zip).")
 
 
-def _serving_of(ev: Evidence) -> dict[str, Any]:
-    if ev.zip_path is None:
-        return {}
-    try:
-        with zipfile.ZipFile(ev.zip_path) as zf:
-            return json.loads(zf.read("serving.json"))
-    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
-        return {}
-
-
 def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence) -> None:
     with tempfile.TemporaryDirectory(prefix="gate-report-") as tmp:
         path = Path(tmp) / REPORT_NAME
@@ -131,7 +119,8 @@ def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence) 
         client.log_artifact(run_id, str(path))
         # The model card again, now with the verdict (the zip's copy predates the gate).
         card = Path(tmp) / model_card.RUN_ARTIFACT
-        card.write_text(model_card.render(ev.metrics or {}, _serving_of(ev), gate=report, run_id=run_id),
+        card.write_text(model_card.render(ev.metrics or {}, serving_json(ev.zip_path)[0] or {}, gate=report,
+                                             run_id=run_id),
                         encoding="utf-8")
         client.log_artifact(run_id, str(card))
     client.set_tag(run_id, "gate.status", report["status"])

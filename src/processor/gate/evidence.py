@@ -52,6 +52,17 @@ class Evidence:
     run_tags: dict[str, str] = field(default_factory=dict)
 
 
+def serving_json(zip_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The package's serving.json (base model, template, fingerprint, ...), or None and why not."""
+    if zip_path is None:
+        return None, None
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            return json.loads(zf.read("serving.json")), None
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+        return None, f"serving.json unreadable in {zip_path.name} ({exc})"
+
+
 def _parse_metrics(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         data = json.loads(raw.decode("utf-8"))
