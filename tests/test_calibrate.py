@@ -283,13 +283,14 @@ def test_prior_bias_is_alpha_log_prior_added_to_the_logits():
 def test_early_stopping_metrics_judge_the_corrected_predictions():
     from types import SimpleNamespace
 
+    from processor.record import ShippedHead
     from processor.trainer import trainer_metrics
 
     logits = np.array([[1.0, 0.0, 0.9], [0.0, 1.0, 0.9], [0.0, 0.0, 1.0]])
     pred = SimpleNamespace(predictions=logits, label_ids=np.array([2, 2, 2]))  # all no_trade
-    assert trainer_metrics(pred)["accuracy"] == pytest.approx(1 / 3)
+    assert trainer_metrics(pred, ShippedHead())["accuracy"] == pytest.approx(1 / 3)
     bias = calibrate.prior_logit_bias([10, 10, 80], 1.0)  # no_trade is 80 % of the events
-    assert trainer_metrics(pred, logit_bias=bias)["accuracy"] == pytest.approx(1.0)
+    assert trainer_metrics(pred, ShippedHead(logit_bias=tuple(bias)))["accuracy"] == pytest.approx(1.0)
 
 
 @pytest.mark.slow

@@ -304,13 +304,13 @@ def test_split_flags_usage_errors(tmp_path, capsys, args, needle):
 
 # ------------------------------------------------------------------------------------- train loop
 def test_the_hook_is_off_when_the_config_says_so(sample_dir, tmp_path):
-    from processor.train_loop import _check_leakage
+    from processor.recorder import NullRecorder
+    from processor.train_loop import prepare_data
 
-    train, val = load_split(sample_dir / "train.jsonl", sample_dir / "val.jsonl")
     cfg = tiny_config(sample_dir, tmp_path, **{"trust.check_time_leakage": False})
-    assert _check_leakage(cfg, train, val, None, say=True) is None
+    assert prepare_data(cfg, NullRecorder(tmp_path)).leakage is None
     cfg = tiny_config(sample_dir, tmp_path)
-    assert _check_leakage(cfg, train, val, None, say=True).leakage_risk is False
+    assert prepare_data(cfg, NullRecorder(tmp_path)).leakage.leakage_risk is False
 
 
 @pytest.mark.slow

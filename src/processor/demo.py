@@ -18,7 +18,8 @@ from pathlib import Path
 
 import mlflow
 
-from processor import metrics_file, sample_data, validate
+from processor import sample_data, validate
+from processor.record import METRICS_FILE, Metrics
 
 
 def run_training(root: Path, config: str, data: Path, output_dir: str, **parameters: str):
@@ -73,20 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: training failed ({exc}); its output is above", file=sys.stderr)
         return 1
     run_id = submitted.run_id
-    metrics = metrics_file.read(Path(args.output_dir) / metrics_file.FILE_NAME)
-    low, high = metrics_file.macro_f1_ci(metrics)
-    print(f"   run {run_id}: val macro-F1 {metrics_file.macro_f1(metrics):.3f} "
-          f"({low:.3f}-{high:.3f} at {metrics_file.confidence(metrics):.0%}), "
-          f"accuracy {metrics['val_accuracy']:.3f}, F1 long {metrics_file.class_f1(metrics, 'long'):.3f}, "
-          f"short {metrics_file.class_f1(metrics, 'short'):.3f}; tokens/event {metrics['tokens_per_event']}")
-    for name, base in metrics.get("baselines", {}).items():
-        print(f"   baseline {name}: val macro-F1 {base['val_macro_f1']:.3f}")
-    cal = metrics.get("calibration") or {}
-    if cal.get("ece_after") is not None:
+    m = Metrics.read(Path(args.output_dir) / METRICS_FILE)
+    ci = m.macro_f1_ci
+    print(f"   run {run_id}: val macro-F1 {m.macro_f1:.3f} ({ci.low:.3f}-{ci.high:.3f} at {m.confidence:.0%}), "
+          f"accuracy {m.accuracy:.3f}, F1 long {m.class_f1('long'):.3f}, short {m.class_f1('short'):.3f}; "
+          f"tokens/event {m.tokens_per_event:g}")
+    for name, f1 in m.baseline_scores().items():
+        print(f"   baseline {name}: val macro-F1 {f1:.3f}")
+    if m.num("calibration", "ece_after") is not None:
+        cal = m.block("calibration")
         print(f"   calibration: ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (out-of-fold), Brier "
               f"{cal['brier_before']:.3f} -> {cal['brier_after']:.3f}, temperature {cal['temperature']:.2f}; "
-              f"drift: val PSI at most {metrics_file.get(metrics, 'drift', 'max_psi') or 0:.3f}; "
-              f"temporal leakage risk: {metrics_file.get(metrics, 'leakage', 'leakage_risk')}")
+              f"drift: val PSI at most {m.num('drift', 'max_psi') or 0:.3f}; "
+              f"temporal leakage risk: {m.value('leakage', 'leakage_risk')}")
     print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()})")
 
     if args.no_gate:

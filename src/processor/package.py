@@ -33,13 +33,14 @@ import torch
 from processor import model_card
 from processor.drift import DriftReport
 from processor.drift import check as drift_check
-from processor.calibrate import apply_prior_bias, apply_temperature, check_min_confidence, predicted_labels
+from processor.calibrate import check_min_confidence, predicted_labels
 from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
+from processor.record import SERVING_FORMAT_VERSION, ServingSpec
 from processor.schema import LABELS
 from processor.serialize import Serializer
 
 MANIFEST = "MANIFEST.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = SERVING_FORMAT_VERSION  # the zip's layout; MANIFEST.json and serving.json carry it
 
 
 class PackageError(Exception):
@@ -129,22 +130,26 @@ class PackagedModel:
     _workdir: Path | None = field(default=None, repr=False)
 
     @property
+    def spec(self) -> ServingSpec:
+        return ServingSpec.from_dict(self.serving)
+
+    @property
     def temperature(self) -> float:
         """The calibration temperature fitted at training time; 1 (no change) for zips made before it."""
-        return _temperature_of(self.serving)
+        return self.spec.head.temperature
 
     @property
     def min_confidence(self) -> float | None:
         """The abstention threshold the model was trained with (``trust.min_confidence``); None = never."""
-        return self.serving.get("min_confidence")
+        return self.spec.head.min_confidence
 
     @torch.no_grad()
     def predict_proba(self, events: list[dict[str, Any]], batch_size: int = 64) -> np.ndarray:
         """The probabilities as they ship, columns in ``labels`` order: the classifier's softmax, the prior
         correction's logit bias added, then the calibration temperature (zips without them: unchanged)."""
+        spec = self.spec
         texts = Serializer.from_serving(self.serving).render_all(events)
-        return shipped_probabilities(predict_texts(self.model, self.tokenizer, texts, self.serving["max_length"],
-                                                   batch_size), self.serving)
+        return spec.head.probabilities(predict_texts(self.model, self.tokenizer, texts, spec.max_length, batch_size))
 
     def predict(self, events: list[dict[str, Any]], batch_size: int = 64, min_confidence: float | None = None
                 ) -> list[dict[str, Any]]:
@@ -162,18 +167,6 @@ class PackagedModel:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-
-def shipped_probabilities(raw: np.ndarray, serving: dict[str, Any]) -> np.ndarray:
-    """What every prediction path returns for the classifier's softmax ``raw``: the prior correction's
-    logit bias added, then the calibration temperature, both as ``serving.json`` records them (a zip
-    made before either has none, and its probabilities pass unchanged)."""
-    bias = (serving.get("prior_correction") or {}).get("logit_bias")
-    return apply_temperature(apply_prior_bias(raw, bias), _temperature_of(serving))
-
-
-def _temperature_of(serving: dict[str, Any]) -> float:
-    return float((serving.get("calibration") or {}).get("temperature", 1.0))
 
 
 def prediction_rows(ids: list[Any], probs: np.ndarray, min_confidence: float | None,

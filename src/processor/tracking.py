@@ -23,8 +23,14 @@ from processor.schema import FEATURES, LABELS
 PYFUNC_NAME = "model"
 
 
-def start_run(experiment: str, *, nested: bool = False, run_name: str | None = None) -> mlflow.ActiveRun:
-    """Join the run ``mlflow run`` created, nest under an active parent, or start a new run."""
+def start_run(experiment: str, *, nested: bool = False, run_name: str | None = None,
+              run_id: str | None = None) -> mlflow.ActiveRun:
+    """Join the run ``mlflow run`` created, continue ``run_id`` (a resumed training), nest under an
+    active parent, or start a new run."""
+    if run_id and not os.environ.get("MLFLOW_RUN_ID"):
+        # The interrupted run is RUNNING (its process was killed) or FAILED (it stopped on an error):
+        # either way this run continues it, and ends it FINISHED with every epoch's metrics.
+        return mlflow.start_run(run_id=run_id, nested=nested)
     # Not keyed on MLFLOW_EXPERIMENT_ID: mlflow.set_experiment itself exports it, so a second run in
     # the same process would otherwise land in the first run's experiment.
     if not os.environ.get("MLFLOW_RUN_ID") and not nested:

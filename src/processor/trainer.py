@@ -3,6 +3,7 @@ reports per epoch, and reading its history back (per-epoch rows, the restored be
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from processor.record import ShippedHead
 from processor.schema import LABEL2ID, LABELS
 
 
@@ -46,16 +48,13 @@ class FocalTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def trainer_metrics(eval_pred: Any, logit_bias: Any = None) -> dict[str, float]:
-    """Per-epoch val metrics of the predictions as they will ship: ``logit_bias`` (the prior correction,
-    processor.calibrate.prior_logit_bias) added to the logits, so early stopping picks the epoch whose
-    corrected predictions score best."""
+def trainer_metrics(eval_pred: Any, head: ShippedHead) -> dict[str, float]:
+    """Per-epoch val metrics of the predictions as they will ship (``head``: the prior correction), so
+    early stopping picks the epoch whose shipped predictions score best."""
     from processor.evaluate import compute_metrics
 
-    logits, label_ids = eval_pred.predictions, eval_pred.label_ids
-    if logit_bias is not None:
-        logits = np.asarray(logits) + np.asarray(logit_bias)
-    m = compute_metrics([LABELS[i] for i in label_ids], [LABELS[i] for i in np.argmax(logits, axis=1)])
+    probs = head.probabilities(eval_pred.predictions, logits=True)
+    m = compute_metrics([LABELS[i] for i in eval_pred.label_ids], [LABELS[i] for i in np.argmax(probs, axis=1)])
     out = {"macro_f1": m["val_macro_f1"], "accuracy": m["val_accuracy"]}
     out.update({f"f1_{name}": m["per_class"][name]["f1"] for name in LABELS})
     return out
@@ -89,10 +88,6 @@ def best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
     return best["epoch"]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    return torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
-
-
 def check_whole_val_set(label_ids: Any, y_true: list[str]) -> None:
     """The predictions must be the val file's events, each once, in file order (a multi-process
     gather that duplicated or dropped events would silently skew every metric)."""
@@ -102,7 +97,20 @@ def check_whole_val_set(label_ids: Any, y_true: list[str]) -> None:
                            "in file order; the metrics would be wrong")
 
 
-def last_checkpoint(path: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def last_complete_checkpoint(path: Path, say: Any = print) -> str | None:
+    """The newest checkpoint that was written to the end, or None. Trainer writes ``trainer_state.json``
+    last, so a checkpoint without a readable one was cut short (a kill mid-save): it is skipped, and
+    ``say`` is told which."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    return get_last_checkpoint(str(path)) if path.is_dir() else None
+    if not path.is_dir():
+        return None
+    found = [p for p in path.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for candidate in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        try:
+            json.loads((candidate / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            say(f"note: skipping the incomplete checkpoint {candidate} (interrupted while it was being saved)")
+            continue
+        return str(candidate)
+    return None

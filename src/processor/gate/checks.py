@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from processor import metrics_file as mf
+from processor.record import number
 from processor.io import sha256_file
 from processor.leakage import format_duration
 from processor.cli import first_line
@@ -38,25 +38,24 @@ def check_class_balance(ev: Evidence, th: Thresholds) -> CheckResult:
     threshold = f"{th.min_share:.0%}-{th.max_share:.0%} each"
     if ev.metrics is None:
         return CheckResult("class_balance", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    after = mf.shares_after(ev.metrics)
-    if not isinstance(after, dict):
+    shares = ev.record.shares_after()
+    if shares is None:
         return CheckResult("class_balance", False, "n/a", threshold, "metrics.json has no class_balance.after")
-    shares = {name: mf.number(after.get(name)) for name in LABELS}
     bad = [n for n, s in shares.items() if s is None or not th.min_share <= s <= th.max_share]
     value = " ".join(f"{n} {s:.1%}" if s is not None else f"{n} n/a" for n, s in shares.items())
     detail = f"out of range: {', '.join(bad)}" if bad else ""
     return CheckResult("class_balance", not bad, value, threshold, detail,
-                       {"after": shares, "applied": mf.get(ev.metrics, "class_balance", "applied")})
+                       {"after": shares, "applied": ev.record.oversampled})
 
 
 def _score(point: Any, low: Any, strict: bool) -> tuple[float | None, float | None, float | None, str]:
-    p, lo = mf.number(point), mf.number(low)
+    p, lo = number(point), number(low)
     used = lo if strict else p
     return p, lo, used, "ci_low" if strict else "point"
 
 
 def _show(p: float | None, lo: float | None, used_kind: str, confidence: Any) -> str:
-    conf = f"{float(confidence):.0%} " if mf.number(confidence) is not None else ""
+    conf = f"{float(confidence):.0%} " if number(confidence) is not None else ""
     ci = f"{conf}CI low {lo:.3f}" if lo is not None else "no CI"
     point = f"{p:.3f}" if p is not None else "n/a"
     mark = ("*" if used_kind == "point" else "", "*" if used_kind == "ci_low" else "")
@@ -67,9 +66,9 @@ def check_macro_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
     threshold = f">= {th.min_macro_f1:.3f}" + (" (CI low)" if strict else "")
     if ev.metrics is None:
         return CheckResult("val_macro_f1", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    p, lo, used, kind = _score(mf.macro_f1(ev.metrics), mf.macro_f1_ci(ev.metrics)[0], strict)
-    conf = mf.confidence(ev.metrics)
-    data = {"point": p, "ci_low": lo, "used": kind, "confidence": mf.number(conf)}
+    p, lo, used, kind = _score(ev.record.macro_f1, ev.record.macro_f1_ci.low, strict)
+    conf = ev.record.confidence
+    data = {"point": p, "ci_low": lo, "used": kind, "confidence": number(conf)}
     if used is None:
         what = "bootstrap.val_macro_f1.low" if strict else "val_macro_f1"
         return CheckResult("val_macro_f1", False, _show(p, lo, kind, conf), threshold,
@@ -81,10 +80,10 @@ def check_class_f1(ev: Evidence, th: Thresholds, strict: bool) -> CheckResult:
     threshold = ", ".join(f"{n} >= {v:.3f}" for n, v in th.class_f1.items()) + (" (CI low)" if strict else "")
     if ev.metrics is None:
         return CheckResult("class_f1", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    conf = mf.confidence(ev.metrics)
+    conf = ev.record.confidence
     parts, data, bad = [], {}, []
     for name, floor in th.class_f1.items():
-        p, lo, used, kind = _score(mf.class_f1(ev.metrics, name), mf.class_f1_ci_low(ev.metrics, name), strict)
+        p, lo, used, kind = _score(ev.record.class_f1(name), ev.record.class_f1_ci(name).low, strict)
         data[name] = {"point": p, "ci_low": lo, "used": kind}
         parts.append(f"{name} {_show(p, lo, kind, conf)}")
         if used is None:
@@ -132,7 +131,7 @@ def check_schema(ev: Evidence) -> CheckResult:
     expected = schema_fingerprint()
     problems: list[str] = []
     seen: dict[str, Any] = {}
-    fp = ev.metrics.get("schema_fingerprint") if ev.metrics else None
+    fp = ev.record.schema_fingerprint if ev.metrics else None
     seen["metrics.json"] = fp
     if fp is None:
         problems.append("metrics.json records no schema_fingerprint")
@@ -213,7 +212,7 @@ def check_beats_baseline(ev: Evidence, th: Thresholds) -> CheckResult:
     threshold = f">= {th.baseline} - {th.baseline_margin:.3f}"
     if ev.metrics is None:
         return CheckResult("beats_baseline", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    model, base = mf.macro_f1(ev.metrics), mf.number(mf.get(ev.metrics, "baselines", th.baseline, "val_macro_f1"))
+    model, base = ev.record.macro_f1, ev.record.baseline_f1(th.baseline)
     data = {"val_macro_f1": model, "baseline": th.baseline, "baseline_val_macro_f1": base,
             "margin": th.baseline_margin}
     value = f"{model:.3f} vs {th.baseline} {base:.3f}" if model is not None and base is not None else "n/a"
@@ -233,8 +232,8 @@ def check_time_leakage(ev: Evidence) -> CheckResult:
     threshold = "val later than train per symbol"
     if ev.metrics is None:
         return CheckResult("time_leakage", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    block = ev.metrics.get("leakage")
-    if not isinstance(block, dict):
+    block = ev.record.block("leakage")
+    if not ev.record.has("leakage"):
         return CheckResult("time_leakage", False, "not checked", threshold,
                            "metrics.json has no leakage block (trained with trust.check_time_leakage=false, "
                            "or before the check existed)")
@@ -248,7 +247,7 @@ def check_time_leakage(ev: Evidence) -> CheckResult:
     if risk is not False:
         return CheckResult("time_leakage", False, "not checked", threshold,
                            f"not checked: {block.get('reason') or 'leakage_risk is unknown'}", data)
-    gap = mf.number(block.get("min_gap_seconds"))
+    gap = number(block.get("min_gap_seconds"))
     value = "no overlap" + (f" (min gap {format_duration(gap)})" if gap is not None else "")
     return CheckResult("time_leakage", True, value, threshold, "", data)
 

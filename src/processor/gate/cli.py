@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from processor import metrics_file as mf
+from processor.record import number
 from processor import model_card
 from processor.cli import EXIT_USAGE, UserError, error, first_line, parse_bool
 from processor.io import write_json_atomic
@@ -78,8 +78,8 @@ def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, stri
     tags = {f"gate.{c.name}": "pass" if c.passed else "fail" for c in checks}
     tags.update({"gate.status": "passed", "gate.strict": str(strict).lower(), "run_id": run_id,
                  "git_commit": ev.run_tags.get("git_commit", "unknown"),
-                 "schema_fingerprint": str(ev.metrics.get("schema_fingerprint") if ev.metrics else ""),
-                 "val_macro_f1": repr(mf.macro_f1(ev.metrics))})
+                 "schema_fingerprint": str(ev.record.schema_fingerprint or ""),
+                 "val_macro_f1": repr(ev.record.macro_f1)})
     return tags
 
 
@@ -87,25 +87,22 @@ def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence
                         checks_file: Path) -> str:
     """What the version is, what it was trained on, how it scored (with its CI) and the gate's verdict,
     from the verified metrics.json."""
-    m = ev.metrics or {}
-
-    def get(*keys: str) -> Any:
-        return mf.get(m, *keys)
+    m = ev.record
 
     def num(x: Any, fmt: str = ".3f") -> str:
-        return format(x, fmt) if mf.number(x) is not None else "n/a"
+        return format(x, fmt) if number(x) is not None else "n/a"
 
-    model, data = get("model") or {}, get("data") or {}
+    model, data = m.block("model"), m.block("data")
     what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
             + (" (demo base, not Qwen's weights)" if model.get("is_demo") else "")
-            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {num(get('loss', 'gamma'), 'g')}.")
+            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {num(m.value('loss', 'gamma'), 'g')}.")
     trained = " ".join(
         f"{split} {Path(str(data.get(f'{split}_file', '?'))).name} ({data.get(f'n_{split}', '?')} events, "
         f"sha256 {str(data.get(f'{split}_sha256', ''))[:12]})" for split in ("train", "val"))
-    conf = get("bootstrap", "confidence")
-    scored = (f"val macro-F1 {num(get('val_macro_f1'))} ({num(conf, '.0%')} bootstrap CI "
-              f"{num(get('bootstrap', 'val_macro_f1', 'low'))}-{num(get('bootstrap', 'val_macro_f1', 'high'))}); "
-              + ", ".join(f"F1 {n} {num(get('per_class', n, 'f1'))}" for n in ("long", "short")))
+    ci = m.macro_f1_ci
+    scored = (f"val macro-F1 {num(m.macro_f1)} ({num(m.confidence, '.0%')} bootstrap CI "
+              f"{num(ci.low)}-{num(ci.high)}); "
+              + ", ".join(f"F1 {n} {num(m.class_f1(n))}" for n in ("long", "short")))
     verdict = (f"passed all {len(checks)} shipping checks ({', '.join(c.name for c in checks)})"
                f"{' on CI lower bounds' if strict else ''} with {checks_file.name}")
     return (f"{what} Data: {trained}. Scores: {scored}. Gate: {verdict}. Run {run_id}. "
@@ -170,7 +167,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
             report = _report(ev, checks, th, strict, "failed", **tracking, registration=None)
             _log_to_run(client, run_id, report, ev)
             return GateOutcome(1, report)
-        f1 = mf.macro_f1(ev.metrics)
+        f1 = ev.record.macro_f1
         model_id, bundled = ev.pyfunc_model_id or "", already_bundled(ev)
         if bundle_base and not bundled and not versions_of_run(client, model_name, run_id):
             model_id, bundled = bundle_base_into_run(run_id, ev), True

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from processor.io import sha256_file
+from processor.record import Metrics
 from processor.package import PackageError, verify_package
 
 from processor.gate.thresholds import GateUsageError
@@ -50,6 +51,11 @@ class Evidence:
     model_metadata: dict[str, Any] = field(default_factory=dict)
     pyfunc_zip_sha256: str | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def record(self) -> Metrics:
+        """The judged metrics.json as the run record reads it (every value None when there is none)."""
+        return Metrics.from_dict(self.metrics)
 
 
 def serving_json(zip_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:

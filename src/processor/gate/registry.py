@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from processor.cli import UserError
-from processor.metrics_file import number
+from processor.record import number
 
 CHALLENGER_ALIAS = "challenger"
 _ALIAS_ATTEMPTS = 5

@@ -43,7 +43,7 @@ import optuna
 
 from processor.cli import UserError, error, nothing_trained
 from processor.config import Config, apply_override, check, load_config, parse_override
-from processor.train_loop import FLAGS as TRAIN_LOOP_FLAGS
+from processor.knobs import BY_NAME
 from processor.tune.space import (DEFAULT_STUDY, OBJECTIVE, PRUNER_KEYS, SPACE_ATTR, SweepError, load_sweep, make_pruner,
                                   make_sampler)
 from processor.tune.storage import (TrialLock, counted, default_storage, make_lock, normalize_url, open_storage,
@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/tiny.yaml", help="base config (default configs/tiny.yaml)")
     # The same data/model flags as the train loop (over the base config, under the overrides' order).
-    for flag in TRAIN_FLAGS:
-        p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, metavar="VALUE",
-                       help=f"overrides {TRAIN_LOOP_FLAGS[flag]} (as in the train loop)")
+    for knob in map(BY_NAME.get, TRAIN_FLAGS):
+        p.add_argument(knob.option, dest=knob.name, default=None, metavar="VALUE",
+                       help=f"overrides {knob.key} (as in the train loop)")
     p.add_argument("--sweep", default="configs/sweep.yaml", help="search space (default configs/sweep.yaml)")
     p.add_argument("--n-trials", type=int, default=20, help="the study's total number of trials (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="this worker starts no new trial after S seconds")
@@ -128,7 +128,7 @@ def base_config(args: argparse.Namespace) -> Config:
     for flag in TRAIN_FLAGS:
         value = getattr(args, flag, None)
         if value is not None and value != "":  # "" = an MLproject parameter left empty
-            apply_override(cfg, TRAIN_LOOP_FLAGS[flag], value, source=f"--{flag.replace('_', '-')}")
+            apply_override(cfg, BY_NAME[flag].key, value, source=BY_NAME[flag].option)
     return check(cfg)
 
 

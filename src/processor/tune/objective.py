@@ -181,8 +181,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
         _tag_run(callback.run_id, {"optuna.state": "FAIL"})
         _drop_checkpoints(ctx, out)
         raise TrialFailed(f"{type(exc).__name__}: {first_line(exc)} (see {log_path})") from None
-    value = float(result.metrics[OBJECTIVE])
-    trial.set_user_attr("epochs_run", int(result.metrics.get("epochs_run", 0)))
+    value = float(result.record.final_metrics()[OBJECTIVE])
+    trial.set_user_attr("epochs_run", int(result.record.epochs_run or 0))
     tags = {"optuna.state": "COMPLETE"}
     if ctx.gate is not None:
         try:

@@ -17,6 +17,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 
 from processor.cli import UserError
 from processor.config import Config, ConfigError, apply_override, check
+from processor.knobs import SWEEPABLE
 
 
 OBJECTIVE = "val_macro_f1"
@@ -31,23 +32,8 @@ class SweepError(UserError, ValueError):
     """The sweep cannot run as asked (sweep file, storage, flags); exit code 2."""
 
 
-
-
-@dataclass(frozen=True)
-class Knob:
-    key: str | None  # the config key it sets (None: derived, see lora_alpha_ratio)
-    kind: type  # int or float: the type every bound/choice must have
-    help: str
-
-
-KNOBS: dict[str, Knob] = {
-    "gamma": Knob("loss.gamma", float, "focal-loss gamma"),
-    "lora_r": Knob("lora.r", int, "LoRA rank"),
-    "lr": Knob("training.lr", float, "learning rate"),
-    "lora_alpha": Knob("lora.alpha", int, "LoRA alpha"),
-    "lora_alpha_ratio": Knob(None, float, "lora.alpha = round(ratio * lora.r)"),
-    "lora_dropout": Knob("lora.dropout", float, "LoRA dropout"),
-}
+# What a sweep may vary, and with which type: processor.knobs, the one table of knobs.
+KNOBS = SWEEPABLE
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 SAMPLER_KEYS = {"tpe": {"type", "seed", "n_startup_trials"}, "random": {"type", "seed"}}
@@ -197,10 +183,10 @@ def _check_domain(space: dict[str, BaseDistribution], base: Config, w: _Where) -
     """Every bound/choice must make a valid config (types and ranges from processor.config)."""
     for name, d in space.items():
         knob = KNOBS[name]
-        if knob.kind is int and isinstance(d, FloatDistribution):
+        if knob.sweep is int and isinstance(d, FloatDistribution):
             raise w.error(("params", name, "type"), f"{knob.help} is an integer: use type int or categorical")
         for value in _candidates(d):
-            if knob.kind is int and not float(value).is_integer():
+            if knob.sweep is int and not float(value).is_integer():
                 raise w.error(("params", name), f"{value!r} is not an integer ({knob.help} is one)")
             params = {name: value}
             if name == "lora_alpha_ratio":
