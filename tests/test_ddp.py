@@ -56,9 +56,15 @@ def _val_counts(path: Path) -> dict[str, int]:
 
 def test_torchrun_two_processes_one_run_one_set_of_outputs(ddp_data, mlflow_server, tmp_path):
     out = tmp_path / "out"
+    writes = tmp_path / "writes.log"  # every file a recorder writes, with the writer's rank
     proc = _torchrun(_train_args(ddp_data, out, "--experiment-name", "tests-ddp"),
-                     _env(MLFLOW_TRACKING_URI=mlflow_server), cwd=tmp_path, timeout=900)
+                     _env(MLFLOW_TRACKING_URI=mlflow_server, PROCESSOR_LOG_WRITES=str(writes)), cwd=tmp_path,
+                     timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    # Rank 0 alone wrote the run's files; rank 1 wrote none.
+    lines = [line.split() for line in writes.read_text().splitlines()]
+    assert {rank for rank, _ in lines} == {"0"}, lines
+    assert sorted(name for _, name in lines) == ["metrics.json", "resolved_config.yaml", "validation_report.json"]
     # Only rank 0 prints the summary.
     assert proc.stdout.count("val_macro_f1=") == 1, proc.stdout[-2000:]
 

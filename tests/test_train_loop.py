@@ -265,32 +265,6 @@ def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir):
     assert "Qwen/Qwen2.5-0.5B" in proc.stderr and "qwen-tiny" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_resume_after_kill_ends_with_the_same_metrics(trained_run, sample_dir, tmp_path):
-    """Kill a real run right after its first checkpoint, resume it, and compare with the uninterrupted run."""
-    out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/tiny.yaml"),
-            "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
-            "--no-mlflow", "--output-dir", str(out)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 900
-    while not list(out.glob("checkpoints/checkpoint-*/trainer_state.json")):
-        assert proc.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "metrics.json").exists()
-    # Without --resume the unfinished directory is protected too.
-    assert subprocess.run(argv, capture_output=True, timeout=600).returncode == 2
-    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=1200)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    got = json.loads((out / "metrics.json").read_text())
-    want = trained_run.metrics
-    assert got["val_macro_f1"] == pytest.approx(want["val_macro_f1"], abs=1e-9)
-    assert got["confusion_matrix"] == want["confusion_matrix"]
-    assert (got["best_epoch"], got["epochs_run"]) == (want["best_epoch"], want["epochs_run"])
-
-
 def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     """`mlflow run . -e main` with -P values ends in a finished run; a bad -P value is a clear failure."""
     base = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "mlproject",
@@ -316,6 +290,36 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     assert bad.returncode != 0
     assert "--gamma (loss.gamma): expected a number, got 'high'" in bad.stderr
     assert "Traceback" not in bad.stderr.split("mlflow.exceptions")[0]
+
+
+def test_mlflow_run_twice_without_an_output_dir_gives_each_run_its_own(tracking, sample_dir, tmp_path):
+    """The card's own command, run twice (a hand sweep): no output directory given, so each run writes to
+    outputs/<run name>-<short run id>, tagged on the run, whose page has a description."""
+    import shutil
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    argv = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "twice",
+            "-P", f"train_file={sample_dir / 'train.jsonl'}", "-P", f"val_file={sample_dir / 'val.jsonl'}",
+            "-P", "max_epochs=1", "-P", "gamma=1.5"]
+    client, dirs = MlflowClient(tracking), []
+    try:
+        for _ in range(2):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=1200, cwd=tmp_path, env=env)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            run = client.search_runs([client.get_experiment_by_name("twice").experiment_id],
+                                     order_by=["attributes.start_time DESC"])[0]
+            assert run.info.status == "FINISHED"
+            out = Path(run.data.tags["output_dir"])
+            dirs.append(out if out.is_absolute() else REPO / out)
+            assert out.as_posix() == f"outputs/{run.info.run_name}-{run.info.run_id[:8]}"
+            assert (dirs[-1] / "metrics.json").is_file() and (dirs[-1] / "model_final.zip").is_file()
+            assert str(out) in proc.stdout
+            note = run.data.tags["mlflow.note.content"]
+            assert "val macro-F1" in note and "qwen-tiny" in note and "hist_gradient_boosting" in note
+        assert dirs[0] != dirs[1]
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def test_demo_mlflow_run_lands_in_the_project_experiment_with_a_readable_name(tracking, sample_dir, tmp_path,

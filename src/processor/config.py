@@ -79,7 +79,10 @@ class DataConfig:
 
 @dataclass
 class PackagingConfig:
-    output_dir: str = "outputs/v3_run1"
+    # Empty: each run gets its own directory, outputs/<run name>-<short run id>, so repeated runs (a hand
+    # sweep of `mlflow run . -P gamma=...`) never collide. A directory given here or by --output-dir is
+    # protected: a finished run in it is never overwritten without --overwrite.
+    output_dir: str = ""
     zip_final: str = "model_final.zip"
     # Copy the base checkpoint into the logged MLflow model, for serving hosts without a model hub or
     # cache (air-gapped). Always done for the small demo base; for a real Qwen it adds ~1 GB per model.

@@ -158,6 +158,26 @@ def _use(m: Metrics, spec: ServingSpec) -> list[str]:
     return lines
 
 
+def run_summary(m: Metrics) -> str:
+    """One paragraph: what the model is, what it was trained on, how it scored against the baselines on
+    the same split. The run's description (written by training) and the registered version's (the
+    gate's, which adds its verdict) both start with it."""
+    model, data = m.block("model"), m.block("data")
+    what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
+            + (" (demo base, not Qwen's weights)" if model.get("is_demo") else "")
+            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {_num(m.value('loss', 'gamma'), 'g')}.")
+    trained = " ".join(
+        f"{split} {Path(str(data.get(f'{split}_file', '?'))).name} ({data.get(f'n_{split}', '?')} events, "
+        f"sha256 {str(data.get(f'{split}_sha256', ''))[:12]})" for split in ("train", "val"))
+    ci = m.macro_f1_ci
+    scored = (f"val macro-F1 {_num(m.macro_f1)} ({_num(m.confidence, '.0%')} bootstrap CI "
+              f"{_num(ci.low)}-{_num(ci.high)}); "
+              + ", ".join(f"F1 {n} {_num(m.class_f1(n))}" for n in ("long", "short")))
+    baselines = "; ".join(f"{name} {_num(f1)}" for name, f1 in m.baseline_scores().items())
+    return (f"{what} Data: {trained}. Scores: {scored}"
+            + (f". Baselines on the same split (val macro-F1): {baselines}." if baselines else "."))
+
+
 def render(metrics: Mapping[str, Any], serving: Mapping[str, Any], *, gate: Mapping[str, Any] | None = None,
            run_id: str | None = None) -> str:
     """The card as markdown. ``gate`` is the gate's report (its JSON form), when there is one."""

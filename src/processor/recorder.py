@@ -42,7 +42,7 @@ class NullRecorder:
     def leakage(self, report: Any) -> None: ...
     def class_weights(self, used: str) -> None: ...
     def base_model(self, resolved: Any) -> None: ...
-    def outputs(self, metrics: Metrics, files: list[Path]) -> None: ...
+    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "") -> None: ...
     def pyfunc(self, **kwargs: Any) -> None: ...
 
     def callbacks(self) -> list[Any]:
@@ -72,7 +72,7 @@ class Recorder(NullRecorder):
         if report is not None and report.leakage_risk:
             print(f"WARNING: {report.summary()} (the val scores may overstate the model)", file=sys.stderr)
 
-    def outputs(self, metrics: Metrics, files: list[Path]) -> None:
+    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "") -> None:
         # metrics.json is written last: its presence marks a finished run.
         self._write(self.out / METRICS_FILE, metrics.write)
 
@@ -127,8 +127,10 @@ class MlflowRecorder(Recorder):
 
         return [MlflowEpochLogger()]
 
-    def outputs(self, metrics: Metrics, files: list[Path]) -> None:
+    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "") -> None:
         super().outputs(metrics, files)
+        # The run page's description (the gate appends its verdict) and where the files are.
+        self.mlflow.set_tags({"mlflow.note.content": summary, "output_dir": self.out.as_posix()})
         # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
         # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
         self.mlflow.log_metrics(metrics.final_metrics(), step=int(metrics.epochs_run or 0))

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from processor.cli import UserError, nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override
 from processor.io import write_text_atomic
 from processor.knobs import FLAGS
+from processor.model_card import run_summary
 from processor.package import write_package
 from processor.record import METRICS_FILE, BaseModel, Metrics, ServingSpec, ShippedHead
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
@@ -120,7 +122,7 @@ def _main(args: argparse.Namespace, say: bool) -> int:
     print(f"\nval_macro_f1={m.macro_f1:.4f}  val_accuracy={m.accuracy:.4f}  "
           f"F1 long={m.class_f1('long'):.4f} short={m.class_f1('short'):.4f} "
           f"no_trade={m.class_f1('no_trade'):.4f}  best_epoch={m.best_epoch}/{m.epochs_run}")
-    print(f"outputs: {result.output_dir / METRICS_FILE}  {result.zip_path}")
+    print(f"outputs: {result.output_dir}  ({METRICS_FILE}, {result.zip_path.name})")
     if result.run_id:
         print(f"mlflow run: {result.run_id}  (tracking: {_tracking_uri()}; browse with `mlflow ui`)")
     return 0
@@ -138,22 +140,37 @@ def _tracking_uri() -> str:
 def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = (),
           nested: bool = False, run_name: str | None = None) -> RunResult:
     """One full training run. ``callbacks`` are extra Trainer callbacks (the sweep's pruning hook);
-    ``nested`` logs the run under the active MLflow run (a sweep trial)."""
-    out = prepare_output_dir(Path(cfg.packaging.output_dir), resume=resume, overwrite=overwrite)
+    ``nested`` logs the run under the active MLflow run (a sweep trial). Without an output directory
+    the run gets its own, ``outputs/<run name>-<short run id>``."""
+    run_name = run_name or default_run_name(cfg)
+    given = Path(cfg.packaging.output_dir) if cfg.packaging.output_dir else None
+    if given is None and (resume or distributed.world_size() > 1):
+        raise UsageError("--resume and multi-process runs need the run's --output-dir (every process, and the "
+                         "resumed run, must find the same directory)")
+    # A given directory is checked before any MLflow run exists: refusing it must not leave a failed run.
+    out = prepare_output_dir(given, resume=resume, overwrite=overwrite) if given else None
     # Other ranks of a torchrun/accelerate job never write or track: rank 0's run is the run.
     if not distributed.is_main_process():
         return _run(cfg, out, NullRecorder(out), resume, callbacks)
     if not cfg.mlflow.enabled:
+        out = out or own_output_dir(cfg, run_name, uuid.uuid4().hex)
         return _run(cfg, out, Recorder(out), resume, callbacks)
 
     from processor.tracking import start_run
 
     resumed_run = read_run_id(out) if resume else None
-    with start_run(cfg.mlflow.experiment, nested=nested, run_name=run_name or default_run_name(cfg),
-                   run_id=resumed_run) as run:
+    with start_run(cfg.mlflow.experiment, nested=nested, run_name=run_name, run_id=resumed_run) as run:
         # An exception inside this block ends the run as FAILED (validation report attached first).
+        out = out or own_output_dir(cfg, run.info.run_name or run_name, run.info.run_id)
         write_run_id(out, run.info.run_id)
         return _run(cfg, out, MlflowRecorder(out, run), resume, callbacks)
+
+
+def own_output_dir(cfg: Config, run_name: str, run_id: str) -> Path:
+    """``outputs/<run name>-<first 8 characters of the run id>``, recorded in the config the run saves."""
+    out = prepare_output_dir(Path("outputs") / f"{run_name}-{run_id[:8]}", resume=False, overwrite=False)
+    cfg.packaging.output_dir = out.as_posix()
+    return out
 
 
 def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Sequence[Any]) -> RunResult:
@@ -174,7 +191,7 @@ def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Seq
     spec = serving_spec(cfg, data, built, trust.temperature)
     write_package(zip_path, model=trainer.model, tokenizer=built.tokenizer, serving=spec.to_dict(),
                   metrics=metrics.to_dict())
-    rec.outputs(metrics, [*(out / name for name in PLOTS), *trust.pngs, zip_path])
+    rec.outputs(metrics, [*(out / name for name in PLOTS), *trust.pngs, zip_path], summary=run_summary(metrics))
     if cfg.mlflow.log_model:
         rec.pyfunc(**pyfunc_args(cfg, data, built, trainer.model, spec, zip_path))
     return RunResult(output_dir=out, record=metrics, zip_path=zip_path, run_id=rec.run_id, model=trainer.model,
@@ -314,8 +331,19 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
 # -- phase 3: fit -----------------------------------------------------------------------------
 def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: NullRecorder, *, resume: bool,
         callbacks: Sequence[Any]) -> FocalTrainer:
+    """Train (from the newest complete checkpoint with ``resume``); the best epoch is restored at the end."""
+    trainer = build_trainer(cfg, out, data, built, rec, callbacks)
+    checkpoint = last_complete_checkpoint(out / "checkpoints", say=rec.note) if resume else None
+    if resume and not checkpoint:
+        rec.note(f"note: --resume found no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return trainer
+
+
+def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: NullRecorder,
+                  callbacks: Sequence[Any] = ()) -> FocalTrainer:
     """Trainer with the class-weighted focal loss: accumulation, per-epoch eval and checkpoints, early
-    stopping on the shipped predictions, the best epoch restored at the end."""
+    stopping on the shipped predictions."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
     from processor.loss import FocalLoss, resolve_class_weights
@@ -324,7 +352,7 @@ def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: Null
     weights = resolve_class_weights(cfg.loss.class_weights, data.fit["label"].to_numpy())
     rec.class_weights("none" if weights is None else ",".join(f"{n}={w:.4f}" for n, w in zip(LABELS, weights)))
     focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights))
-    trainer = FocalTrainer(
+    return FocalTrainer(
         model=built.model,
         args=training_arguments(cfg, out, len(built.train_ds)),
         train_dataset=built.train_ds,
@@ -336,11 +364,6 @@ def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: Null
                    *callbacks],
         focal=focal,
     )
-    checkpoint = last_complete_checkpoint(out / "checkpoints", say=rec.note) if resume else None
-    if resume and not checkpoint:
-        rec.note(f"note: --resume found no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return trainer
 
 
 def training_arguments(cfg: Config, out: Path, n_train: int) -> Any:

@@ -87,25 +87,9 @@ def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence
                         checks_file: Path) -> str:
     """What the version is, what it was trained on, how it scored (with its CI) and the gate's verdict,
     from the verified metrics.json."""
-    m = ev.record
-
-    def num(x: Any, fmt: str = ".3f") -> str:
-        return format(x, fmt) if number(x) is not None else "n/a"
-
-    model, data = m.block("model"), m.block("data")
-    what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
-            + (" (demo base, not Qwen's weights)" if model.get("is_demo") else "")
-            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {num(m.value('loss', 'gamma'), 'g')}.")
-    trained = " ".join(
-        f"{split} {Path(str(data.get(f'{split}_file', '?'))).name} ({data.get(f'n_{split}', '?')} events, "
-        f"sha256 {str(data.get(f'{split}_sha256', ''))[:12]})" for split in ("train", "val"))
-    ci = m.macro_f1_ci
-    scored = (f"val macro-F1 {num(m.macro_f1)} ({num(m.confidence, '.0%')} bootstrap CI "
-              f"{num(ci.low)}-{num(ci.high)}); "
-              + ", ".join(f"F1 {n} {num(m.class_f1(n))}" for n in ("long", "short")))
     verdict = (f"passed all {len(checks)} shipping checks ({', '.join(c.name for c in checks)})"
                f"{' on CI lower bounds' if strict else ''} with {checks_file.name}")
-    return (f"{what} Data: {trained}. Scores: {scored}. Gate: {verdict}. Run {run_id}. "
+    return (f"{model_card.run_summary(ev.record)} Gate: {verdict}. Run {run_id}. "
             f"Model card: runs:/{run_id}/{model_card.RUN_ARTIFACT} (also MODEL_CARD.md in model_final.zip).")
 
 
