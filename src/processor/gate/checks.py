@@ -11,7 +11,7 @@ from processor.record import number
 from processor.io import sha256_file
 from processor.leakage import format_duration
 from processor.cli import first_line
-from processor.schema import ALL_KEYS, FEATURES, LABELS, fingerprint_of, schema_fingerprint
+from processor.schema import ALL_KEYS, FEATURES, fingerprint_of, schema_fingerprint
 
 from processor.gate.evidence import ZIP_NAME, Evidence, describe_mismatch, serving_json
 from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds

@@ -50,7 +50,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from processor.record import number
 from processor import model_card
 from processor.cli import EXIT_USAGE, UserError, error, first_line, parse_bool
 from processor.io import write_json_atomic
