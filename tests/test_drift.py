@@ -99,7 +99,7 @@ def test_too_few_events_is_said_and_never_over_a_limit(profile):
 
 
 def test_a_model_without_a_profile_is_reported_not_an_error():
-    report = drift.check({"format_version": 1}, sample(200, seed=8))
+    report = drift.check(None, sample(200, seed=8))
     assert report.no_profile and not report.checked and report.over(0.0) == {}
     assert "no feature profile in this model" in report.note
     assert json.loads(json.dumps(report.to_dict()))["note"] == report.note

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from processor.config import TEMPLATES
+from processor.record import ServingSpec
 from processor.serialize import LEGACY_TEMPLATES, N_BINS, TEMPLATE_NAME, Serializer
 
 EVENT = {"ext_dir": 1, "int_dir": 1, "ext_choch_up": True, "ext_choch_down": False, "fvg_up": True,
@@ -65,7 +66,7 @@ def test_round_trip_through_a_dict():
     data = FITTED.to_dict()
     assert data == {"template": TEMPLATE_NAME, "edges": {"wave_strength": [0.25, 0.5, 0.75], "atr": [1.0]}}
     assert Serializer.from_dict(data) == FITTED
-    assert Serializer.from_serving({"template": TEMPLATE_NAME, "serialization": data}) == FITTED
+    assert Serializer.from_dict(ServingSpec.from_dict({"template": TEMPLATE_NAME, "serialization": data}).serialization) == FITTED
 
 
 def test_unfitted_and_unknown_templates_are_errors():
@@ -79,7 +80,7 @@ def test_unfitted_and_unknown_templates_are_errors():
 
 
 def test_packages_from_before_words_v1_still_render_compact_v2():
-    legacy = Serializer.from_serving({"template": "compact-v2"})  # old serving.json: no "serialization"
+    legacy = Serializer.from_dict(ServingSpec.from_dict({"template": "compact-v2"}).serialization)  # old serving.json: no "serialization"
     assert legacy.render_all([EVENT, EVENT_INTS]) == [
         "ext1 int1 choch10 fvg101 leg2 first1 pb1 ws64 atr0.00112 london",
         "ext-1 int0 choch01 fvg010 leg1 first1 pb1 ws50 atr12.5 new_york",

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -21,6 +19,7 @@ from processor.io import sha256_file
 from processor.evaluate import compute_metrics
 from processor.package import PackageError, load_packaged_model, predict_texts, verify_package
 from processor.schema import LABELS, schema_fingerprint
+from processor.record import ServingSpec
 from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
@@ -147,7 +146,7 @@ def test_serialization_bins_are_fitted_on_the_training_split_only(trained_run, s
     import zipfile
 
     with zipfile.ZipFile(trained_run.zip_path) as zf:
-        packaged = Serializer.from_serving(json.loads(zf.read("serving.json")))
+        packaged = Serializer.from_dict(ServingSpec.from_dict(json.loads(zf.read("serving.json"))).serialization)
     train_events = load_events(sample_dir / "train.jsonl")
     assert packaged == Serializer.fit(train_events)
     # Not on val, and not on the oversampled frame the model trained on (duplicates move quantiles).

@@ -200,11 +200,10 @@ def psi(profile: Mapping[str, Any], events: pd.DataFrame | Iterable[Mapping[str,
     return DriftReport(psi=values, **common)
 
 
-def check(serving: Mapping[str, Any] | None, events: pd.DataFrame | Iterable[Mapping[str, Any]], *,
+def check(profile: Mapping[str, Any] | None, events: pd.DataFrame | Iterable[Mapping[str, Any]], *,
           warn_at: float | None = None) -> DriftReport:
-    """:func:`psi` against the profile in a model's ``serving.json``; a model without one gets a
-    report that says so (never an error: old packages still predict)."""
-    profile = (serving or {}).get("feature_profile")
+    """:func:`psi` against a model's training profile (``ServingSpec.feature_profile``); a model without
+    one gets a report that says so (never an error: old packages still predict)."""
     if not profile:
         frame = _frame(events)
         return DriftReport(n_events=int(len(frame)), no_profile=True,

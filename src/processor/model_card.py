@@ -181,7 +181,8 @@ def run_summary(m: Metrics) -> str:
 def render(metrics: Mapping[str, Any], serving: Mapping[str, Any], *, gate: Mapping[str, Any] | None = None,
            run_id: str | None = None) -> str:
     """The card as markdown. ``gate`` is the gate's report (its JSON form), when there is one."""
-    m, spec = Metrics.from_dict(metrics), ServingSpec.from_dict(_mapping(serving))
+    m = metrics if isinstance(metrics, Metrics) else Metrics.from_dict(metrics)
+    spec = serving if isinstance(serving, ServingSpec) else ServingSpec.from_dict(_mapping(serving))
     title = f"# Model card: {spec.base.name or 'model'} event classifier"
     sections = [
         ("Model", _base(m, spec)),

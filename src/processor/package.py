@@ -148,7 +148,7 @@ class PackagedModel:
         """The probabilities as they ship, columns in ``labels`` order: the classifier's softmax, the prior
         correction's logit bias added, then the calibration temperature (zips without them: unchanged)."""
         spec = self.spec
-        texts = Serializer.from_serving(self.serving).render_all(events)
+        texts = Serializer.from_dict(spec.serialization).render_all(events)
         return spec.head.probabilities(predict_texts(self.model, self.tokenizer, texts, spec.max_length, batch_size))
 
     def predict(self, events: list[dict[str, Any]], batch_size: int = 64, min_confidence: float | None = None
@@ -161,7 +161,7 @@ class PackagedModel:
     def drift(self, events: Any) -> DriftReport:
         """PSI per feature of ``events`` (records or a frame) against the training profile in
         ``serving.json`` (:func:`processor.drift.check`; a package without a profile says so)."""
-        return drift_check(self.serving, events)
+        return drift_check(self.spec.feature_profile, events)
 
     def close(self) -> None:
         if self._workdir is not None:

@@ -106,8 +106,8 @@ def check_frame(frame: pd.DataFrame, *, source: str = FRAME_SOURCE) -> list[dict
 
 # ----------------------------------------------------------------------------------------- models
 class Predictor(Protocol):
-    # The model's serving.json (None when the model does not expose one): the drift profile lives there.
-    serving: dict[str, Any] | None
+    # The model's training feature profile (None when the model does not expose one): the drift reference.
+    profile: dict[str, Any] | None
 
     def __call__(self, events: pd.DataFrame) -> list[dict[str, Any]]: ...
 
@@ -138,7 +138,7 @@ def load_predictor(model: str, *, batch_size: int = 64, min_confidence: float | 
             return packaged.predict(events[["id", *FEATURES]].to_dict(orient="records"), batch_size=batch_size,
                                     min_confidence=min_confidence)
 
-        predict_zip.serving = packaged.serving  # type: ignore[attr-defined]
+        predict_zip.profile = packaged.spec.feature_profile  # type: ignore[attr-defined]
         return predict_zip, packaged.close
     if not _looks_like_uri(model) and not path.exists():
         raise UsageError(f"--model {model}: no such file, and not a model URI (runs:/..., models:/...)")
@@ -157,7 +157,7 @@ def load_predictor(model: str, *, batch_size: int = 64, min_confidence: float | 
             out.extend(pd.DataFrame(answer).to_dict(orient="records"))
         return out
 
-    predict_pyfunc.serving = _pyfunc_serving(pyfunc)  # type: ignore[attr-defined]
+    predict_pyfunc.profile = _pyfunc_profile(pyfunc)  # type: ignore[attr-defined]
     return predict_pyfunc, lambda: None
 
 
@@ -186,17 +186,17 @@ def _load_pyfunc(uri: str) -> Any:
         raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): {exc}") from None
 
 
-def _pyfunc_serving(pyfunc: Any) -> dict[str, Any] | None:
-    """serving.json of the package inside a processor pyfunc (processor.serving), so a URI gets the
-    same drift check as the zip; None for any other kind of MLflow model."""
+def _pyfunc_profile(pyfunc: Any) -> dict[str, Any] | None:
+    """The training feature profile of the package inside a processor pyfunc (processor.serving), so a
+    URI gets the same drift check as the zip; None for any other kind of MLflow model."""
     from mlflow.exceptions import MlflowException
 
     try:
         inner = pyfunc.unwrap_python_model()
     except MlflowException:  # not a python_model pyfunc
         return None
-    serving = getattr(getattr(inner, "_model", None), "serving", None)
-    return serving if isinstance(serving, dict) else None
+    packaged = getattr(inner, "_model", None)
+    return packaged.spec.feature_profile if isinstance(getattr(packaged, "serving", None), dict) else None
 
 
 # ---------------------------------------------------------------------------------------- the job
@@ -231,7 +231,7 @@ def predict_file(model: str, input_path: Path, output_path: Path, *, batch_size:
     predict, close = load_predictor(model, batch_size=batch_size, min_confidence=min_confidence)
     try:
         # The whole file at once (not per batch): PSI needs enough events to mean anything.
-        check_drift(drift.check(getattr(predict, "serving", None), events), max_psi=max_psi,
+        check_drift(drift.check(getattr(predict, "profile", None), events), max_psi=max_psi,
                     report_path=drift_report, source={"model": model, "input": str(input_path)})
         rows = [_plain(r) for r in predict(events)]
     finally:

@@ -111,13 +111,6 @@ class Serializer:
         edges = {str(k): tuple(float(x) for x in v) for k, v in dict(data.get("edges") or {}).items()}
         return cls(template=template, edges=edges)
 
-    @classmethod
-    def from_serving(cls, serving: Mapping[str, Any]) -> Serializer:
-        """The serializer a packaged model was trained with (``serving.json``; old packages: template only)."""
-        if "serialization" in serving:
-            return cls.from_dict(serving["serialization"])
-        return cls.from_dict({"template": serving.get("template", "")})
-
 
 def render_events(events: Iterable[Mapping[str, Any]]) -> list[str]:
     """Texts of ``events`` with bins fitted on those same events: for synthetic corpora, benchmarks

@@ -53,16 +53,16 @@ def bundle_base(run_id: str, ev: Evidence) -> str:
     if ev.zip_path is None or ev.pyfunc_dir is None:
         raise GateInfraError("--bundle-base: the run's zip or pyfunc model was not downloaded")
     serving, problem = serving_json(ev.zip_path)
-    if serving is None or not isinstance(serving.get("base"), dict):
+    if serving is None or not serving.base.name:
         raise GateInfraError(f"--bundle-base: the package names no base model ({problem or 'no base in serving.json'})")
-    base = serving["base"]
+    base = serving.base
     try:
-        resolved = resolve_model(base["name"], revision=base.get("revision"))
+        resolved = resolve_model(base.name, revision=base.revision)
     except ModelNotAvailableError as exc:
-        raise GateInfraError(f"--bundle-base: base model {base['name']!r} is not available on this machine: "
+        raise GateInfraError(f"--bundle-base: base model {base.name!r} is not available on this machine: "
                              f"{exc}") from None
-    if base.get("weights_sha256") and weights_sha256(resolved.path) != base["weights_sha256"]:
-        raise GateInfraError(f"--bundle-base: base model {base['name']!r} at {resolved.path} is not the one the "
+    if base.weights_sha256 and weights_sha256(resolved.path) != base.weights_sha256:
+        raise GateInfraError(f"--bundle-base: base model {base.name!r} at {resolved.path} is not the one the "
                              "adapter was trained on (weights sha256 differs); nothing registered")
     example = Model.load(ev.pyfunc_dir).load_input_example(ev.pyfunc_dir)
     if not isinstance(example, pd.DataFrame):

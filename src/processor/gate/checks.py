@@ -143,11 +143,11 @@ def check_schema(ev: Evidence) -> CheckResult:
     key_sets = 0
     if serving is not None:
         key_sets += 1
-        seen["serving.json"] = serving.get("schema_fingerprint")
-        if serving.get("schema_fingerprint") != expected:
+        seen["serving.json"] = serving.schema_fingerprint
+        if serving.schema_fingerprint != expected:
             problems.append("the package's serving.json schema_fingerprint differs from the contract")
-        feats = serving.get("features")
-        if feats != list(FEATURES):
+        feats = serving.features
+        if feats != tuple(FEATURES):
             extra = sorted(set(feats or []) - set(FEATURES))
             missing = [f for f in FEATURES if f not in (feats or [])]
             problems.append("the package's features differ from the contract"

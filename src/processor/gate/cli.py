@@ -99,7 +99,7 @@ def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence) 
         client.log_artifact(run_id, str(path))
         # The model card again, now with the verdict (the zip's copy predates the gate).
         card = Path(tmp) / model_card.RUN_ARTIFACT
-        card.write_text(model_card.render(ev.metrics or {}, serving_json(ev.zip_path)[0] or {}, gate=report,
+        card.write_text(model_card.render(ev.record, serving_json(ev.zip_path)[0] or {}, gate=report,
                                              run_id=run_id),
                         encoding="utf-8")
         client.log_artifact(run_id, str(card))

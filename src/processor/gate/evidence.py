@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from processor.io import sha256_file
-from processor.record import Metrics
+from processor.record import SERVING_FILE, Metrics, ServingSpec
 from processor.package import PackageError, verify_package
 
 from processor.gate.thresholds import GateUsageError
@@ -58,15 +58,18 @@ class Evidence:
         return Metrics.from_dict(self.metrics)
 
 
-def serving_json(zip_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+def serving_json(zip_path: Path | None) -> tuple[ServingSpec | None, str | None]:
     """The package's serving.json (base model, template, fingerprint, ...), or None and why not."""
     if zip_path is None:
         return None, None
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            return json.loads(zf.read("serving.json")), None
+            doc = json.loads(zf.read(SERVING_FILE))
     except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
         return None, f"serving.json unreadable in {zip_path.name} ({exc})"
+    if not isinstance(doc, dict):
+        return None, f"serving.json in {zip_path.name} is not a JSON object"
+    return ServingSpec.from_dict(doc), None
 
 
 def _parse_metrics(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
