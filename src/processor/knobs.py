@@ -46,7 +46,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("device", "training.device", "auto, cpu, cuda or mps"),
     Knob("gamma", "loss.gamma", "focal-loss gamma (0 = weighted cross-entropy)", sweep=float),
     Knob("class_weights", "loss.class_weights", "auto, none, or weights in label order"),
-    Knob("oversample", "data.oversample", "oversample a class under 25 % of train", boolean=True),
+    Knob("oversample", "data.oversample", "oversample a class under 25 %% of train", boolean=True),
     Knob("output_dir", "packaging.output_dir", "where the run writes its outputs"),
     Knob("zip_final", "packaging.zip_final", "the packaged model's file name"),
     Knob("bundle_base", "packaging.bundle_base", "copy the base into the logged model", boolean=True),

@@ -186,7 +186,7 @@ def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Seq
     raw = predict_val(trainer, built, data)
     zip_path = out / cfg.packaging.zip_final
     if not distributed.is_main_process():
-        return RunResult(output_dir=out, metrics={}, zip_path=zip_path, run_id=None)
+        return RunResult(output_dir=out, zip_path=zip_path, run_id=None)
     metrics, trust = evaluate(cfg, out, data, built, trainer, raw)
     spec = serving_spec(cfg, data, built, trust.temperature)
     write_package(zip_path, model=trainer.model, tokenizer=built.tokenizer, serving=spec.to_dict(),
