@@ -350,7 +350,7 @@ def test_bayes_ceiling_recomputed_from_files(default_dir: Path) -> None:
         ({"val_fraction": 0.0}, "val_fraction must be strictly between 0 and 1"),
         ({"val_fraction": 1.0}, "val_fraction must be strictly between 0 and 1"),
         ({"noise": 1.5}, "noise must be between 0 and 1"),
-        ({"rules": "v3"}, "unknown rules 'v3'"),
+        ({"rules": "v9"}, "unknown rules 'v9'"),
         ({"mix": "odd"}, "unknown mix 'odd'"),
         ({"seed": -1}, "seed must be a non-negative integer"),
         ({"n": 3, "val_fraction": 0.1}, "both must be at least 1"),
