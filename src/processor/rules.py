@@ -106,8 +106,9 @@ def _v3_score(f: Mapping[str, Any], d: int) -> int:
     int_dir = int(f["int_dir"])
     score = round(100 * float(f["wave_strength"])) - V3_WAVE_CENTER
     score += points["int_with"] if int_dir == d else points["int_against"] if int_dir == -d else 0
-    choch_with, choch_against = (f["ext_choch_up"], f["ext_choch_down"]) if up else (f["ext_choch_down"], f["ext_choch_up"])
-    score += points["choch_with"] * bool(choch_with) + points["choch_against"] * bool(choch_against)
+    choch_up, choch_down = bool(f["ext_choch_up"]), bool(f["ext_choch_down"])
+    choch_with, choch_against = (choch_up, choch_down) if up else (choch_down, choch_up)
+    score += points["choch_with"] * choch_with + points["choch_against"] * choch_against
     if bool(f["fvg_up"] if up else f["fvg_down"]):
         score += points["fvg_with"] + points["fvg_retest"] * bool(f["fvg_retest"])
     score += points["first_fvg"] * bool(f["mgann_leg_first_fvg"]) + points["pb_ok"] * bool(f["pb_wave_strength_ok"])

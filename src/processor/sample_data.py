@@ -12,7 +12,8 @@ Labeling rules
 --------------
 Labels come from documented "merged rules" applied to the features exactly as written to the files
 (``wave_strength`` has 2 decimals, so thresholds are exact; ``atr``'s absolute value is never used
-because its scale depends on the symbol -- v3 only compares it with the reference of its own scale band). Every input of a rule appears in the serialized model text.
+because its scale depends on the symbol -- v3 only compares it with the reference of its own scale
+band). Every input of a rule appears in the serialized model text.
 
 ``v1`` (default) -- external structure + trigger + pullback filter + session filter:
 
