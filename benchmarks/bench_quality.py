@@ -57,14 +57,14 @@ def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int,
                           capture_output=True, text=True, cwd=REPO)
     if gate.returncode not in (0, 1):
         raise RuntimeError(f"gate failed to run on {data / 'out'}: {gate.stderr.strip()}")
+    support = min(c["support"] for c in m["per_class"].values())  # the thinnest class decides
     return {
         "rules": rules, "mix": mix, "seed": seed,
         "llm": m["val_macro_f1"], "f1_long": m["per_class"]["long"]["f1"], "f1_short": m["per_class"]["short"]["f1"],
         "gbdt": m["baselines"]["hist_gradient_boosting"]["val_macro_f1"],
         "logreg": m["baselines"]["logistic_regression"]["val_macro_f1"],
         "ceiling": card["bayes_ceiling"], "passes_gate": gate.returncode == 0,
-        "min_val_support": min(c["support"] for c in m["per_class"].values()),
-        "evidence_sufficient": min(c["support"] for c in m["per_class"].values()) >= MIN_SUPPORT,
+        "min_val_support": support, "evidence_sufficient": support >= MIN_SUPPORT,
         "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "tokens_per_event": m["tokens_per_event"],
         "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d"),
     }
