@@ -1,7 +1,8 @@
 """Quality of the default config against the classic baselines, over rule sets, class mixes and seeds.
 
-    python benchmarks/bench_quality.py                     # v1/v2 x default/rare/balanced x seeds 0,1,2
+    python benchmarks/bench_quality.py                     # v1/v2/v3 x default/rare/balanced x seeds 0,1,2
     python benchmarks/bench_quality.py --seeds 100 101     # other seeds (how configs/tiny.yaml was chosen)
+    python benchmarks/bench_quality.py --rules v3 --update # only the v3 rows, merged into the results file
     python benchmarks/bench_quality.py --config configs/tiny.yaml --set training.lr=1e-3   # a variant
 
 For every (rules, mix, seed) it writes the project's sample data (``processor.sample_data``, data seed =
@@ -10,8 +11,10 @@ runs the shipping gate on the output (``gates/gate.py --output-dir``, the defaul
 reports the mean and sample sd over the seeds of: the LLM's val macro-F1 and F1(long)/F1(short), the
 gradient-boosted tree and the logistic regression on the same split (``metrics.json`` baselines), the
 Bayes ceiling of the data (the noise-free rules scored on the noisy val labels), how many seeds pass the
-shipping checks, and the seconds per training run. Printed as a Markdown table and written, with every
-single run, to ``benchmarks/results/quality.json`` (``--out`` to change).
+shipping checks, how many seeds had sufficient evidence (every class with at least ``MIN_SUPPORT``
+val events), and the seconds per training run. Printed as a Markdown table and written, with every
+single run, to ``benchmarks/results/quality.json`` (``--out`` to change). ``--update`` keeps the runs
+already in that file (same config, overrides and seeds) and replaces only the rows run now.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RULES = ("v1", "v2")
+RULES = ("v1", "v2", "v3")
 MIXES = ("default", "rare", "balanced")
+# A class F1 measured on fewer val events is not evidence (one event moves it by ~0.02 at 25 events).
+# The gate's min_support check uses the same default.
+MIN_SUPPORT = 30
 
 
 def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int, work: Path) -> dict:
@@ -51,14 +57,16 @@ def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int,
                           capture_output=True, text=True, cwd=REPO)
     if gate.returncode not in (0, 1):
         raise RuntimeError(f"gate failed to run on {data / 'out'}: {gate.stderr.strip()}")
+    support = min(c["support"] for c in m["per_class"].values())  # the thinnest class decides
     return {
         "rules": rules, "mix": mix, "seed": seed,
         "llm": m["val_macro_f1"], "f1_long": m["per_class"]["long"]["f1"], "f1_short": m["per_class"]["short"]["f1"],
         "gbdt": m["baselines"]["hist_gradient_boosting"]["val_macro_f1"],
         "logreg": m["baselines"]["logistic_regression"]["val_macro_f1"],
         "ceiling": card["bayes_ceiling"], "passes_gate": gate.returncode == 0,
+        "min_val_support": support, "evidence_sufficient": support >= MIN_SUPPORT,
         "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "tokens_per_event": m["tokens_per_event"],
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d"),
     }
 
 
@@ -69,8 +77,8 @@ def _ms(values: list[float]) -> str:
 
 def table(runs: list[dict]) -> tuple[str, list[dict]]:
     lines = ["| rules | mix | LLM val macro-F1 | GBDT | logistic regression | Bayes ceiling | F1 long | F1 short "
-             "| LLM ≥ GBDT | passes gate | s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| LLM ≥ GBDT | passes gate | evidence (val support ≥ {MIN_SUPPORT}) | s / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = []
     for rules in RULES:
         for mix in MIXES:
@@ -80,12 +88,18 @@ def table(runs: list[dict]) -> tuple[str, list[dict]]:
             col = {k: [r[k] for r in rs] for k in ("llm", "gbdt", "logreg", "ceiling", "f1_long", "f1_short", "seconds")}
             row = {"rules": rules, "mix": mix, "n": len(rs),
                    **{f"{k}_mean": statistics.fmean(v) for k, v in col.items()},
-                   "passes_gate": sum(r["passes_gate"] for r in rs)}
+                   "passes_gate": sum(r["passes_gate"] for r in rs),
+                   # None for runs recorded before the evidence was reported.
+                   "evidence_sufficient": None if any("evidence_sufficient" not in r for r in rs)
+                   else sum(r["evidence_sufficient"] for r in rs)}
             row["llm_at_least_gbdt"] = row["llm_mean"] >= row["gbdt_mean"]
+            sufficient = row["evidence_sufficient"]
+            evidence = "not recorded" if sufficient is None else f"{sufficient}/{len(rs)}"
             rows.append(row)
             lines.append(f"| {rules} | {mix} | {_ms(col['llm'])} | {_ms(col['gbdt'])} | {_ms(col['logreg'])} "
                          f"| {_ms(col['ceiling'])} | {_ms(col['f1_long'])} | {_ms(col['f1_short'])} "
                          f"| {'yes' if row['llm_at_least_gbdt'] else 'no'} | {row['passes_gate']}/{len(rs)} "
+                         f"| {evidence} "
                          f"| {statistics.fmean(col['seconds']):.0f} |")
     return "\n".join(lines), rows
 
@@ -99,7 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run (a variant to compare)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality.json")
+    p.add_argument("--update", action="store_true",
+                   help="keep the runs already in --out (same config, overrides and seeds) and replace only "
+                        "the (rules, mix, seed) runs made now, e.g. --rules v3 --update")
     args = p.parse_args(argv)
+    config = str(args.config.relative_to(REPO) if args.config.is_absolute() and args.config.is_relative_to(REPO)
+                 else args.config)
+    try:
+        kept = _kept_runs(args.out, config, args.overrides, args.seeds) if args.update else []
+    except ValueError as exc:
+        p.error(str(exc))  # exit 2, before any training
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
@@ -110,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(run)
                     print(f"{rules} {mix} seed {seed}: LLM {run['llm']:.3f}  GBDT {run['gbdt']:.3f}  "
                           f"gate {'pass' if run['passes_gate'] else 'FAIL'}  {run['seconds']:.0f} s", flush=True)
+    done = {(r["rules"], r["mix"], r["seed"]) for r in runs}
+    runs = [r for r in kept if (r["rules"], r["mix"], r["seed"]) not in done] + runs
     text, rows = table(runs)
     print()
     print(text)
@@ -117,12 +142,25 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, {
-        "date": time.strftime("%Y-%m-%d"), "config": str(args.config.relative_to(REPO) if args.config.is_absolute()
-                                                        and args.config.is_relative_to(REPO) else args.config),
+        "date": time.strftime("%Y-%m-%d"), "config": config,
         "overrides": args.overrides, "seeds": args.seeds, "machine": f"{platform.machine()}, {_cores()} cores",
         "rows": rows, "runs": runs, "table_markdown": text})
     print(f"\nwritten to {args.out}")
     return 0
+
+
+def _kept_runs(out: Path, config: str, overrides: list[str], seeds: list[int]) -> list[dict]:
+    """The runs of an earlier results file, if it measured the same thing (else a ValueError)."""
+    import json
+
+    if not out.is_file():
+        return []
+    old = json.loads(out.read_text(encoding="utf-8"))
+    mine = {"config": config, "overrides": overrides, "seeds": seeds}
+    theirs = {k: old.get(k) for k in mine}
+    if theirs != mine:
+        raise ValueError(f"--update: {out} holds runs of {theirs}, not {mine}; use another --out")
+    return list(old["runs"])
 
 
 def _cores() -> int:

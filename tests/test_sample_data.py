@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from processor.rules import RULES, label_event
+from processor.rules import RULES, V3_PARAMETERS, label_event, volatile
 from processor import sample_data as sd
 from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, SESSIONS
@@ -199,6 +199,76 @@ def test_rules_v2(change: dict, expected: str) -> None:
     assert label_event(_mirror(event), "v2") == mirrored
 
 
+# v3: london, calm (atr 0.0011 < the FX reference 1.25e-3): cut-off 70. Score of V3_BASE:
+# wave 0 + int_dir with +40 + FVG with +30 + pullback ok +25 = 95.
+V3_BASE = {**BASE, "ext_choch_up": False, "fvg_up": True, "wave_strength": 0.5, "mgann_leg_index": 3}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, "long"),
+        ({"ext_dir": 0}, "no_trade"),
+        ({"mgann_leg_index": 1}, "no_trade"),  # the leg window 2..5, open at both ends
+        ({"mgann_leg_index": 2}, "long"),
+        ({"mgann_leg_index": 5}, "long"),
+        ({"mgann_leg_index": 6}, "no_trade"),
+        ({"wave_strength": 0.25}, "long"),  # score 70: exactly the London/calm cut-off
+        ({"wave_strength": 0.24}, "no_trade"),
+        ({"int_dir": -1}, "no_trade"),  # 95 - 40 - 30
+        ({"int_dir": 0, "wave_strength": 0.65}, "long"),  # 55 + 15
+        ({"ext_choch_down": True}, "no_trade"),  # a CHoCH against the trade: 95 - 45
+        ({"fvg_up": False, "ext_choch_up": True}, "long"),  # 95 - 30 + 45
+        ({"fvg_retest": True, "wave_strength": 0.05}, "long"),  # 95 - 45 + 20 = 70
+        ({"mgann_leg_first_fvg": True, "wave_strength": 0.05}, "long"),
+        ({"pb_wave_strength_ok": False, "wave_strength": 0.49}, "no_trade"),  # 95 - 1 - 25 = 69
+        # The cut-off depends on session x volatility, and not additively.
+        ({"session": "new_york", "wave_strength": 0.15}, "long"),  # 60 >= 60
+        ({"wave_strength": 0.15}, "no_trade"),  # London: 60 < 70
+        ({"atr": 0.0013, "wave_strength": 0.35}, "long"),  # London/volatile: 80
+        ({"atr": 0.0013, "wave_strength": 0.34}, "no_trade"),
+        ({"session": "asia"}, "long"),  # Asia/calm: 95
+        ({"session": "asia", "wave_strength": 0.49}, "no_trade"),
+        ({"session": "asia", "atr": 0.0013, "wave_strength": 0.25}, "long"),  # Asia/volatile: 70
+        ({"session": "new_york", "atr": 0.0013, "wave_strength": 0.39}, "no_trade"),  # NY/volatile: 85
+        ({"atr": 3.5, "wave_strength": 0.35}, "long"),  # gold band, volatile: 80
+        ({"atr": 2.5, "wave_strength": 0.25}, "long"),  # gold band, calm: 70
+        ({"atr": 2.5, "wave_strength": 0.24}, "no_trade"),
+    ],
+)
+def test_rules_v3(change: dict, expected: str) -> None:
+    event = {**V3_BASE, **change}
+    assert label_event(event, "v3") == expected
+    mirrored = {"long": "short", "short": "long", "no_trade": "no_trade"}[expected]
+    assert label_event(_mirror(event), "v3") == mirrored
+
+
+@pytest.mark.parametrize(
+    ("atr", "is_volatile"),
+    [(0.00125, True), (0.001249, False), (0.019, True), (0.02, False), (0.16, True), (0.69, True),
+     (0.7, False), (3.0, True), (5.9, True), (6.0, False), (12.0, True), (11.9, False)],
+)
+def test_v3_volatility_regime_by_scale_band(atr: float, is_volatile: bool) -> None:
+    assert volatile(atr) is is_volatile
+
+
+def test_v3_label_shares_and_independence(big_features: pd.DataFrame) -> None:
+    rows = big_features.to_dict("records")
+    v3 = pd.Series([label_event(r, "v3") for r in rows])
+    shares = v3.value_counts(normalize=True)
+    for cls in ("long", "short"):
+        assert 0.09 < shares[cls] < 0.14
+    assert 0.72 < shares["no_trade"] < 0.82
+    # A rule set of its own, not a relabeling of v1 or v2.
+    for other in ("v1", "v2"):
+        assert (v3 != pd.Series([label_event(r, other) for r in rows])).mean() > 0.15
+    # The cut-off interaction shows in the data: the session with the highest long share flips with
+    # the volatility regime (Asia is the most selective when calm, the least when volatile).
+    frame = big_features.assign(v3=v3, vol=big_features["atr"].map(volatile))
+    long_share = frame.assign(is_long=frame["v3"] == "long").groupby(["vol", "session"])["is_long"].mean()
+    assert long_share[False].idxmin() == "asia" and long_share[True].idxmax() == "asia"
+
+
 def test_rule_sets_disagree_and_accept_coerced_values() -> None:
     assert label_event(BASE, "v1") != label_event(BASE, "v2")
     as_ints = {k: int(v) if isinstance(v, bool) else v for k, v in BASE.items()}
@@ -343,6 +413,50 @@ def test_bayes_ceiling_recomputed_from_files(default_dir: Path) -> None:
     assert sd.bayes_ceiling(val, "v2") < card["bayes_ceiling"]  # the ceiling is rule-specific
 
 
+def test_v3_deterministic_from_the_seed(tmp_path: Path) -> None:
+    a, b = sd.generate(n=500, seed=3, rules="v3"), sd.generate(n=500, seed=3, rules="v3")
+    assert a == b
+    assert sd.generate(n=500, seed=4, rules="v3").train != a.train
+    sd.write_sample_data(tmp_path / "a", n=500, seed=3, rules="v3", mix="rare")
+    sd.write_sample_data(tmp_path / "b", n=500, seed=3, rules="v3", mix="rare")
+    for name in FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_v3_card_records_parameters_and_ceiling() -> None:
+    from sklearn.metrics import f1_score
+
+    data = sd.generate(seed=0, rules="v3")
+    assert data.card["rules_parameters"] == V3_PARAMETERS
+    json.dumps(data.card, allow_nan=False)  # the open last ATR band must not become Infinity
+    val = pd.DataFrame(data.val)
+    predicted = [label_event(r, "v3") for r in data.val]
+    manual = f1_score(val["label"], predicted, labels=list(LABELS), average="macro")
+    assert data.card["bayes_ceiling"] == pytest.approx(manual, abs=1e-12)
+    assert data.card["bayes_ceiling"] != pytest.approx(sd.bayes_ceiling(data.val, "v1"), abs=1e-6)
+    assert 0.6 < data.card["bayes_ceiling"] < 1.0  # noise leaves a ceiling below 1
+    clean = sd.generate(n=600, seed=2, noise=0.0, rules="v3")
+    assert clean.card["bayes_ceiling"] == 1.0
+    assert all(r["label"] == label_event(r, "v3") for r in clean.train + clean.val)
+    assert "rules_parameters" not in sd.generate(n=100, seed=0).card  # v1/v2 cards unchanged
+
+
+# sha256 of train.jsonl / val.jsonl as written before v3 existed: adding a rule set must not move a
+# single byte of the existing data sets (their figures in README and docs/quality.md depend on them).
+PINNED = {
+    ("v1", "default"): ("57eb8f0ddac9cd9a384f73c412495edd02d9e4e2d24eefc3f3edd2468b4f7e35",
+                        "89daa5c9217322bd2b826ed9dff51b290a91ad019861eef9a51e06398f6777a9"),
+    ("v2", "rare"): ("36696268ec76e45b0175ab1441b421fc16701ec330b9868becc13bc5dc166411",
+                     "53dd69ecc321ba15c5bd8abed0b7a115855d33e2ea49e7903e58f756ec80f150"),
+}
+
+
+@pytest.mark.parametrize(("rules", "mix"), list(PINNED))
+def test_v1_v2_files_pinned(tmp_path: Path, rules: str, mix: str) -> None:
+    sd.write_sample_data(tmp_path, seed=0, rules=rules, mix=mix)
+    assert (sha256_file(tmp_path / "train.jsonl"), sha256_file(tmp_path / "val.jsonl")) == PINNED[(rules, mix)]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -350,7 +464,7 @@ def test_bayes_ceiling_recomputed_from_files(default_dir: Path) -> None:
         ({"val_fraction": 0.0}, "val_fraction must be strictly between 0 and 1"),
         ({"val_fraction": 1.0}, "val_fraction must be strictly between 0 and 1"),
         ({"noise": 1.5}, "noise must be between 0 and 1"),
-        ({"rules": "v3"}, "unknown rules 'v3'"),
+        ({"rules": "v9"}, "unknown rules 'v9'"),
         ({"mix": "odd"}, "unknown mix 'odd'"),
         ({"seed": -1}, "seed must be a non-negative integer"),
         ({"n": 3, "val_fraction": 0.1}, "both must be at least 1"),
@@ -406,6 +520,14 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_accepts_rules_v3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert sd.main(["--out", str(tmp_path / "v3"), "--n", "300", "--seed", "5", "--rules", "v3"]) == 0
+    card = json.loads((tmp_path / "v3" / "data_card.json").read_text(encoding="utf-8"))
+    assert card["rules"] == "v3" and card["rules_parameters"] == V3_PARAMETERS
+    assert f"Bayes ceiling (val macro-F1 of the rules): {card['bayes_ceiling']:.3f}" in capsys.readouterr().out
+    assert read_jsonl(tmp_path / "v3" / "train.jsonl") == sd.generate(n=300, seed=5, rules="v3").train
 
 
 def test_cli_unwritable_output_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,13 @@
-"""The labeler's rule sets (v1, v2): the noise-free label of an event, and the Bayes ceiling they
+"""The labeler's rule sets (v1, v2, v3): the noise-free label of an event, and the Bayes ceiling they
 score on a noisy validation set. ``processor.sample_data`` labels its synthetic events with them; the
-rules themselves are described in that module's docstring."""
+rules themselves are described in that module's docstring.
+
+v1 and v2 are conjunctions of a few conditions: a tree finds them with a handful of splits. v3 is a
+scored rule: a weighted sum of eight features (integer points, so every comparison is exact) against a
+cut-off that depends on the session *and* the volatility regime (an interaction, not a sum), inside a
+leg-index window that is open at both ends. No single split, and no short chain of splits on one
+feature, captures it. Its parameters (:data:`V3_PARAMETERS`) were fixed before any model was measured
+on it (docs/quality.md) and are written into every v3 data card."""
 
 from __future__ import annotations
 
@@ -12,9 +19,50 @@ from sklearn.metrics import f1_score
 
 from processor.schema import LABELS
 
-RULES: tuple[str, ...] = ("v1", "v2")
+RULES: tuple[str, ...] = ("v1", "v2", "v3")
 ASIA_MIN_WAVE = 0.65  # v1: an Asia-session event only trades with a wave at least this strong
 V2_MAX_LEG = 3  # v2: only the first three MGann legs
+
+# v3 -- points of the weighted sum, in the direction d = ext_dir of the trade (see _v3_score).
+V3_POINTS: dict[str, int] = {
+    "int_with": 40,  # internal structure agrees with the external one
+    "int_against": -30,  # internal structure runs against it (a pullback still in progress)
+    "choch_with": 45,  # a change of character in the trade's direction
+    "choch_against": -45,
+    "fvg_with": 30,  # a fair-value gap in the trade's direction ...
+    "fvg_retest": 20,  # ... that was retested (only counts with fvg_with)
+    "first_fvg": 20,  # the first FVG of its MGann leg
+    "pb_ok": 25,  # the pullback filter passed
+}
+# wave_strength adds round(100 * wave_strength) - 50 points: -50 .. +50, linear, no threshold of its own.
+V3_WAVE_CENTER = 50
+# Cut-off per (session, volatility regime). Not additive: a volatile market lowers the bar in Asia
+# (a quiet session needs a move) but raises it in London and New York (whipsaws).
+V3_CUTOFF: dict[tuple[str, bool], int] = {
+    ("asia", False): 95, ("asia", True): 70,
+    ("london", False): 70, ("london", True): 80,
+    ("new_york", False): 60, ("new_york", True): 85,
+}
+# Volatility regime from atr alone (the symbol is not a feature): atr is compared with the reference
+# ATR of its scale band (band upper bound, reference), so the regime is a pure function of a
+# feature the model sees. The bands follow the instruments' scales (FX majors, JPY pairs, gold,
+# index); "volatile" = atr >= the band's reference.
+V3_ATR_BANDS: tuple[tuple[float, float], ...] = ((0.02, 1.25e-3), (0.7, 0.16), (6.0, 3.0), (float("inf"), 12.0))
+V3_LEG_WINDOW = (2, 5)  # trade only MGann legs 2..5: leg 1 is often a false start, after leg 5 it is late
+V3_PARAMETERS: dict[str, Any] = {
+    "points": V3_POINTS, "wave_center": V3_WAVE_CENTER,
+    "cutoff": {f"{session}/{'volatile' if vol else 'calm'}": c for (session, vol), c in V3_CUTOFF.items()},
+    # JSON has no infinity: the open last band is written as null.
+    "atr_bands": [{"atr_below": None if b == float("inf") else b, "reference_atr": r} for b, r in V3_ATR_BANDS],
+    "leg_window": list(V3_LEG_WINDOW),
+}
+
+
+def rule_parameters(rules: str) -> dict[str, Any] | None:
+    """The tunable parameters of a rule set, for its data card; None for v1 and v2, whose cards
+    predate this entry (their files stay byte-identical; their constants are in the docstring)."""
+    check_rules(rules)
+    return V3_PARAMETERS if rules == "v3" else None
 
 
 def check_rules(rules: str) -> None:
@@ -46,7 +94,38 @@ def _label_v2(f: Mapping[str, Any]) -> str:
     return "no_trade"
 
 
-_RULE_FUNCS = {"v1": _label_v1, "v2": _label_v2}
+def volatile(atr: float) -> bool:
+    """v3's volatility regime: atr at or above the reference ATR of its scale band."""
+    return next(atr >= ref for below, ref in V3_ATR_BANDS if atr < below)
+
+
+def _v3_score(f: Mapping[str, Any], d: int) -> int:
+    """The weighted sum of v3, in integer points, for a trade in direction d (1 long, -1 short)."""
+    up = d == 1
+    points = V3_POINTS
+    int_dir = int(f["int_dir"])
+    score = round(100 * float(f["wave_strength"])) - V3_WAVE_CENTER
+    score += points["int_with"] if int_dir == d else points["int_against"] if int_dir == -d else 0
+    choch_up, choch_down = bool(f["ext_choch_up"]), bool(f["ext_choch_down"])
+    choch_with, choch_against = (choch_up, choch_down) if up else (choch_down, choch_up)
+    score += points["choch_with"] * choch_with + points["choch_against"] * choch_against
+    if bool(f["fvg_up"] if up else f["fvg_down"]):
+        score += points["fvg_with"] + points["fvg_retest"] * bool(f["fvg_retest"])
+    score += points["first_fvg"] * bool(f["mgann_leg_first_fvg"]) + points["pb_ok"] * bool(f["pb_wave_strength_ok"])
+    return score
+
+
+def _label_v3(f: Mapping[str, Any]) -> str:
+    d = int(f["ext_dir"])
+    lo, hi = V3_LEG_WINDOW
+    if d == 0 or not lo <= int(f["mgann_leg_index"]) <= hi:
+        return "no_trade"
+    if _v3_score(f, d) < V3_CUTOFF[(str(f["session"]), volatile(float(f["atr"])))]:
+        return "no_trade"
+    return "long" if d == 1 else "short"
+
+
+_RULE_FUNCS = {"v1": _label_v1, "v2": _label_v2, "v3": _label_v3}
 
 
 def label_event(features: Mapping[str, Any], rules: str = "v1") -> str:

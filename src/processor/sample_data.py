@@ -11,8 +11,9 @@ labeled data set (``train.jsonl``, ``val.jsonl``, ``data_card.json``) that follo
 Labeling rules
 --------------
 Labels come from documented "merged rules" applied to the features exactly as written to the files
-(``wave_strength`` has 2 decimals, so thresholds are exact; ``atr`` is never used because its scale
-depends on the symbol). Every input of a rule appears in the serialized model text.
+(``wave_strength`` has 2 decimals, so thresholds are exact; ``atr``'s absolute value is never used
+because its scale depends on the symbol -- v3 only compares it with the reference of its own scale
+band). Every input of a rule appears in the serialized model text.
 
 ``v1`` (default) -- external structure + trigger + pullback filter + session filter:
 
@@ -34,6 +35,31 @@ depends on the symbol). Every input of a rule appears in the serialized model te
 * **short** if ``int_dir == -1`` and ``fvg_down`` and ``mgann_leg_first_fvg`` and
   ``1 <= mgann_leg_index <= 3``;
 * **no_trade** otherwise.
+
+``v3`` -- a scored rule (the harder set: a weighted sum with interactions and thresholds, so that no
+single split captures it; parameters in ``processor.rules.V3_*`` and in the data card's
+``rules_parameters``, fixed before any model was measured on it). With d = ``ext_dir``:
+
+* **no_trade** if ``ext_dir == 0`` or ``mgann_leg_index`` is outside the window 2..5;
+* otherwise a score in integer points, counted in the direction d (for d = -1, "up" reads "down"):
+  ``round(100 * wave_strength) - 50``, plus ``int_dir``: +40 if equal to d, -30 if opposite;
+  CHoCH: +45 in d, -45 against d; an FVG in d: +30, and +20 more if ``fvg_retest``;
+  ``mgann_leg_first_fvg``: +20; ``pb_wave_strength_ok``: +25;
+* **long** (d = 1) / **short** (d = -1) if the score reaches the cut-off of the event's session and
+  volatility regime, **no_trade** otherwise:
+
+  ========  ====  ========
+  session   calm  volatile
+  ========  ====  ========
+  asia        95        70
+  london      70        80
+  new_york    60        85
+  ========  ====  ========
+
+  "volatile" means ``atr`` at or above the reference ATR of its scale band: 1.25e-3 below atr 0.02
+  (FX majors), 0.16 below 0.7 (JPY pairs), 3.0 below 6 (gold), 12 above (index). The band is read off
+  ``atr`` itself, so the regime is a function of a feature the model sees, not of the hidden symbol.
+  On ``sample_features`` events: about 12 % long, 11 % short, 77 % no_trade before noise; 47 % volatile.
 
 (The two conditions of a rule set can never both hold: ``ext_dir``/``int_dir`` cannot be 1 and -1 at once.)
 
@@ -97,7 +123,7 @@ import numpy as np
 import pandas as pd
 
 from processor import __version__
-from processor.rules import RULES, bayes_ceiling, check_rules, label_event
+from processor.rules import RULES, bayes_ceiling, check_rules, label_event, rule_parameters
 from processor.io import atomic_target
 from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
 
@@ -453,6 +479,8 @@ def generate(
         "generator": "processor.sample_data",
         "generator_version": __version__,
         "rules": rules,
+        # Only for rule sets that have parameters to record (v3): v1/v2 cards stay byte-identical.
+        **({} if rule_parameters(rules) is None else {"rules_parameters": rule_parameters(rules)}),
         "mix": mix,
         "mix_target_shares": None if MIXES[mix] is None else dict(zip(LABELS, MIXES[mix], strict=True)),
         "noise": noise,
