@@ -65,26 +65,43 @@ def _strip_comment(text: str) -> str:
     return re.split(r"(?:^|\s)#", text, maxsplit=1)[0].rstrip()
 
 
+PROSE_COMMAND = re.compile(r"(?:\w+=\S+\s+)*(?:\S*python |mlflow run |make |torchrun |accelerate launch )")
+
+
 def commands(page: Path) -> list[Command]:
-    """Every command of a page: the lines of its fenced blocks (continuation lines joined) and the
-    inline code spans of its prose that start like a command."""
+    """Every command of a page: the lines of its fenced blocks (continuation lines joined, also a
+    synopsis's indented ``[--option]`` lines) and the inline code spans of its prose that start like a
+    command (a span may wrap onto the next line)."""
     found: list[Command] = []
-    pending, start = "", 0
+    pending, start, prose, prose_start = "", 0, [], 0
+
+    def flush_prose() -> None:
+        text = "\n".join(prose)
+        for m in INLINE_CODE.finditer(text):
+            span = " ".join(m.group(1).split())
+            if PROSE_COMMAND.match(span):
+                found.append(Command(page, prose_start + text.count("\n", 0, m.start()), span))
+        prose.clear()
+
     for number, line, fenced in _blocks(page):
-        if fenced:
-            text = _strip_comment(line)
-            if not pending:
-                start = number
-            if text.endswith(("\\", "^")):
-                pending += text[:-1] + " "
-                continue
-            text, pending = (pending + text).strip(), ""
-            if text and COMMAND_START.search(" " + text):
-                found.append(Command(page, start, text))
-        else:
-            for span in INLINE_CODE.findall(line):
-                if re.match(r"(?:\S*python |mlflow run |make |torchrun |accelerate launch )", span):
-                    found.append(Command(page, number, span.strip()))
+        if not fenced:
+            if not prose:
+                prose_start = number
+            prose.append(line)
+            continue
+        flush_prose()
+        text = _strip_comment(line)
+        if not pending:
+            start = number
+        if text.endswith(("\\", "^")):
+            pending += text[:-1] + " "
+            continue
+        text, pending = (pending + text).strip(), ""
+        if text.startswith(("[", "--")) and found and found[-1].page == page and found[-1].line < number:
+            found[-1] = Command(page, found[-1].line, f"{found[-1].text} {text}")
+        elif text and COMMAND_START.search(" " + text):
+            found.append(Command(page, start, text))
+    flush_prose()
     return found
 
 
