@@ -1,4 +1,4 @@
-"""The five shipping checks on the evidence, and the table that reports them."""
+"""The shipping checks on the evidence, and the table that reports them."""
 
 from __future__ import annotations
 
