@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 
 from processor.cli import DataError
+from processor.config import PSI_WARN  # the default; a profile stores the level its run was trained with
 from processor.schema import FEATURES, contract_spec
 
 PROFILE_VERSION = 1
 N_BINS = 10
 MIN_EVENTS = 100
-PSI_WARN = 0.2  # the default of trust.psi_warn; a profile stores the level its run was trained with
 EPS = 1e-4
 OTHER = "other"
 

@@ -20,17 +20,19 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from processor.cli import UserError, first_line
-from processor.tiny_base import BUILD_INFO_FILE, TINY_BASE_ID
+from processor.names import BUILD_INFO_FILE, TINY_BASE_ID
+# count_tokens lives in serialize (the demo-base builder needs it without this module); re-exported
+# here until the train loop imports it from there.
+from processor.serialize import count_tokens  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -366,11 +368,3 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
-
-
-def count_tokens(tokenizer: Any, texts: Sequence[str]) -> float:
-    """Mean number of tokens per text, as the model sees it (special tokens included, no padding)."""
-    if len(texts) == 0:
-        raise ValueError("count_tokens needs at least one text")
-    encoded = tokenizer(list(texts), add_special_tokens=True, padding=False, truncation=False)["input_ids"]
-    return float(np.mean([len(ids) for ids in encoded]))

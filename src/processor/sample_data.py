@@ -99,6 +99,7 @@ import pandas as pd
 from processor import __version__
 from processor.rules import RULES, bayes_ceiling, check_rules, label_event
 from processor.io import atomic_target
+from processor.names import DATA_CARD
 from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
 
 # Instruments and the median ATR (price units) of each: ATR is only meaningful per symbol, which is
@@ -516,7 +517,7 @@ def write_sample_data(
         "val.jsonl": {"rows": len(data.val), "sha256": hashlib.sha256(val_bytes).hexdigest()},
     }
     card_bytes = (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    _write_atomic({out / "train.jsonl": train_bytes, out / "val.jsonl": val_bytes, out / "data_card.json": card_bytes})
+    _write_atomic({out / "train.jsonl": train_bytes, out / "val.jsonl": val_bytes, out / DATA_CARD: card_bytes})
     return card
 
 

@@ -27,7 +27,7 @@ up to 9 and folds 10+ into one word (the contract allows up to 100; the data rar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,14 @@ def render_events(events: Iterable[Mapping[str, Any]]) -> list[str]:
     and tests, never for a trained model (which renders with the serializer stored in its package)."""
     events = list(events)
     return Serializer.fit(events).render_all(events)
+
+
+def count_tokens(tokenizer: Any, texts: Sequence[str]) -> float:
+    """Mean number of tokens per text, as the model sees it (special tokens included, no padding)."""
+    if len(texts) == 0:
+        raise ValueError("count_tokens needs at least one text")
+    encoded = tokenizer(list(texts), add_special_tokens=True, padding=False, truncation=False)["input_ids"]
+    return float(np.mean([len(ids) for ids in encoded]))
 
 
 def _check_template(template: str) -> None:

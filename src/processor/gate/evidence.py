@@ -15,12 +15,11 @@ from typing import Any
 import yaml
 
 from processor.io import sha256_file
+from processor.names import PYFUNC_NAME, RESOLVED_CONFIG, ZIP_ARTIFACT, ZIP_NAME
 from processor.package import PackageError, verify_package
 
 from processor.gate.thresholds import GateUsageError
 
-PYFUNC_NAME = "model"  # processor.tracking.PYFUNC_NAME; not imported to keep the gate free of torch
-ZIP_NAME = "model_final.zip"
 
 
 @dataclass
@@ -156,7 +155,7 @@ def evidence_from_dir(out: Path) -> Evidence:
         raise GateUsageError(f"--output-dir {out}: not a directory")
     ev = Evidence(source=str(out))
     _read_metrics(out / "metrics.json", ev)
-    zip_path = out / _zip_name_from_config(out / "resolved_config.yaml")
+    zip_path = out / _zip_name_from_config(out / RESOLVED_CONFIG)
     if zip_path.is_file():
         ev.zip_path = zip_path
     else:
@@ -247,10 +246,10 @@ def _pyfunc_evidence(client: Any, run: Any, workdir: Path, ev: Evidence) -> None
     if model.signature is not None and model.signature.inputs is not None:
         ev.signature_inputs = list(model.signature.inputs.input_names())
     ev.model_metadata = dict(model.metadata or {})
-    conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get("model_final", {})
+    conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get(ZIP_ARTIFACT, {})
     bundled = local / conf["path"] if conf.get("path") else None
     if bundled is None or not bundled.is_file():
-        ev.pyfunc_problem = f"pyfunc model {logged.model_id} does not bundle model_final.zip"
+        ev.pyfunc_problem = f"pyfunc model {logged.model_id} does not bundle {ZIP_NAME}"
         return
     ev.pyfunc_zip_sha256 = sha256_file(bundled)
 
