@@ -7,6 +7,7 @@ exception that is not a :class:`UserError` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,17 +27,27 @@ class DataError(UserError):
     exit_code = EXIT_DATA
 
 
-def parse_bool(text: str) -> bool:
-    """An argparse ``type`` for optional-value booleans: a bare flag passes "true", and an MLproject
-    parameter left empty passes "" (false)."""
-    import argparse
+TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
+# "" is false: an MLproject parameter left empty, an unset environment variable.
+FALSE_WORDS = frozenset({"false", "no", "0", "off", ""})
 
-    value = text.strip().lower()
-    if value in ("", "false", "no", "0"):
-        return False
-    if value in ("true", "yes", "1"):
+
+class BoolError(argparse.ArgumentTypeError, ValueError):
+    """Not a boolean. argparse prints the message as it is; other callers catch the ValueError."""
+
+
+def parse_bool(value: object) -> bool:
+    """The one reading of a boolean from text (flags, config values, environment variables, MLflow
+    metadata): true/yes/1/on, false/no/0/off/"" in any case; a bool passes through. Also an argparse
+    ``type`` for optional-value flags (``nargs="?", const="true"``): a bare flag passes "true"."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
         return True
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if text in FALSE_WORDS:
+        return False
+    raise BoolError(f"expected true or false, got {value!r}")
 
 
 def first_line(exc: BaseException | str | None, limit: int = 300) -> str:

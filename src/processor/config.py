@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from processor.cli import UserError
+from processor.cli import UserError, parse_bool
 from processor.names import ZIP_NAME
 from processor.serialize import LEGACY_TEMPLATES, TEMPLATE_NAME
 
@@ -182,10 +182,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        # "" is not a value here: a key given empty is a mistake, not "false".
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+            try:
+                return parse_bool(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, bool):

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from processor.cli import UserError, first_line
+from processor.cli import UserError, first_line, parse_bool
 from processor.names import BUILD_INFO_FILE, TINY_BASE_ID
 # count_tokens lives in serialize (the demo-base builder needs it without this module); re-exported
 # here until the train loop imports it from there.
@@ -49,7 +49,6 @@ MODEL_ALIASES: dict[str, str] = {
 _HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 # How long the hub reachability probe may take before we conclude the machine is offline.
 _HUB_PROBE_TIMEOUT_S = 5.0
-_FALSY = {"", "0", "false", "no", "off"}
 
 
 class ModelNotAvailableError(UserError):
@@ -83,7 +82,11 @@ def _offline_mode() -> bool:
     # huggingface_hub reads HF_HUB_OFFLINE once at import; read it again so a later setting counts too.
     from huggingface_hub import constants
 
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in _FALSY or bool(constants.HF_HUB_OFFLINE)
+    try:
+        offline = parse_bool(os.environ.get("HF_HUB_OFFLINE", ""))
+    except ValueError:
+        offline = True  # set to something other than a boolean: better offline than reaching for the hub
+    return offline or bool(constants.HF_HUB_OFFLINE)
 
 
 def _not_available_message(repo_id: str, revision: str | None, reason: str) -> str:
