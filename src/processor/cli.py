@@ -16,9 +16,15 @@ EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UserError(Exception):
-    """A mistake the user can fix (arguments, config, a missing file or model): exit 2."""
+    """A mistake the user can fix (arguments, config, a missing file or model): exit 2, or the
+    ``exit_code`` given (a command whose documented code for this failure is another)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, *args: object, exit_code: int | None = None) -> None:
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class DataError(UserError):
@@ -67,10 +73,13 @@ def error(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | None = None,
-        interrupted: str = "interrupted", quiet: bool = False) -> int:
+        interrupted: str = "interrupted", quiet: bool = False,
+        failure: Callable[[Exception], str] | None = None) -> int:
     """``body()``'s exit code; a :class:`UserError` becomes ``error: <message>`` and its exit code
     (``data_error`` words the message of a :class:`DataError`, e.g. what was not done). ``quiet``
-    keeps the exit code but prints nothing (the other ranks of a multi-process job: rank 0 speaks)."""
+    keeps the exit code but prints nothing (the other ranks of a multi-process job: rank 0 speaks).
+    ``failure``, for a command that talks to servers (the gate), words any other exception as one
+    line and exit 2 (a network or server failure is not a bug of this code); without it a traceback."""
     try:
         return body()
     except DataError as exc:
@@ -81,6 +90,10 @@ def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | Non
         if not quiet:
             print(f"\n{interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if failure is None:
+            raise
+        return EXIT_USAGE if quiet else error(failure(exc), EXIT_USAGE)
 
 
 def nothing_trained(exc: Any) -> str:

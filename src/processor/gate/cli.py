@@ -52,7 +52,8 @@ from typing import Any
 
 from processor import metrics_file as mf
 from processor import model_card
-from processor.cli import EXIT_USAGE, UserError, error, first_line, parse_bool
+from processor.cli import first_line, parse_bool
+from processor.cli import run as run_command
 from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
@@ -61,7 +62,7 @@ from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
 from processor.gate.registry import (GateInfraError, _is_not_found, describe, promote, register_once,
                                      versions_of_run)
-from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, load_thresholds
+from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, _fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
 DEFAULT_ALIAS = "champion"
@@ -234,31 +235,36 @@ def _print_summary(outcome: GateOutcome) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        th = load_thresholds(args.checks)
-        strict = args.strict or th.strict
-        margin = th.margin if args.margin is None else _fraction(args.margin, "--margin", lo=-1.0)
-        if args.output_dir is not None:
-            outcome = gate_output_dir(args.output_dir, th, strict=strict)
-        else:
-            import mlflow
+    # A bad checks file or argument, an unknown run: UserError. Server/registry/network failures:
+    # exit 2 and one line too.
+    return run_command(lambda: _gate(args), failure=_could_not_finish)
 
-            if args.tracking_uri:
-                mlflow.set_tracking_uri(args.tracking_uri)
-            outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
-                               require_better=args.require_better, margin=margin, checks_file=args.checks,
-                               bundle_base=args.bundle_base)
-    except UserError as exc:  # a bad checks file or argument, an unknown run
-        return error(str(exc), exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - server/registry/network failures: exit 2, one line, no traceback
-        return error(f"the gate could not finish ({type(exc).__name__}: {first_line(exc)}); "
-                     "see the run and registry state before retrying", EXIT_USAGE)
+
+def _could_not_finish(exc: Exception) -> str:
+    return (f"the gate could not finish ({type(exc).__name__}: {first_line(exc)}); "
+            "see the run and registry state before retrying")
+
+
+def _gate(args: argparse.Namespace) -> int:
+    th = load_thresholds(args.checks)
+    strict = args.strict or th.strict
+    margin = th.margin if args.margin is None else _fraction(args.margin, "--margin", lo=-1.0)
+    if args.output_dir is not None:
+        outcome = gate_output_dir(args.output_dir, th, strict=strict)
+    else:
+        import mlflow
+
+        if args.tracking_uri:
+            mlflow.set_tracking_uri(args.tracking_uri)
+        outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
+                           require_better=args.require_better, margin=margin, checks_file=args.checks,
+                           bundle_base=args.bundle_base)
     _print_summary(outcome)
     if args.report is not None:
         try:
             write_json_atomic(args.report, outcome.report, default=str, allow_nan=False)
         except OSError as exc:
-            return error(f"cannot write --report {args.report}: {exc}", EXIT_USAGE)
+            raise GateUsageError(f"cannot write --report {args.report}: {exc}") from None
     return outcome.exit_code
 
 
