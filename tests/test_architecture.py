@@ -108,3 +108,12 @@ def test_the_served_model_imports_no_training_tuning_or_data_generation() -> Non
     assert "processor.package" in loaded  # what the pyfunc loads is in the closure measured here
     offending = [m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_SERVED)]
     assert not offending, f"the served model imports {offending}"
+
+
+def test_the_gate_imports_torch_only_to_verify_a_zip() -> None:
+    # `gates/gate.py --help`, a bad checks file or an unknown run answer without loading torch.
+    code = "import sys, processor.gate\nprint(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,4 +1,5 @@
-"""The five shipping checks on the evidence, and the table that reports them."""
+"""The shipping checks on the evidence (``CHECK_NAMES`` always, the optional ones when the checks file
+switches them on), and the table that reports them."""
 
 from __future__ import annotations
 

@@ -20,9 +20,10 @@ Optional (off in gates/ship_checks.yaml, on in gates/ship_checks_strict.yaml):
   beats_baseline val macro-F1 >= the named baseline's - beats_baseline.margin
   time_leakage   metrics.json's leakage block says no val event is older than (or as old as) the train
                  events of its symbol; fails when it found an overlap and when it could not check
-The scores of checks 1-3 and the fingerprint of check 5 are read from the metrics.json inside the
-verified zip (covered by its manifest), never from the separate metrics.json file alone.
---strict: checks 2 and 3 use the lower bound of the bootstrap CI in metrics.json (both are reported).
+The scores and fingerprints the checks judge are read from the metrics.json inside the verified zip
+(covered by its manifest), never from the separate metrics.json file alone.
+--strict: val_macro_f1 and class_f1 use the lower bound of the bootstrap CI in metrics.json (both are
+reported).
 
 Only when every check passes is the run's pyfunc model registered (one version per run: gating a run
 again re-uses its version) with the check results, git commit, schema fingerprint and run id as
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move on success (default {DEFAULT_ALIAS})")
     p.add_argument("--checks", type=Path, default=DEFAULT_CHECKS, help="thresholds file (default gates/ship_checks.yaml)")
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
-    p.add_argument("--strict", action="store_true", help="checks 2 and 3 use the bootstrap CI lower bound")
+    p.add_argument("--strict", action="store_true", help="val_macro_f1 and class_f1 use the bootstrap CI lower bound")
     p.add_argument("--require-better", action=argparse.BooleanOptionalAction, default=True,
                    help="replace the alias holder only if val macro-F1 is not lower (default: on)")
     p.add_argument("--margin", type=float, default=None,

@@ -16,7 +16,6 @@ import yaml
 
 from processor.io import sha256_file
 from processor.names import PYFUNC_NAME, RESOLVED_CONFIG, ZIP_ARTIFACT, ZIP_NAME
-from processor.package import PackageError, verify_package
 
 from processor.gate.thresholds import GateUsageError
 
@@ -27,11 +26,11 @@ class Evidence:
     """What a run left behind, as far as it could be read. Missing pieces are check failures."""
 
     source: str  # "mlflow run <id>" or the output directory
-    # What checks 1-3 and 5 judge: the verified zip's own metrics.json (see ``settle_metrics``).
+    # What the checks judge: the verified zip's own metrics.json (see ``settle_metrics``).
     metrics: dict[str, Any] | None = None
     metrics_problem: str | None = None
     metrics_source: str = "none"  # "model_final.zip" (verified) or "metrics.json (unverified)"
-    # The run's separate metrics.json artifact; it must equal the zip's copy (check 4).
+    # The run's separate metrics.json artifact; it must equal the zip's copy (check ``artifacts``).
     artifact_metrics: dict[str, Any] | None = None
     artifact_metrics_problem: str | None = None
     zip_path: Path | None = None
@@ -88,9 +87,13 @@ def settle_metrics(ev: Evidence) -> Evidence:
     """Decide which metrics the checks judge: the zip's own metrics.json once the zip's manifest
     verifies -- the run's separate metrics.json is a plain file anyone with write access to the run
     can edit, the zip's copy is covered by the manifest sha256s. When the zip is missing or fails
-    verification, check 4 fails anyway; the separate metrics.json is then judged (marked unverified)
+    verification, ``artifacts`` fails anyway; the separate metrics.json is then judged (marked unverified)
     so that the report still says what else would have failed."""
     if ev.zip_path is not None:
+        # Imported here: processor.package imports torch, which the gate needs only once a zip is there
+        # to verify (--help, a bad checks file or an unknown run do not pay for it).
+        from processor.package import PackageError, verify_package
+
         try:
             verify_package(ev.zip_path)
         except PackageError as exc:
