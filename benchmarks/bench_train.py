@@ -75,7 +75,8 @@ def run_case(model_name: str, mode: str, steps: int, batch: int, max_length: int
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     from processor.loss import FocalLoss
-    from processor.model import apply_lora, count_tokens, load_for_classification, resolve_model
+    from processor.model import apply_lora, load_for_classification, resolve_model
+    from processor.serialize import count_tokens
     from processor.package import predict_texts
     from processor.schema import LABELS
     from processor.trainer import EncodedEvents, FocalTrainer

@@ -88,3 +88,34 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "lora.r" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------ booleans
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("Yes", True), ("1", True), (" ON ", True),
+                                             ("false", False), ("NO", False), ("0", False), ("off", False)])
+def test_one_boolean_reading_for_flags_config_values_and_metadata(text: str, value: bool) -> None:
+    from processor.cli import parse_bool
+    from processor.config import apply_override
+
+    assert parse_bool(text) is value
+    cfg = Config()
+    apply_override(cfg, "packaging.bundle_base", text, source="test")
+    assert cfg.packaging.bundle_base is value
+    args = build_parser().parse_args(["--resume", text])
+    assert args.resume is value
+
+
+def test_an_empty_boolean_is_false_on_the_command_line_and_an_error_in_config(capsys) -> None:
+    from processor.cli import parse_bool
+    from processor.config import apply_override
+
+    assert parse_bool("") is False  # an MLproject parameter left empty
+    with pytest.raises(ConfigError, match="packaging.bundle_base.*expected true/false"):
+        apply_override(Config(), "packaging.bundle_base", "", source="packaging.bundle_base")
+    with pytest.raises(ValueError, match="expected true or false, got 'maybe'"):
+        parse_bool("maybe")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--resume", "maybe"])
+    assert "expected true or false, got 'maybe'" in capsys.readouterr().err

@@ -62,6 +62,19 @@ def test_psi_flags_a_shifted_feature_and_only_that_one(profile):
     assert list(drift.psi(profile, asia).warnings) == ["session"]
 
 
+def test_bins_are_interpolated_quantiles_and_an_edge_value_falls_in_the_upper_bin():
+    # Drift's edges interpolate (the serializer's are training values): profiles written by earlier
+    # versions must keep counting new batches in the same bins.
+    frame = sample(300, seed=2)
+    atr = frame["atr"].to_numpy(dtype=np.float64)
+    expected = np.unique(np.quantile(atr, np.linspace(0.0, 1.0, drift.N_BINS + 1)[1:-1]))
+    entry = drift.fit_profile(frame)["features"]["atr"]
+    assert entry["edges"] == pytest.approx(list(expected), rel=0, abs=0)
+    at_edge = pd.Series([entry["edges"][0]] * 4)
+    shares = drift._shares(entry, at_edge, "atr")
+    assert shares[1] == 1.0 and shares[0] == 0.0
+
+
 def test_empty_bins_are_floored_not_infinite():
     # A bin empty in the batch, and one empty on both sides (adds exactly 0).
     value = drift.psi_value(np.array([0.0, 1.0, 0.0]), np.array([0.5, 0.5, 0.0]))

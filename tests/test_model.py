@@ -37,15 +37,15 @@ from processor.model import (
     ModelNotAvailableError,
     ResolvedModel,
     apply_lora,
-    count_tokens,
     load_for_classification,
     resolve_model,
     trainable_parameters,
 )
 from processor.sample_data import sample_features
 from processor.schema import LABELS
-from processor.serialize import render_events
-from processor.tiny_base import BUILD_INFO_FILE, TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
+from processor.names import BUILD_INFO_FILE
+from processor.serialize import count_tokens, render_events
+from processor.tiny_base import TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
 
 # Small enough to build in seconds: for tests of the build machinery, not of model quality.
 MINI_RECIPE = TinyRecipe(

@@ -57,7 +57,11 @@ def write_jsonl(path: Path, rows: list[dict[str, Any] | str]) -> Path:
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
+    """Exit code, stdout, stderr of the command (argparse's own usage errors exit via SystemExit)."""
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 

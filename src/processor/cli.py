@@ -7,6 +7,7 @@ exception that is not a :class:`UserError` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,9 +16,15 @@ EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UserError(Exception):
-    """A mistake the user can fix (arguments, config, a missing file or model): exit 2."""
+    """A mistake the user can fix (arguments, config, a missing file or model): exit 2, or the
+    ``exit_code`` given (a command whose documented code for this failure is another)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, *args: object, exit_code: int | None = None) -> None:
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class DataError(UserError):
@@ -26,17 +33,27 @@ class DataError(UserError):
     exit_code = EXIT_DATA
 
 
-def parse_bool(text: str) -> bool:
-    """An argparse ``type`` for optional-value booleans: a bare flag passes "true", and an MLproject
-    parameter left empty passes "" (false)."""
-    import argparse
+TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
+# "" is false: an MLproject parameter left empty, an unset environment variable.
+FALSE_WORDS = frozenset({"false", "no", "0", "off", ""})
 
-    value = text.strip().lower()
-    if value in ("", "false", "no", "0"):
-        return False
-    if value in ("true", "yes", "1"):
+
+class BoolError(argparse.ArgumentTypeError, ValueError):
+    """Not a boolean. argparse prints the message as it is; other callers catch the ValueError."""
+
+
+def parse_bool(value: object) -> bool:
+    """The one reading of a boolean from text (flags, config values, environment variables, MLflow
+    metadata): true/yes/1/on, false/no/0/off/"" in any case; a bool passes through. Also an argparse
+    ``type`` for optional-value flags (``nargs="?", const="true"``): a bare flag passes "true"."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
         return True
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    if text in FALSE_WORDS:
+        return False
+    raise BoolError(f"expected true or false, got {value!r}")
 
 
 def first_line(exc: BaseException | str | None, limit: int = 300) -> str:
@@ -56,10 +73,13 @@ def error(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | None = None,
-        interrupted: str = "interrupted", quiet: bool = False) -> int:
+        interrupted: str = "interrupted", quiet: bool = False,
+        failure: Callable[[Exception], str] | None = None) -> int:
     """``body()``'s exit code; a :class:`UserError` becomes ``error: <message>`` and its exit code
     (``data_error`` words the message of a :class:`DataError`, e.g. what was not done). ``quiet``
-    keeps the exit code but prints nothing (the other ranks of a multi-process job: rank 0 speaks)."""
+    keeps the exit code but prints nothing (the other ranks of a multi-process job: rank 0 speaks).
+    ``failure``, for a command that talks to servers (the gate), words any other exception as one
+    line and exit 2 (a network or server failure is not a bug of this code); without it a traceback."""
     try:
         return body()
     except DataError as exc:
@@ -70,6 +90,10 @@ def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | Non
         if not quiet:
             print(f"\n{interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if failure is None:
+            raise
+        return EXIT_USAGE if quiet else error(failure(exc), EXIT_USAGE)
 
 
 def nothing_trained(exc: Any) -> str:

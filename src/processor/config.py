@@ -16,12 +16,16 @@ from typing import Any
 
 import yaml
 
-from processor.cli import UserError
+from processor.cli import UserError, parse_bool
+from processor.names import ZIP_NAME
 from processor.serialize import LEGACY_TEMPLATES, TEMPLATE_NAME
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TEMPLATES = (TEMPLATE_NAME, *LEGACY_TEMPLATES)
+# Population stability index per feature at predict time: warn above this (processor.drift, which
+# also falls back to it for a profile that does not store its own level).
+PSI_WARN = 0.2
 
 
 class ConfigError(UserError, ValueError):
@@ -83,7 +87,7 @@ class PackagingConfig:
     # sweep of `mlflow run . -P gamma=...`) never collide. A directory given here or by --output-dir is
     # protected: a finished run in it is never overwritten without --overwrite.
     output_dir: str = ""
-    zip_final: str = "model_final.zip"
+    zip_final: str = ZIP_NAME
     # Copy the base checkpoint into the logged MLflow model, for serving hosts without a model hub or
     # cache (air-gapped). Always done for the small demo base; for a real Qwen it adds ~1 GB per model.
     bundle_base: bool = False
@@ -119,8 +123,7 @@ class TrustConfig:
     min_confidence: float | None = None
     # Thresholds whose coverage and long/short precision the run reports (metrics.json + PNG).
     abstention_grid: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    # Population stability index per feature at predict time: warn above this (processor.drift).
-    psi_warn: float = 0.2
+    psi_warn: float = PSI_WARN
     # Check that validation events are not older than training events (per symbol) when events
     # carry timestamps (processor.leakage).
     check_time_leakage: bool = True
@@ -182,10 +185,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        # "" is not a value here: a key given empty is a mistake, not "false".
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+            try:
+                return parse_bool(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, bool):

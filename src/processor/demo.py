@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 
 from processor import sample_data, validate
+from processor.cli import EXIT_DATA, UserError, run
 from processor.record import METRICS_FILE, Metrics
 
 
@@ -46,13 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="sample-data seed")
     p.add_argument("--no-gate", action="store_true", help="stop after training")
     args = p.parse_args(argv)
+    return run(lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
     root = Path.cwd()
     # `mlflow run` runs the MLproject command `python -m ...`: make that this interpreter, even when
     # the venv is not activated (`.venv/bin/python -m processor.demo`).
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     if not (root / "MLproject").is_file():
-        print("error: run the demo from the repository root (where MLproject is)", file=sys.stderr)
-        return 2
+        raise UserError("run the demo from the repository root (where MLproject is)")
 
     data = Path(args.data_dir)
     print(f"== 1/4 sample data -> {data}/")
@@ -71,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         submitted = run_training(root, args.config, data, args.output_dir)
     except mlflow.exceptions.ExecutionException as exc:
-        print(f"error: training failed ({exc}); its output is above", file=sys.stderr)
-        return 1
+        raise UserError(f"training failed ({exc}); its output is above", exit_code=EXIT_DATA) from None
     run_id = submitted.run_id
     m = Metrics.read(Path(args.output_dir) / METRICS_FILE)
     ci = m.macro_f1_ci

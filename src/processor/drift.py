@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from processor.bins import bin_index, quantile_edges
 from processor.cli import DataError
+from processor.config import PSI_WARN  # the default; a profile stores the level its run was trained with
 from processor.schema import FEATURES, contract_spec
 
 PROFILE_VERSION = 1
 N_BINS = 10
 MIN_EVENTS = 100
-PSI_WARN = 0.2  # the default of trust.psi_warn; a profile stores the level its run was trained with
 EPS = 1e-4
 OTHER = "other"
 
@@ -78,9 +79,8 @@ def fit_profile(train: pd.DataFrame | Iterable[Mapping[str, Any]], *, psi_warn: 
     features: dict[str, Any] = {}
     for name in FEATURES:
         if _kind(name) == "bins":
-            values = frame[name].to_numpy(dtype=np.float64)
-            edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, N_BINS + 1)[1:-1]))
-            entry: dict[str, Any] = {"kind": "bins", "edges": [float(e) for e in edges]}
+            edges = quantile_edges(frame[name].to_numpy(dtype=np.float64), N_BINS)
+            entry: dict[str, Any] = {"kind": "bins", "edges": list(edges)}
         else:
             entry = {"kind": "categories",
                      "categories": sorted(_categorical(name, frame[name]).unique().tolist())}
@@ -93,10 +93,8 @@ def fit_profile(train: pd.DataFrame | Iterable[Mapping[str, Any]], *, psi_warn: 
 def _shares(entry: Mapping[str, Any], values: pd.Series, feature: str) -> np.ndarray:
     """Share of ``values`` per bin of ``entry`` (categories: the last bucket is ``other``)."""
     if entry["kind"] == "bins":
-        edges = np.asarray(entry["edges"], dtype=np.float64)
-        # bin i holds edges[i-1] <= x < edges[i]; bins 0 and len(edges) are open-ended.
-        index = np.searchsorted(edges, values.to_numpy(dtype=np.float64), side="right")
-        n_bins = len(edges) + 1
+        index = bin_index(entry["edges"], values.to_numpy(dtype=np.float64))
+        n_bins = len(entry["edges"]) + 1
     else:
         categories = list(entry["categories"])
         codes = pd.Index(categories).get_indexer(_categorical(feature, values))

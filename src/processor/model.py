@@ -20,17 +20,16 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from processor.cli import UserError, first_line
-from processor.tiny_base import BUILD_INFO_FILE, TINY_BASE_ID
+from processor.cli import UserError, first_line, parse_bool
+from processor.names import BUILD_INFO_FILE, TINY_BASE_ID
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ MODEL_ALIASES: dict[str, str] = {
 _HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 # How long the hub reachability probe may take before we conclude the machine is offline.
 _HUB_PROBE_TIMEOUT_S = 5.0
-_FALSY = {"", "0", "false", "no", "off"}
 
 
 class ModelNotAvailableError(UserError):
@@ -81,7 +79,11 @@ def _offline_mode() -> bool:
     # huggingface_hub reads HF_HUB_OFFLINE once at import; read it again so a later setting counts too.
     from huggingface_hub import constants
 
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in _FALSY or bool(constants.HF_HUB_OFFLINE)
+    try:
+        offline = parse_bool(os.environ.get("HF_HUB_OFFLINE", ""))
+    except ValueError:
+        offline = True  # set to something other than a boolean: better offline than reaching for the hub
+    return offline or bool(constants.HF_HUB_OFFLINE)
 
 
 def _not_available_message(repo_id: str, revision: str | None, reason: str) -> str:
@@ -366,11 +368,3 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
-
-
-def count_tokens(tokenizer: Any, texts: Sequence[str]) -> float:
-    """Mean number of tokens per text, as the model sees it (special tokens included, no padding)."""
-    if len(texts) == 0:
-        raise ValueError("count_tokens needs at least one text")
-    encoded = tokenizer(list(texts), add_special_tokens=True, padding=False, truncation=False)["input_ids"]
-    return float(np.mean([len(ids) for ids in encoded]))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.config import Config, save_config
+from processor.names import RESOLVED_CONFIG
 from processor.record import METRICS_FILE, Metrics, write_json
 
 RUN_ID_FILE = "mlflow_run_id"  # beside the checkpoints: --resume continues the same MLflow run
@@ -63,7 +64,7 @@ class Recorder(NullRecorder):
         return path
 
     def config(self, cfg: Config) -> None:
-        self._write(self.out / "resolved_config.yaml", lambda p: save_config(cfg, p))
+        self._write(self.out / RESOLVED_CONFIG, lambda p: save_config(cfg, p))
 
     def validation(self, report: dict[str, Any]) -> None:
         self._write(self.out / "validation_report.json", lambda p: write_json(p, report))
@@ -98,7 +99,7 @@ class MlflowRecorder(Recorder):
         log_params(cfg.flat())
         self.mlflow.set_tags({"schema_fingerprint": schema_fingerprint(), "git_commit": git_commit() or "unknown",
                               "template": cfg.data.template})
-        self.mlflow.log_artifact(str(self.out / "resolved_config.yaml"))
+        self.mlflow.log_artifact(str(self.out / RESOLVED_CONFIG))
 
     def validation(self, report: dict[str, Any]) -> None:
         super().validation(report)

@@ -124,7 +124,9 @@ import pandas as pd
 
 from processor import __version__
 from processor.rules import RULES, bayes_ceiling, check_rules, label_event, rule_parameters
+from processor.cli import EXIT_DATA, UserError, run
 from processor.io import atomic_target
+from processor.names import DATA_CARD
 from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
 
 # Instruments and the median ATR (price units) of each: ATR is only meaningful per symbol, which is
@@ -544,7 +546,7 @@ def write_sample_data(
         "val.jsonl": {"rows": len(data.val), "sha256": hashlib.sha256(val_bytes).hexdigest()},
     }
     card_bytes = (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    _write_atomic({out / "train.jsonl": train_bytes, out / "val.jsonl": val_bytes, out / "data_card.json": card_bytes})
+    _write_atomic({out / "train.jsonl": train_bytes, out / "val.jsonl": val_bytes, out / DATA_CARD: card_bytes})
     return card
 
 
@@ -581,21 +583,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.embargo_bars is not None and args.split != "time":
         parser.error("--embargo-bars needs --time-split")
+    return run(lambda: _write(args))
+
+
+def _write(args: argparse.Namespace) -> int:
     embargo = DEFAULT_EMBARGO_BARS if args.embargo_bars is None else args.embargo_bars
     try:
         _validate(args.n, args.val_fraction, args.seed, args.noise, args.rules, args.mix, args.split, embargo)
-    except ValueError as exc:
-        parser.error(str(exc))  # exits 2 with the usage line, no traceback
-    try:
         card = write_sample_data(
             args.out, n=args.n, val_fraction=args.val_fraction, seed=args.seed,
             noise=args.noise, rules=args.rules, mix=args.mix, split=args.split, embargo_bars=embargo,
         )
-    except ValueError as exc:  # an embargo that leaves no val events: known only once times are drawn
-        parser.error(str(exc))
+    except ValueError as exc:  # bad values; or an embargo that leaves no val events (known once times are drawn)
+        raise UserError(str(exc)) from None
     except OSError as exc:
-        print(f"error: cannot write the sample data to {args.out}: {exc}", file=sys.stderr)
-        return 1
+        raise UserError(f"cannot write the sample data to {args.out}: {exc}", exit_code=EXIT_DATA) from None
     shares = ", ".join(f"{c} {card['train']['shares'][c]:.1%}" for c in LABELS)
     print(f"wrote {card['n_train']} train and {card['n_val']} val events to {args.out} "
           f"(rules {card['rules']}, mix {card['mix']}, noise {card['noise']}, seed {card['seed']})")

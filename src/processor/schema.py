@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from processor.cli import DataError, UserError, run
+
 # Every key a record may carry: id first, then the features, then the other optional keys.
 ALL_KEYS: tuple[str, ...] = ("id", *FEATURES, "label", *OPTIONAL_KEYS)
 
@@ -279,7 +281,6 @@ def stale_contract_files(directory: str | Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="python -m processor.schema",
                                 description="Export the event contract (JSON Schema + example records).")
@@ -287,21 +288,25 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--export", metavar="DIR", help="write events.schema.json and examples.jsonl into DIR")
     group.add_argument("--check", metavar="DIR", help="exit 1 if DIR does not hold the current export")
     args = p.parse_args(argv)
-    if args.export:
-        try:
-            paths = export_contract(args.export)
-        except OSError as exc:
-            print(f"error: cannot write {args.export}: {exc}", file=sys.stderr)
-            return 2
-        print(f"contract v{CONTRACT_VERSION} (fingerprint {schema_fingerprint()[:12]}) -> "
-              + ", ".join(str(x) for x in paths))
-        return 0
-    stale = stale_contract_files(args.check)
+    return run(lambda: _export(args.export) if args.export else _check(args.check))
+
+
+def _export(directory: str) -> int:
+    try:
+        paths = export_contract(directory)
+    except OSError as exc:
+        raise UserError(f"cannot write {directory}: {exc}") from None
+    print(f"contract v{CONTRACT_VERSION} (fingerprint {schema_fingerprint()[:12]}) -> "
+          + ", ".join(str(x) for x in paths))
+    return 0
+
+
+def _check(directory: str) -> int:
+    stale = stale_contract_files(directory)
     if stale:
-        print(f"error: {args.check}: {', '.join(stale)} not current; run "
-              f"`python -m processor.schema --export {args.check}`", file=sys.stderr)
-        return 1
-    print(f"{args.check}: current (contract v{CONTRACT_VERSION}, fingerprint {schema_fingerprint()[:12]})")
+        raise DataError(f"{directory}: {', '.join(stale)} not current; run "
+                        f"`python -m processor.schema --export {directory}`")
+    print(f"{directory}: current (contract v{CONTRACT_VERSION}, fingerprint {schema_fingerprint()[:12]})")
     return 0
 
 

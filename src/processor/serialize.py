@@ -27,11 +27,13 @@ up to 9 and folds 10+ into one word (the contract allows up to 100; the data rar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from processor.bins import bin_index, quantile_edges
 
 TEMPLATE_NAME = "words-v1"
 LEGACY_TEMPLATES = ("compact-v2",)
@@ -65,15 +67,10 @@ class Serializer:
         if template != TEMPLATE_NAME:
             return cls(template=template)
         columns = _columns(events, tuple(N_BINS))
-        edges = {}
-        for key, n_bins in N_BINS.items():
-            values = np.asarray(columns[key], dtype=np.float64)
-            if values.size == 0:
-                raise ValueError("cannot fit the serializer's bins on no events")
-            # method="lower": every edge is a value seen in training (no interpolated in-between edges).
-            qs = np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)[1:-1], method="lower")
-            # Ties (e.g. many equal values) collapse edges; fewer, distinct bins are the honest result.
-            edges[key] = tuple(float(q) for q in np.unique(qs))
+        if any(len(columns[key]) == 0 for key in N_BINS):
+            raise ValueError("cannot fit the serializer's bins on no events")
+        # method="lower": every edge is a value seen in training (no interpolated in-between edges).
+        edges = {key: quantile_edges(columns[key], n_bins, method="lower") for key, n_bins in N_BINS.items()}
         return cls(template=template, edges=edges)
 
     def render(self, event: Mapping[str, Any]) -> str:
@@ -99,7 +96,7 @@ class Serializer:
         return [self.render(e) for e in events]
 
     def _bin(self, key: str, event: Mapping[str, Any]) -> int:
-        return int(np.searchsorted(self.edges[key], float(event[key]), side="right"))
+        return int(bin_index(self.edges[key], float(event[key])))
 
     def to_dict(self) -> dict[str, Any]:
         return {"template": self.template, "edges": {k: list(v) for k, v in self.edges.items()}}
@@ -117,6 +114,14 @@ def render_events(events: Iterable[Mapping[str, Any]]) -> list[str]:
     and tests, never for a trained model (which renders with the serializer stored in its package)."""
     events = list(events)
     return Serializer.fit(events).render_all(events)
+
+
+def count_tokens(tokenizer: Any, texts: Sequence[str]) -> float:
+    """Mean number of tokens per text, as the model sees it (special tokens included, no padding)."""
+    if len(texts) == 0:
+        raise ValueError("count_tokens needs at least one text")
+    encoded = tokenizer(list(texts), add_special_tokens=True, padding=False, truncation=False)["input_ids"]
+    return float(np.mean([len(ids) for ids in encoded]))
 
 
 def _check_template(template: str) -> None:

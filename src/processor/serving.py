@@ -25,8 +25,10 @@ import mlflow
 import pandas as pd
 from mlflow.models import set_model
 
-# Names under which log_pyfunc stores the files the model needs (``context.artifacts`` keys).
-ZIP_ARTIFACT = "model_final"
+from processor.names import ZIP_ARTIFACT  # also read by tracking.log_pyfunc as serving.ZIP_ARTIFACT
+
+# Names under which log_pyfunc stores the files the model needs (``context.artifacts`` keys; the zip's
+# is ZIP_ARTIFACT).
 BASE_ARTIFACT = "base"
 # Predict-time params (``model.predict(frame, params={...})``; JSON ``"params"`` of a serving request):
 # name -> (MLflow param type, default). tracking.log_pyfunc puts them in the signature, without which

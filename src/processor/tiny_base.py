@@ -26,13 +26,10 @@ import numpy as np
 import torch
 
 from processor.io import weights_sha256
+from processor.names import BUILD_INFO_FILE, TINY_BASE_ID
 
 logger = logging.getLogger(__name__)
 
-TINY_BASE_ID = "processor/qwen-tiny"
-# Written into every qwen-tiny build; its presence marks a finished build (the directory is renamed
-# into place only after it is written) and lets a copied directory still be recognised as the demo base.
-BUILD_INFO_FILE = "processor_build.json"
 
 # Generic words and numbers for the tokenizer corpus, so that it also covers text that is not in the
 # event template (other sessions, symbols, free text) with sensible merges rather than bare bytes.
@@ -289,8 +286,7 @@ tokenizer and weights.
 def _build_into(directory: Path, recipe: TinyRecipe, recipe_hash: str) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from processor.model import count_tokens  # imported here: processor.model imports this module
-    from processor.serialize import TEMPLATE_NAME
+    from processor.serialize import TEMPLATE_NAME, count_tokens
 
     started = time.perf_counter()
     tokenizer = build_tiny_tokenizer(recipe)

@@ -18,9 +18,9 @@ import mlflow
 import pandas as pd
 from transformers import TrainerCallback
 
+from processor.names import PYFUNC_NAME
 from processor.schema import FEATURES, LABELS
 
-PYFUNC_NAME = "model"
 
 
 def start_run(experiment: str, *, nested: bool = False, run_name: str | None = None,

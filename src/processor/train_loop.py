@@ -30,12 +30,13 @@ from processor.cli import UserError, nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override
 from processor.io import write_text_atomic
 from processor.knobs import FLAGS
+from processor.names import DATA_CARD
 from processor.model_card import run_summary
 from processor.package import write_package
 from processor.record import METRICS_FILE, BaseModel, Metrics, ServingSpec, ShippedHead
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
-from processor.serialize import Serializer
+from processor.serialize import Serializer, count_tokens
 from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, epoch_history,
                                last_complete_checkpoint, trainer_metrics)
 from processor.trainer import best_epoch as best_epoch_of
@@ -305,7 +306,7 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
     and the events rendered as text and tokenized."""
     from transformers import set_seed
 
-    from processor.model import apply_lora, count_tokens, load_for_classification, resolve_model
+    from processor.model import apply_lora, load_for_classification, resolve_model
 
     with distributed.single_process():  # may build qwen-tiny with a Trainer of its own
         resolved = resolve_model(cfg.model, revision=cfg.revision)
@@ -545,7 +546,7 @@ def _time_range(frame: Any) -> list[str] | None:
 def _bayes_ceiling(train_path: Path, digests: dict[str, str]) -> float | None:
     """The data card's Bayes ceiling (processor.sample_data writes one beside its files), only when the
     card describes exactly the files trained on (sha256 of both); otherwise unknown."""
-    card_path = train_path.parent / "data_card.json"
+    card_path = train_path.parent / DATA_CARD
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         files = card["files"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.io import sha256_file, write_json_atomic
-from processor.cli import error
+from processor.cli import run
 from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
 from processor.leakage import LeakageReport, time_overlap
 from processor.schema import LABELS, schema_fingerprint
@@ -95,31 +95,34 @@ def _summary(entry: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code (0 valid, 1 contract broken, 2 usage error)."""
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed usage + error (or --help)
-        return int(exc.code) if isinstance(exc.code, int) else 2
+    args = _parser().parse_args(argv)  # argparse exits 2 on usage errors
+    return run(lambda: _validate(args))
+
+
+def _paths(args: argparse.Namespace) -> list[Path]:
+    """The files to check, once the flags are known to go together (else UsageError)."""
     split = args.train is not None or args.val is not None
     if split and (args.train is None or args.val is None or args.paths):
-        return error("--train and --val go together, without PATHs (usage: python -m processor.validate "
-                     "--train TRAIN --val VAL)")
+        raise UsageError("--train and --val go together, without PATHs (usage: python -m processor.validate "
+                         "--train TRAIN --val VAL)")
     if not split and not args.paths:
-        return error("nothing to check: give PATH(s), or --train FILE --val FILE")
+        raise UsageError("nothing to check: give PATH(s), or --train FILE --val FILE")
     if args.fail_on_leakage and not split:
-        return error("--fail-on-leakage needs --train and --val")
-    paths: list[Path] = [args.train, args.val] if split else args.paths
-    labeled = not args.unlabeled
+        raise UsageError("--fail-on-leakage needs --train and --val")
     report_path: Path | None = args.report_json
     if report_path is not None and (report_path.is_dir() or not report_path.parent.is_dir()):
-        return error(f"--report-json {report_path}: not a writable file path "
-                     "(a directory, or its folder does not exist)")
+        raise UsageError(f"--report-json {report_path}: not a writable file path "
+                         "(a directory, or its folder does not exist)")
+    return [args.train, args.val] if split else args.paths
 
-    try:
-        result = inspect_events(paths, labeled=labeled)
-        files = _file_entries(paths, result, labeled)
-    except UsageError as exc:
-        return error(str(exc), exc.exit_code)
+
+def _validate(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    split = args.train is not None
+    labeled = not args.unlabeled
+    report_path: Path | None = args.report_json
+    result = inspect_events(paths, labeled=labeled)
+    files = _file_entries(paths, result, labeled)
     # Frames of files with problems hold placeholders: their times would mislead.
     leakage: LeakageReport | None = None
     if split and result.valid:
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write_json_atomic(report_path, payload)
         except OSError as exc:
-            return error(f"cannot write --report-json {report_path}: {exc.strerror or exc}")
+            raise UsageError(f"cannot write --report-json {report_path}: {exc.strerror or exc}") from None
 
     if result.valid:
         for entry in files:

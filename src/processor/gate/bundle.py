@@ -11,18 +11,18 @@ evidence and ``find_logged_model`` take the newest), and that model is the one r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from processor.cli import parse_bool
 from processor.gate.evidence import Evidence, serving_json
 from processor.gate.registry import GateInfraError
 
 
-def _is_true(value: Any) -> bool:
-    return value is True or str(value).strip().lower() == "true"
-
-
 def already_bundled(ev: Evidence) -> bool:
-    return _is_true(ev.model_metadata.get("base_bundled"))
+    value = ev.model_metadata.get("base_bundled")
+    try:
+        return value is not None and parse_bool(value)
+    except ValueError:  # metadata the gate did not write: not a claim that the base is bundled
+        return False
 
 
 def _requirements(model_dir: Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""The shipping checks on the evidence, and the table that reports them."""
+"""The shipping checks on the evidence (``CHECK_NAMES`` always, the optional ones when the checks file
+switches them on), and the table that reports them."""
 
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ from processor.record import number
 from processor.io import sha256_file
 from processor.leakage import format_duration
 from processor.cli import first_line
-from processor.schema import ALL_KEYS, FEATURES, fingerprint_of, schema_fingerprint
+from processor.schema import ALL_KEYS, FEATURES, SCHEMA_FILE, fingerprint_of, schema_fingerprint
 
-from processor.gate.evidence import ZIP_NAME, Evidence, describe_mismatch, serving_json
+from processor.names import ZIP_NAME
+from processor.gate.evidence import Evidence, describe_mismatch, serving_json
 from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds
 
 # The contract files the code is compared with: the copy the repository carries (exported from
 # processor.schema, checked by a test) and, where the checkout has it beside it, the upstream one.
-REPO_CONTRACT = DEFAULT_CHECKS.parents[1] / "contract" / "events.schema.json"
-UPSTREAM_CONTRACT = DEFAULT_CHECKS.parents[2] / "shared" / "contract" / "events.schema.json"
+REPO_CONTRACT = DEFAULT_CHECKS.parents[1] / "contract" / SCHEMA_FILE
+UPSTREAM_CONTRACT = DEFAULT_CHECKS.parents[2] / "shared" / "contract" / SCHEMA_FILE
 
 CHECK_NAMES = ("class_balance", "val_macro_f1", "class_f1", "artifacts", "schema")
 

@@ -20,9 +20,10 @@ Optional (off in gates/ship_checks.yaml, on in gates/ship_checks_strict.yaml):
   beats_baseline val macro-F1 >= the named baseline's - beats_baseline.margin
   time_leakage   metrics.json's leakage block says no val event is older than (or as old as) the train
                  events of its symbol; fails when it found an overlap and when it could not check
-The scores of checks 1-3 and the fingerprint of check 5 are read from the metrics.json inside the
-verified zip (covered by its manifest), never from the separate metrics.json file alone.
---strict: checks 2 and 3 use the lower bound of the bootstrap CI in metrics.json (both are reported).
+The scores and fingerprints the checks judge are read from the metrics.json inside the verified zip
+(covered by its manifest), never from the separate metrics.json file alone.
+--strict: val_macro_f1 and class_f1 use the lower bound of the bootstrap CI in metrics.json (both are
+reported).
 
 Only when every check passes is the run's pyfunc model registered (one version per run: gating a run
 again re-uses its version) with the check results, git commit, schema fingerprint and run id as
@@ -51,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from processor import model_card
-from processor.cli import EXIT_USAGE, UserError, error, first_line, parse_bool
+from processor.cli import first_line, parse_bool
+from processor.cli import run as run_command
 from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
@@ -60,7 +62,7 @@ from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
 from processor.gate.registry import (GateInfraError, _is_not_found, describe, promote, register_once,
                                      versions_of_run)
-from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds, _fraction, load_thresholds
+from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, _fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
 DEFAULT_ALIAS = "champion"
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default=DEFAULT_ALIAS, help=f"alias to move on success (default {DEFAULT_ALIAS})")
     p.add_argument("--checks", type=Path, default=DEFAULT_CHECKS, help="thresholds file (default gates/ship_checks.yaml)")
     p.add_argument("--report", type=Path, help="also write the report as JSON here")
-    p.add_argument("--strict", action="store_true", help="checks 2 and 3 use the bootstrap CI lower bound")
+    p.add_argument("--strict", action="store_true", help="val_macro_f1 and class_f1 use the bootstrap CI lower bound")
     p.add_argument("--require-better", action=argparse.BooleanOptionalAction, default=True,
                    help="replace the alias holder only if val macro-F1 is not lower (default: on)")
     p.add_argument("--margin", type=float, default=None,
@@ -214,31 +216,36 @@ def _print_summary(outcome: GateOutcome) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        th = load_thresholds(args.checks)
-        strict = args.strict or th.strict
-        margin = th.margin if args.margin is None else _fraction(args.margin, "--margin", lo=-1.0)
-        if args.output_dir is not None:
-            outcome = gate_output_dir(args.output_dir, th, strict=strict)
-        else:
-            import mlflow
+    # A bad checks file or argument, an unknown run: UserError. Server/registry/network failures:
+    # exit 2 and one line too.
+    return run_command(lambda: _gate(args), failure=_could_not_finish)
 
-            if args.tracking_uri:
-                mlflow.set_tracking_uri(args.tracking_uri)
-            outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
-                               require_better=args.require_better, margin=margin, checks_file=args.checks,
-                               bundle_base=args.bundle_base)
-    except UserError as exc:  # a bad checks file or argument, an unknown run
-        return error(str(exc), exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - server/registry/network failures: exit 2, one line, no traceback
-        return error(f"the gate could not finish ({type(exc).__name__}: {first_line(exc)}); "
-                     "see the run and registry state before retrying", EXIT_USAGE)
+
+def _could_not_finish(exc: Exception) -> str:
+    return (f"the gate could not finish ({type(exc).__name__}: {first_line(exc)}); "
+            "see the run and registry state before retrying")
+
+
+def _gate(args: argparse.Namespace) -> int:
+    th = load_thresholds(args.checks)
+    strict = args.strict or th.strict
+    margin = th.margin if args.margin is None else _fraction(args.margin, "--margin", lo=-1.0)
+    if args.output_dir is not None:
+        outcome = gate_output_dir(args.output_dir, th, strict=strict)
+    else:
+        import mlflow
+
+        if args.tracking_uri:
+            mlflow.set_tracking_uri(args.tracking_uri)
+        outcome = gate_run(args.run_id, th, strict=strict, model_name=args.model_name, alias=args.alias,
+                           require_better=args.require_better, margin=margin, checks_file=args.checks,
+                           bundle_base=args.bundle_base)
     _print_summary(outcome)
     if args.report is not None:
         try:
             write_json_atomic(args.report, outcome.report, default=str, allow_nan=False)
         except OSError as exc:
-            return error(f"cannot write --report {args.report}: {exc}", EXIT_USAGE)
+            raise GateUsageError(f"cannot write --report {args.report}: {exc}") from None
     return outcome.exit_code
 
 

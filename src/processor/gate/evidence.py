@@ -15,13 +15,11 @@ from typing import Any
 import yaml
 
 from processor.io import sha256_file
+from processor.names import PYFUNC_NAME, RESOLVED_CONFIG, ZIP_ARTIFACT, ZIP_NAME
 from processor.record import SERVING_FILE, Metrics, ServingSpec
-from processor.package import PackageError, verify_package
 
 from processor.gate.thresholds import GateUsageError
 
-PYFUNC_NAME = "model"  # processor.tracking.PYFUNC_NAME; not imported to keep the gate free of torch
-ZIP_NAME = "model_final.zip"
 
 
 @dataclass
@@ -29,11 +27,11 @@ class Evidence:
     """What a run left behind, as far as it could be read. Missing pieces are check failures."""
 
     source: str  # "mlflow run <id>" or the output directory
-    # What checks 1-3 and 5 judge: the verified zip's own metrics.json (see ``settle_metrics``).
+    # What the checks judge: the verified zip's own metrics.json (see ``settle_metrics``).
     metrics: dict[str, Any] | None = None
     metrics_problem: str | None = None
     metrics_source: str = "none"  # "model_final.zip" (verified) or "metrics.json (unverified)"
-    # The run's separate metrics.json artifact; it must equal the zip's copy (check 4).
+    # The run's separate metrics.json artifact; it must equal the zip's copy (check ``artifacts``).
     artifact_metrics: dict[str, Any] | None = None
     artifact_metrics_problem: str | None = None
     zip_path: Path | None = None
@@ -98,9 +96,13 @@ def settle_metrics(ev: Evidence) -> Evidence:
     """Decide which metrics the checks judge: the zip's own metrics.json once the zip's manifest
     verifies -- the run's separate metrics.json is a plain file anyone with write access to the run
     can edit, the zip's copy is covered by the manifest sha256s. When the zip is missing or fails
-    verification, check 4 fails anyway; the separate metrics.json is then judged (marked unverified)
+    verification, ``artifacts`` fails anyway; the separate metrics.json is then judged (marked unverified)
     so that the report still says what else would have failed."""
     if ev.zip_path is not None:
+        # Imported here: processor.package imports torch, which the gate needs only once a zip is there
+        # to verify (--help, a bad checks file or an unknown run do not pay for it).
+        from processor.package import PackageError, verify_package
+
         try:
             verify_package(ev.zip_path)
         except PackageError as exc:
@@ -165,7 +167,7 @@ def evidence_from_dir(out: Path) -> Evidence:
         raise GateUsageError(f"--output-dir {out}: not a directory")
     ev = Evidence(source=str(out))
     _read_metrics(out / "metrics.json", ev)
-    zip_path = out / _zip_name_from_config(out / "resolved_config.yaml")
+    zip_path = out / _zip_name_from_config(out / RESOLVED_CONFIG)
     if zip_path.is_file():
         ev.zip_path = zip_path
     else:
@@ -256,10 +258,10 @@ def _pyfunc_evidence(client: Any, run: Any, workdir: Path, ev: Evidence) -> None
     if model.signature is not None and model.signature.inputs is not None:
         ev.signature_inputs = list(model.signature.inputs.input_names())
     ev.model_metadata = dict(model.metadata or {})
-    conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get("model_final", {})
+    conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get(ZIP_ARTIFACT, {})
     bundled = local / conf["path"] if conf.get("path") else None
     if bundled is None or not bundled.is_file():
-        ev.pyfunc_problem = f"pyfunc model {logged.model_id} does not bundle model_final.zip"
+        ev.pyfunc_problem = f"pyfunc model {logged.model_id} does not bundle {ZIP_NAME}"
         return
     ev.pyfunc_zip_sha256 = sha256_file(bundled)
 

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 import optuna
 
-from processor.cli import UserError, error, nothing_trained
+from processor.cli import nothing_trained, run
 from processor.config import Config, apply_override, check, load_config, parse_override
 from processor.knobs import BY_NAME
 from processor.tune.space import (DEFAULT_STUDY, OBJECTIVE, PRUNER_KEYS, SPACE_ATTR, SweepError, load_sweep, make_pruner,
@@ -133,10 +133,14 @@ def base_config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from processor.data import ContractError
-
     args = build_parser().parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # this module prints its own line per trial
+    # config, sweep file, arguments, model not available: UserError; data that break the contract: DataError
+    return run(lambda: _main(args), data_error=nothing_trained,
+               interrupted="interrupted: rerun the same command to continue the study")
+
+
+def _main(args: argparse.Namespace) -> int:
     lock: TrialLock | None = None
     threads_before: int | None = None
     try:
@@ -182,13 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"sampler {sweep.sampler['type']} seed {seed}, pruner {sweep.pruner['type']}; outputs {output_dir}",
               flush=True)
         data, table = _sweep(ctx, args, url, seed)
-    except ContractError as exc:
-        return error(nothing_trained(exc), exc.exit_code)
-    except UserError as exc:  # config, sweep file, arguments, model not available
-        return error(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to continue the study", file=sys.stderr)
-        return 130
     finally:
         if lock is not None:
             lock.close()

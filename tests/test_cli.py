@@ -1,0 +1,75 @@
+"""Every command-line entry point ends the same way (processor.cli): a mistake is one ``error:`` line
+on stderr and exit 2, never a stack trace."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SRC = REPO / "src"
+PACKAGE = SRC / "processor"
+
+# Each entry point with arguments that parse but cannot be acted on (run in an empty directory that
+# holds one plain file, "blocker").
+ENTRY_POINTS: dict[str, list[str]] = {
+    "processor.train_loop": ["-m", "processor.train_loop", "--config", "missing.yaml"],
+    "processor.predict": ["-m", "processor.predict", "--model", "missing.zip", "--input", "missing.jsonl",
+                          "--output", "out.jsonl"],
+    "processor.validate": ["-m", "processor.validate", "missing.jsonl"],
+    "processor.sample_data": ["-m", "processor.sample_data", "--out", "data", "--n", "-10"],
+    "processor.gate": ["-m", "processor.gate", "--output-dir", "missing_dir"],
+    "gates/gate.py": [str(REPO / "gates" / "gate.py"), "--output-dir", "missing_dir"],
+    "processor.tune": ["-m", "processor.tune", "--config", "missing.yaml"],
+    "processor.tune.cli": ["-m", "processor.tune.cli", "--config", "missing.yaml"],
+    "processor.demo": ["-m", "processor.demo"],  # not the repository root
+    "processor.schema": ["-m", "processor.schema", "--export", "blocker/contract"],
+}
+
+
+def _runnable_modules() -> set[str]:
+    """Modules that run as commands: ``if __name__ == "__main__"`` or a package's ``__main__.py``."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        if path.name == "__main__.py":
+            found.add(module.removesuffix(".__main__"))
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+                found.add(module)
+    return found
+
+
+def test_every_entry_point_is_covered() -> None:
+    assert _runnable_modules() <= set(ENTRY_POINTS), sorted(_runnable_modules() - set(ENTRY_POINTS))
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_a_mistake_is_one_error_line_and_exit_2(entry: str, tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file, not a directory\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, *ENTRY_POINTS[entry]], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and len(errors[0]) > len("error: "), proc.stderr[-2000:]
+    assert not (tmp_path / "data").exists()  # nothing half-written
+
+
+def test_only_processor_cli_words_the_error_line() -> None:
+    # Commands raise UserError/DataError; processor.cli.run prints "error: ..." and picks the exit code.
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("error:"):
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not offenders, offenders
