@@ -176,8 +176,9 @@ def describe(client: Any, model_name: str, mv: Any, version_description: str, *,
         missing.append("no description")
     if not missing:
         return []
+    done = {"no alias": "alias decided now", "no description": "description written"}
     return [f"version {mv.version} had {' and '.join(missing)} (an earlier gate stopped after registering "
-            "it); " + ("description written, " if "no description" in missing else "") + "alias decided now"]
+            f"it); {', '.join(done[m] for m in missing)}"]
 
 
 def mark_done(client: Any, model_name: str, mv: Any, decision: dict[str, Any]) -> None:
