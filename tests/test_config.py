@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from processor.config import Config, ConfigError, load_config
+from processor.config import RANGES, Config, ConfigError, check, load_config, numeric_keys
 from processor.train_loop import build_parser, config_from_args
 
 from conftest import REPO, run_module
@@ -46,8 +46,17 @@ def test_empty_flag_means_unset():
 @pytest.mark.parametrize("argv, fragment", [
     (["--lr", "fast"], "--lr (training.lr): expected a number, got 'fast'"),
     (["--lora-r", "2.5"], "--lora-r (lora.r): expected an integer"),
-    (["--lora-r", "0"], "lora.r must be >= 1"),
-    (["--gamma", "-1"], "loss.gamma must be >= 0"),
+    (["--lora-r", "0"], "lora.r must be an integer in [1, 1024], got 0"),
+    (["--gamma", "-1"], "loss.gamma must be a finite number in [0, 10], got -1.0"),
+    (["--lr", "inf"], "training.lr must be a finite number in (0, 1], got inf"),
+    (["--lr", "nan"], "training.lr must be a finite number in (0, 1], got nan"),
+    (["--lr", "1e6"], "training.lr must be a finite number in (0, 1], got 1000000.0"),
+    (["--gamma", "inf"], "loss.gamma must be a finite number in [0, 10], got inf"),
+    (["--lora-dropout", "1"], "lora.dropout must be a finite number in [0, 1), got 1.0"),
+    (["training.weight_decay=-0.1"], "training.weight_decay must be a finite number in [0, 1], got -0.1"),
+    (["--class-weights", "1,inf,2"], "loss.class_weights must be a finite number in (0, 1e+06], got inf"),
+    (["trust.abstention_grid=[0.5, 1.5]"], "trust.abstention_grid must be a finite number in [0, 1], got 1.5"),
+    (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
     (["--class-weights", "1,2"], "loss.class_weights must be 3 positive numbers"),
     (["--device", "tpu"], "training.device must be one of"),
     (["--early-stop-metric", "f1"], "training.early_stop_metric must be one of"),
@@ -119,3 +128,48 @@ def test_an_empty_boolean_is_false_on_the_command_line_and_an_error_in_config(ca
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--resume", "maybe"])
     assert "expected true or false, got 'maybe'" in capsys.readouterr().err
+
+
+def test_every_numeric_key_has_a_documented_range():
+    """A numeric key added to the config without a range in RANGES (or a range left for a removed
+    key) fails here: every number must be checked finite and in range."""
+    assert set(numeric_keys()) == set(RANGES)
+    for key, rng in RANGES.items():
+        assert rng.lo in rng or rng.lo_open, key
+        if rng.typical is not None:
+            assert all(x in rng for x in rng.typical), (key, rng)
+    for name in ("tiny", "v3", "cpu"):  # the shipped configs are typical: they train without a warning
+        warned: list[str] = []
+        check(load_config(REPO / "configs" / f"{name}.yaml"), warn=warned.append)
+        assert warned == [], (name, warned)
+
+
+def test_several_bad_values_are_one_line_naming_each_key():
+    with pytest.raises(ConfigError) as err:
+        cfg_from(["--lr", "inf", "--gamma", "nan"])
+    assert "\n" not in str(err.value)
+    assert "training.lr" in str(err.value) and "loss.gamma" in str(err.value)
+
+
+@pytest.mark.parametrize("argv, key", [(["--lr", "0.1"], "training.lr=0.1"), (["--gamma", "7"], "loss.gamma=7.0")])
+def test_a_valid_but_unusual_value_is_warned_about(capsys, argv, key):
+    cfg_from(argv)  # accepted ...
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {key} is outside the typical range"), err
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--lr", "inf"], "training.lr"),
+    (["--gamma", "inf"], "loss.gamma"),
+    (["--lr", "1e6"], "training.lr"),
+])
+def test_cli_refuses_a_hostile_value_before_loading_anything(tmp_path, argv, key):
+    """Exit 2, one line naming the key, at the config check: the train file does not even exist (a
+    data load would have said so first), and no output directory is made."""
+    out = run_module("processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"), *argv,
+                     "--train-file", str(tmp_path / "absent.jsonl"), "--no-mlflow",
+                     "--output-dir", str(tmp_path / "o"), cwd=REPO, timeout=300)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid config: ") and key in lines[0], lines
+    assert "absent.jsonl" not in out.stderr and not (tmp_path / "o").exists()

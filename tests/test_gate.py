@@ -19,6 +19,7 @@ import sys
 import uuid
 import zipfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,16 @@ def genuine(trained_run, mlflow_server, tmp_path_factory) -> Genuine:
 def make_run(client: MlflowClient, files: Path, genuine: Genuine, *, log_model: bool = True,
              signature: ModelSignature | None = None, metadata: dict[str, Any] | None = None,
              bundled_zip: Path | None = None,
-             skip: tuple[str, ...] = (), experiment: str = "gate-doctored") -> str:
+             skip: tuple[str, ...] = (), experiment: str = "gate-doctored", finish: bool = True) -> str:
     """A finished run logging ``files``' metrics.json / model_final.zip (minus ``skip``), the trained
     run's tags and (unless ``log_model`` is False) a pyfunc model bundling ``bundled_zip`` (default: the
-    run's own zip). Uses the tracking URI of the enclosing ``tracking_at``/``tracking`` block."""
+    run's own zip). Uses the tracking URI of the enclosing ``tracking_at``/``tracking`` block.
+    ``finish=False`` leaves the run RUNNING (active) as a training still logging would."""
     from processor.serving import EventClassifierPyfunc
 
     exp = mlflow.set_experiment(experiment)
-    with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+    with mlflow.start_run(experiment_id=exp.experiment_id) if finish else nullcontext(
+            mlflow.start_run(experiment_id=exp.experiment_id)) as run:
         mlflow.set_tags({k: genuine.tags[k] for k in ("schema_fingerprint", "git_commit") if k in genuine.tags})
         for name in ("metrics.json", "model_final.zip"):
             if name not in skip:
@@ -206,6 +209,10 @@ def test_default_thresholds_are_the_issue_s():
     ("strict: maybe\n", "strict"),
     ("time_leakage: {enabled: maybe}\n", "time_leakage.enabled"),
     ("time_leakage: {enable: true}\n", "under time_leakage"),
+    ("min_support: {enabled: true, events: 0}\n", "min_support.events"),
+    ("min_support: {enabled: yes please}\n", "min_support.enabled"),
+    # run_status is always on: no checks file can name it, let alone switch it off.
+    ("run_status: {enabled: false}\n", "unknown key 'run_status'"),
 ])
 def test_a_bad_checks_file_is_a_usage_error(tmp_path, capsys, text, needle):
     checks = tmp_path / "checks.yaml"
@@ -327,7 +334,7 @@ def test_beats_baseline_is_a_sixth_check_of_the_strict_file(genuine, tmp_path, t
     assert [c["name"] for c in report_of(default)["checks"]] == list(gate.CHECK_NAMES)
     code = run_gate("--output-dir", str(out), "--checks", str(STRICT_CHECKS), "--report", str(strict))
     checks = {c["name"]: c for c in report_of(strict)["checks"]}
-    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline", "time_leakage"]
+    assert list(checks) == [*gate.CHECK_NAMES, "beats_baseline", "time_leakage", "min_support"]
     assert checks["beats_baseline"]["data"]["baseline_val_macro_f1"] == tree
     assert (code, failed_checks(report_of(strict))) == ((0, set()) if passes else (1, {"beats_baseline"}))
 
@@ -445,7 +452,7 @@ def test_a_passing_run_is_registered_tagged_and_aliased(tracking, genuine, tmp_p
     ci = metrics["bootstrap"]["val_macro_f1"]
     for needle in (metrics["model"]["base_id"], f"LoRA r={metrics['model']['lora_r']}", "train.jsonl", "val.jsonl",
                    f"val macro-F1 {metrics['val_macro_f1']:.3f}", f"CI {ci['low']:.3f}-{ci['high']:.3f}",
-                   f"passed all {len(gate.CHECK_NAMES)} shipping checks", "ship_checks.yaml", run_id):
+                   f"passed all {len(data['checks'])} shipping checks", "ship_checks.yaml", run_id):
         assert needle in described, (needle, described)
     # The registered version is the run's pyfunc model, not some other logged model.
     logged = gate.find_logged_model(client, client.get_run(run_id))
@@ -478,6 +485,7 @@ def test_gating_a_run_twice_makes_one_version(tracking, genuine, tmp_path):
     assert report_of(first)["registration"]["created"] is True
     assert report_of(second)["registration"]["created"] is False
     assert report_of(second)["registration"]["version"] == versions[0].version
+    assert report_of(second)["registration"]["repairs"] == []  # the first gate finished: nothing to repair
     assert client.get_model_version_by_alias(name, "champion").version == versions[0].version
 
 

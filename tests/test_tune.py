@@ -329,7 +329,7 @@ BAD_SWEEPS = [
     ({"params": {"lr": {"type": "float", "low": 0.0, "high": 1.0e-3, "log": True}}}, ["params.lr.low", "low > 0"]),
     ({"params": {"lora_dropout": {"type": "float", "low": 0.0, "high": 1.5}}}, ["params.lora_dropout", "lora.dropout"]),
     ({"params": {"lora_r": {"type": "float", "low": 4, "high": 8}}}, ["params.lora_r.type", "integer"]),
-    ({"params": {"lora_r": [8, 0]}}, ["params.lora_r", "lora.r must be >= 1"]),
+    ({"params": {"lora_r": [8, 0]}}, ["params.lora_r", "lora.r must be an integer in [1, 1024], got 0"]),
     ({"params": {"gamma": {"type": "float", "low": 0, "hihg": 3}}}, ["params.gamma.hihg", "unknown key"]),
     ({"params": {"gamma": {"type": "uniform", "low": 0, "high": 3}}}, ["params.gamma.type", "float"]),
     ({"params": {"lora_alpha": [16], "lora_alpha_ratio": [2]}}, ["lora_alpha_ratio", "not both"]),

@@ -97,5 +97,8 @@ def run(body: Callable[[], int], *, data_error: Callable[[DataError], str] | Non
 
 
 def nothing_trained(exc: Any) -> str:
-    """The train loop's and the sweep's message for data that break the contract."""
+    """The train loop's and the sweep's message for data they refuse: a contract break (the problems
+    follow, one per line), or a :class:`DataError` whose message is its own one line (``one_line``)."""
+    if getattr(exc, "one_line", False):
+        return f"{exc}; nothing was trained"
     return f"the data break the event contract; nothing was trained.\n{exc}"

@@ -3,13 +3,28 @@
 Precedence (lowest first): dataclass defaults < ``--config FILE`` < ``section.key=value`` overrides <
 explicit flags (``--lr 3e-4``). Unknown keys and values of the wrong type are errors that name the
 file and the key, never a stack trace.
+
+Every numeric setting has two ranges, both in :data:`RANGES` (the one place they are written):
+
+* the **valid** range: a value outside it (or inf / nan) is refused before anything is loaded or
+  trained: ``ConfigError`` (exit 2), one line naming the key, e.g. ``training.lr must be a finite
+  number in (0, 1], got inf``. The bounds are where training stops making sense at all, not taste:
+  a learning rate above 1 makes AdamW step further than any LoRA weight's scale on the first batch
+  (``--lr 1e6`` is refused, not trained); a focal gamma above 10 weights the loss of an event given
+  probability 0.5 by 0.5**10 < 0.001, so the model stops learning from anything it half knows.
+* the **typical** range: what the project and the literature use (lr 1e-6..1e-2, gamma 0..5, ...).
+  Outside it the run goes ahead and ``check`` prints one ``warning: ...`` line per key on stderr,
+  so that an unusual value is a visible choice, never a silent one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +41,60 @@ TEMPLATES = (TEMPLATE_NAME, *LEGACY_TEMPLATES)
 # Population stability index per feature at predict time: warn above this (processor.drift, which
 # also falls back to it for a profile that does not store its own level).
 PSI_WARN = 0.2
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed (or, with ``*_open``, open-ended) interval, and the narrower typical one."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    typical: tuple[float, float] | None = None  # warn outside it; None = every valid value is usual
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return math.isfinite(x) and above and below
+
+    def text(self) -> str:
+        def show(v: float) -> str:
+            return str(v) if isinstance(v, int) else f"{v:g}"
+
+        return f"{'(' if self.lo_open else '['}{show(self.lo)}, {show(self.hi)}{')' if self.hi_open else ']'}"
+
+    def usual(self, x: float) -> bool:
+        return self.typical is None or self.typical[0] <= x <= self.typical[1]
+
+
+# Every numeric key of the config (list keys: each item), valid and typical range (see the module doc).
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1),  # numpy's seed range
+    "lora.r": Range(1, 1024, typical=(2, 256)),
+    "lora.alpha": Range(1, 8192, typical=(1, 1024)),
+    "lora.dropout": Range(0.0, 1.0, hi_open=True, typical=(0.0, 0.5)),
+    "training.batch_size": Range(1, 65536, typical=(1, 1024)),
+    "training.grad_accum": Range(1, 4096, typical=(1, 256)),
+    "training.lr": Range(0.0, 1.0, lo_open=True, typical=(1e-6, 1e-2)),
+    "training.epochs": Range(1, 10000, typical=(1, 200)),
+    "training.patience": Range(1, 10000, typical=(1, 100)),
+    "training.weight_decay": Range(0.0, 1.0, typical=(0.0, 0.3)),
+    "training.warmup_ratio": Range(0.0, 1.0, hi_open=True, typical=(0.0, 0.3)),
+    "training.max_length": Range(8, 131072, typical=(16, 4096)),
+    "training.eval_batch_size": Range(1, 65536, typical=(1, 1024)),
+    "training.prior_correction": Range(0.0, 1.0),
+    "training.torch_threads": Range(0, 4096),
+    "loss.gamma": Range(0.0, 10.0, typical=(0.0, 5.0)),
+    "loss.class_weights": Range(0.0, 1e6, lo_open=True, typical=(0.01, 100.0)),
+    "eval.bootstrap_resamples": Range(100, 10**7, typical=(100, 100_000)),
+    "eval.confidence": Range(0.5, 1.0, hi_open=True, typical=(0.8, 0.99)),
+    "trust.calibration_folds": Range(2, 100, typical=(2, 20)),
+    "trust.ece_bins": Range(2, 1000, typical=(5, 50)),
+    "trust.min_confidence": Range(0.0, 1.0),
+    "trust.abstention_grid": Range(0.0, 1.0),
+    "trust.psi_warn": Range(0.0, 10.0, lo_open=True, typical=(0.05, 1.0)),
+}
 
 
 class ConfigError(UserError, ValueError):
@@ -242,56 +311,81 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
 
 
-def check(cfg: Config) -> Config:
-    """Range checks that types alone cannot express."""
-    problems = []
-    t, lo, ls = cfg.training, cfg.lora, cfg.loss
+def _value(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def numeric_keys(cfg: Config | None = None) -> list[str]:
+    """Every dotted key whose value is a number or a list of numbers (what RANGES must cover)."""
+    def walk(obj: Any, prefix: str) -> list[str]:
+        found = []
+        for f in dataclasses.fields(obj):
+            key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+            hint = str(_hints(type(obj))[f.name])
+            if dataclasses.is_dataclass(value):
+                found += walk(value, f"{key}.")
+            elif ("int" in hint or "float" in hint) and "bool" not in hint:
+                found.append(key)
+        return found
+
+    return walk(cfg or Config(), "")
+
+
+def range_problems(cfg: Config) -> tuple[list[str], list[str]]:
+    """(refusals, warnings) of the numeric keys against RANGES: inf, nan and values outside the valid
+    range are refused; valid values outside the typical range are warned about."""
+    problems, warnings = [], []
+    for key, rng in RANGES.items():
+        value = _value(cfg, key)
+        if value is None or isinstance(value, str):  # null min_confidence, class_weights "auto"/"none"
+            continue
+        for x in value if isinstance(value, list) else [value]:
+            kind = "an integer" if isinstance(x, int) else "a finite number"
+            if x not in rng:
+                problems.append(f"{key} must be {kind} in {rng.text()}, got {x!r}")
+            elif not rng.usual(x):
+                lo, hi = rng.typical  # type: ignore[misc]
+                warnings.append(f"{key}={x!r} is outside the typical range {lo:g}..{hi:g}; going ahead")
+    return problems, warnings
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def check(cfg: Config, *, warn: Callable[[str], None] | None = _warn) -> Config:
+    """Range checks that types alone cannot express: ConfigError (one line, every refused key) when
+    some value is outside its valid range; ``warn`` is called once per value outside its typical one."""
+    problems, warnings = range_problems(cfg)
+    t, ls = cfg.training, cfg.loss
 
     def need(ok: bool, msg: str) -> None:
         if not ok:
             problems.append(msg)
 
-    need(lo.r >= 1, f"lora.r must be >= 1, got {lo.r}")
-    need(lo.alpha >= 1, f"lora.alpha must be >= 1, got {lo.alpha}")
-    need(0.0 <= lo.dropout < 1.0, f"lora.dropout must be in [0, 1), got {lo.dropout}")
-    need(t.batch_size >= 1, f"training.batch_size must be >= 1, got {t.batch_size}")
-    need(t.eval_batch_size >= 1, f"training.eval_batch_size must be >= 1, got {t.eval_batch_size}")
-    need(t.grad_accum >= 1, f"training.grad_accum must be >= 1, got {t.grad_accum}")
-    need(t.lr > 0, f"training.lr must be > 0, got {t.lr}")
-    need(t.epochs >= 1, f"training.epochs must be >= 1, got {t.epochs}")
-    need(t.patience >= 1, f"training.patience must be >= 1, got {t.patience}")
-    need(t.torch_threads >= 0, f"training.torch_threads must be >= 0, got {t.torch_threads}")
-    need(0.0 <= t.prior_correction <= 1.0, f"training.prior_correction must be in [0, 1], got {t.prior_correction}")
-    need(t.max_length >= 8, f"training.max_length must be >= 8, got {t.max_length}")
-    need(0.0 <= t.warmup_ratio < 1.0, f"training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     need(t.early_stop_metric in EARLY_STOP_METRICS,
          f"training.early_stop_metric must be one of {', '.join(EARLY_STOP_METRICS)}, got {t.early_stop_metric!r}")
     need(t.device in DEVICES, f"training.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
     need(ls.type == "focal", f"loss.type must be 'focal', got {ls.type!r}")
-    need(ls.gamma >= 0, f"loss.gamma must be >= 0, got {ls.gamma}")
     if isinstance(ls.class_weights, str):
         need(ls.class_weights in ("auto", "none"),
              f"loss.class_weights must be 'auto', 'none' or a list of 3 positive numbers, got {ls.class_weights!r}")
     else:
-        need(len(ls.class_weights) == 3 and all(w > 0 for w in ls.class_weights),
+        need(len(ls.class_weights) == 3,
              f"loss.class_weights must be 3 positive numbers (long, short, no_trade), got {ls.class_weights}")
     need(cfg.data.template in TEMPLATES,
          f"data.template must be one of {', '.join(TEMPLATES)}, got {cfg.data.template!r}")
-    need(cfg.eval.bootstrap_resamples >= 100,
-         f"eval.bootstrap_resamples must be >= 100, got {cfg.eval.bootstrap_resamples}")
-    need(0.5 <= cfg.eval.confidence < 1.0, f"eval.confidence must be in [0.5, 1), got {cfg.eval.confidence}")
     need(bool(cfg.packaging.zip_final) and Path(cfg.packaging.zip_final).name == cfg.packaging.zip_final,
          f"packaging.zip_final must be a file name, got {cfg.packaging.zip_final!r}")
-    tr = cfg.trust
-    need(tr.calibration_folds >= 2, f"trust.calibration_folds must be >= 2, got {tr.calibration_folds}")
-    need(tr.ece_bins >= 2, f"trust.ece_bins must be >= 2, got {tr.ece_bins}")
-    need(tr.min_confidence is None or 0.0 <= tr.min_confidence <= 1.0,
-         f"trust.min_confidence must be null or in [0, 1], got {tr.min_confidence}")
-    need(bool(tr.abstention_grid) and all(0.0 <= x <= 1.0 for x in tr.abstention_grid),
-         f"trust.abstention_grid must be a non-empty list of numbers in [0, 1], got {tr.abstention_grid}")
-    need(tr.psi_warn > 0, f"trust.psi_warn must be > 0, got {tr.psi_warn}")
+    need(bool(cfg.trust.abstention_grid), "trust.abstention_grid must be a non-empty list of numbers in [0, 1]")
     if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+        # One line whatever the number of problems: the CLI prints it as ``error: invalid config: ...``.
+        raise ConfigError("invalid config: " + "; ".join(problems))
+    for message in warnings if warn is not None else ():
+        warn(message)
     return cfg
 
 

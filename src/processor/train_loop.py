@@ -37,6 +37,7 @@ from processor.record import METRICS_FILE, BaseModel, Metrics, ServingSpec, Ship
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 from processor.serialize import Serializer, count_tokens
+from processor.trainable import require_trainable
 from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, epoch_history,
                                last_complete_checkpoint, trainer_metrics)
 from processor.trainer import best_epoch as best_epoch_of
@@ -268,6 +269,8 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
         rec.validation(_report(False, list(paths.values()), exc.problems))
         raise
     rec.validation(_report(True, list(paths.values()), []))
+    # A split that meets the contract may still be unable to train three classes: stop before any model.
+    require_trainable(train_df, val_df, cfg.trust.calibration_folds, names=(paths["train"].name, paths["val"].name))
     digests = {split: sha256_file(path) for split, path in paths.items()}
     rec.datasets({"train": train_df, "val": val_df}, paths, digests)
     leakage = time_overlap(train_df, val_df) if cfg.trust.check_time_leakage else None

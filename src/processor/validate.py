@@ -16,6 +16,11 @@ overlap is a WARNING on stderr and exit 0, unless ``--fail-on-leakage`` (then ex
 timestamps cannot be checked: that is said, and is not a failure. ``leakage`` in the report is
 :meth:`processor.leakage.LeakageReport.to_dict` (null without ``--train``/``--val`` or when the files
 break the contract).
+
+A split that meets the contract but cannot train a 3-class classifier (a class absent from train, or a
+class with fewer events than ``--calibration-folds`` in train or val; :mod:`processor.trainable`) is a
+WARNING on stderr, exit 0: training refuses it (exit 1) before loading a model. ``trainable`` in the
+report is ``{"ok", "calibration_folds", "problems"}`` (null where ``leakage`` is).
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ from typing import Any
 
 from processor.io import sha256_file, write_json_atomic
 from processor.cli import run
+from processor.config import TrustConfig
 from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
 from processor.leakage import LeakageReport, time_overlap
 from processor.schema import LABELS, schema_fingerprint
+from processor.trainable import check_trainable
+
+DEFAULT_CALIBRATION_FOLDS = TrustConfig().calibration_folds
 
 __all__ = ["main", "validate_paths"]
 
@@ -58,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     split.add_argument("--fail-on-leakage", action="store_true",
                        help="exit 1 when val events overlap train events in time (events without "
                             "timestamps cannot be checked and do not fail)")
+    split.add_argument("--calibration-folds", type=int, default=DEFAULT_CALIBRATION_FOLDS, metavar="N",
+                       help="warn when a class has fewer than N events in train or val, or none in train "
+                            f"(the run's trust.calibration_folds; default {DEFAULT_CALIBRATION_FOLDS})")
     parser.add_argument("--unlabeled", action="store_true",
                         help="prediction input: 'label' is not required (if present it must still be valid)")
     parser.add_argument("--report-json", type=Path, metavar="FILE",
@@ -109,6 +121,8 @@ def _paths(args: argparse.Namespace) -> list[Path]:
         raise UsageError("nothing to check: give PATH(s), or --train FILE --val FILE")
     if args.fail_on_leakage and not split:
         raise UsageError("--fail-on-leakage needs --train and --val")
+    if args.calibration_folds < 2:
+        raise UsageError(f"--calibration-folds must be >= 2, got {args.calibration_folds}")
     report_path: Path | None = args.report_json
     if report_path is not None and (report_path.is_dir() or not report_path.parent.is_dir()):
         raise UsageError(f"--report-json {report_path}: not a writable file path "
@@ -125,8 +139,11 @@ def _validate(args: argparse.Namespace) -> int:
     files = _file_entries(paths, result, labeled)
     # Frames of files with problems hold placeholders: their times would mislead.
     leakage: LeakageReport | None = None
+    untrainable: list[str] | None = None
     if split and result.valid:
-        leakage = time_overlap(result.frames[str(args.train)], result.frames[str(args.val)])
+        train, val = result.frames[str(args.train)], result.frames[str(args.val)]
+        leakage = time_overlap(train, val)
+        untrainable = check_trainable(train, val, args.calibration_folds, names=(args.train.name, args.val.name))
 
     if report_path is not None:
         payload = {
@@ -136,6 +153,8 @@ def _validate(args: argparse.Namespace) -> int:
             "files": files,
             "problems": [p.to_dict() for p in result.problems],
             "leakage": None if leakage is None else leakage.to_dict(),
+            "trainable": None if untrainable is None else {
+                "ok": not untrainable, "calibration_folds": args.calibration_folds, "problems": untrainable},
         }
         try:
             write_json_atomic(report_path, payload)
@@ -149,6 +168,9 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"ids are disjoint across {len(files)} files")
         if leakage is None:
             return 0
+        if untrainable:
+            print(f"WARNING: the split cannot train a 3-class classifier (training would stop): "
+                  f"{'; '.join(untrainable)}", file=sys.stderr)
         for line in leakage.lines():
             print(f"  {line}")
         if leakage.leakage_risk:

@@ -12,7 +12,7 @@ from processor.record import number
 from processor.io import sha256_file
 from processor.leakage import format_duration
 from processor.cli import first_line
-from processor.schema import ALL_KEYS, FEATURES, SCHEMA_FILE, fingerprint_of, schema_fingerprint
+from processor.schema import ALL_KEYS, FEATURES, LABELS, SCHEMA_FILE, fingerprint_of, schema_fingerprint
 
 from processor.names import ZIP_NAME
 from processor.gate.evidence import Evidence, describe_mismatch, serving_json
@@ -24,6 +24,17 @@ REPO_CONTRACT = DEFAULT_CHECKS.parents[1] / "contract" / SCHEMA_FILE
 UPSTREAM_CONTRACT = DEFAULT_CHECKS.parents[2] / "shared" / "contract" / SCHEMA_FILE
 
 CHECK_NAMES = ("class_balance", "val_macro_f1", "class_f1", "artifacts", "schema")
+# Always checked first when the evidence is an MLflow run (a local --output-dir has no run status);
+# not a key of the checks file: no file can switch it off.
+RUN_STATUS = "run_status"
+FINISHED = "FINISHED"
+_NOT_FINISHED = {
+    "RUNNING": "the run is still RUNNING: training has not ended, or its process was killed before it "
+               "could end the run",
+    "FAILED": "the run ended FAILED: training stopped on an error, its artifacts are not a finished run's",
+    "KILLED": "the run was KILLED before it finished",
+    "SCHEDULED": "the run is SCHEDULED: it has not started",
+}
 
 
 @dataclass
@@ -254,13 +265,49 @@ def check_time_leakage(ev: Evidence) -> CheckResult:
     return CheckResult("time_leakage", True, value, threshold, "", data)
 
 
+def check_run_status(ev: Evidence) -> CheckResult:
+    """Always on for an MLflow run: only a FINISHED run is judged fit to ship. A FAILED, KILLED or
+    still RUNNING run may have left complete-looking artifacts (a crash after packaging, a gate started
+    while training is still logging); they are not the outcome of a finished training."""
+    status = ev.run_status or "unknown"
+    if status == FINISHED:
+        return CheckResult(RUN_STATUS, True, status, FINISHED)
+    reason = _NOT_FINISHED.get(status, f"the run's status is {status}, not {FINISHED}")
+    return CheckResult(RUN_STATUS, False, status, FINISHED, reason, {"status": status})
+
+
+def check_min_support(ev: Evidence, th: Thresholds) -> CheckResult:
+    """Optional: every class's val F1 (macro-F1 averages all three) is measured on >= N val events
+    (metrics.json per_class.<label>.support); below that, one event moves it by several points."""
+    n = th.min_support_events
+    threshold = f">= {n} val events per class"
+    if ev.metrics is None:
+        return CheckResult("min_support", False, "n/a", threshold, ev.metrics_problem or "no metrics")
+    support = {name: ev.record.support(name) for name in LABELS}
+    bad = []
+    for name, count in support.items():
+        if count is None:
+            bad.append(f"metrics.json has no per_class.{name}.support")
+        elif count < n:
+            more = n - int(count)
+            bad.append(f"{name} F1 is measured on {int(count)} val events, fewer than {n}: too few to certify "
+                       f"it ({more} more {name} val event{'s' if more != 1 else ''} needed)")
+    value = " ".join(f"{name} {int(c)}" if c is not None else f"{name} n/a" for name, c in support.items())
+    return CheckResult("min_support", not bad, value, threshold, "; ".join(bad),
+                       {"support": support, "min_events": n})
+
+
 def run_checks(ev: Evidence, th: Thresholds, *, strict: bool) -> list[CheckResult]:
     checks = [check_class_balance(ev, th), check_macro_f1(ev, th, strict), check_class_f1(ev, th, strict),
               check_artifacts(ev), check_schema(ev)]
+    if ev.mlflow_run_id is not None:
+        checks.insert(0, check_run_status(ev))
     if th.beats_baseline:
         checks.append(check_beats_baseline(ev, th))
     if th.time_leakage:
         checks.append(check_time_leakage(ev))
+    if th.min_support:
+        checks.append(check_min_support(ev, th))
     return checks
 
 

@@ -7,6 +7,9 @@
     python -m processor.gate ...                                                 # the same
     mlflow run . -e gate -P run_id=RUN_ID
 
+Always first for an MLflow run (no checks file can switch it off; --output-dir has no run status):
+  run_status     the run is FINISHED: a FAILED, KILLED, still RUNNING or SCHEDULED run is refused, and
+                 the report says which and why
 Checks (every threshold comes from gates/ship_checks.yaml, never from the command line):
   class_balance  every class's share of the training data after oversampling within class_balance
                  min_share..max_share
@@ -20,14 +23,18 @@ Optional (off in gates/ship_checks.yaml, on in gates/ship_checks_strict.yaml):
   beats_baseline val macro-F1 >= the named baseline's - beats_baseline.margin
   time_leakage   metrics.json's leakage block says no val event is older than (or as old as) the train
                  events of its symbol; fails when it found an overlap and when it could not check
-The scores and fingerprints the checks judge are read from the metrics.json inside the verified zip
-(covered by its manifest), never from the separate metrics.json file alone.
+  min_support    every class's val F1 is measured on >= min_support.events val events (30): fewer,
+                 and the report says how many more events the class would need
+The scores and fingerprints the checks judge are read from the metrics.json inside the
+verified zip (covered by its manifest), never from the separate metrics.json file alone.
 --strict: val_macro_f1 and class_f1 use the lower bound of the bootstrap CI in metrics.json (both are
 reported).
 
 Only when every check passes is the run's pyfunc model registered (one version per run: gating a run
 again re-uses its version) with the check results, git commit, schema fingerprint and run id as
-version tags, and the alias moved to it. --require-better (default on): the alias moves only if the
+version tags and its description (written in the same request), and the alias moved to it; the
+version's tag gate.outcome, written last, marks the gate done. A rerun of a gate that stopped
+between registering and moving the alias completes it and reports "repaired: ...". --require-better (default on): the alias moves only if the
 run's val macro-F1 >= the current alias holder's + margin; otherwise the version gets the alias
 "challenger" and the champion stays.
 --bundle-base: for a run trained on a hub base, the pyfunc model is logged again (same run, same zip)
@@ -38,7 +45,8 @@ bundled already; a run that already has a version keeps it.
 Exit codes: 0 passed (and registered/aliased unless --output-dir), 1 a check failed (nothing
 registered, no alias moved), 2 usage or infrastructure error (unknown run, unreachable server, bad
 checks file). The report (stdout table, --report JSON) is also logged to the run as gate_report.json
-with tags gate.status and gate.<check>.
+with tags gate.status and gate.<check>, and the verdict is appended to the run's description
+(mlflow.note.content; what training wrote there is kept, an earlier verdict replaced).
 """
 
 from __future__ import annotations
@@ -57,11 +65,12 @@ from processor.cli import run as run_command
 from processor.io import write_json_atomic
 
 from processor.gate.checks import CheckResult, format_table, run_checks
+from processor.gate.describe import NOTE_TAG, gate_paragraph, run_note, version_description
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run, serving_json
 from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
-from processor.gate.registry import (GateInfraError, _is_not_found, describe, promote, register_once,
-                                     versions_of_run)
+from processor.gate.registry import (GateInfraError, _is_not_found, describe, mark_done, promote,
+                                     register_once, versions_of_run)
 from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, _fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
@@ -84,17 +93,7 @@ def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, stri
     return tags
 
 
-def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence, strict: bool,
-                        checks_file: Path) -> str:
-    """What the version is, what it was trained on, how it scored (with its CI) and the gate's verdict,
-    from the verified metrics.json."""
-    verdict = (f"passed all {len(checks)} shipping checks ({', '.join(c.name for c in checks)})"
-               f"{' on CI lower bounds' if strict else ''} with {checks_file.name}")
-    return (f"{model_card.run_summary(ev.record)} Gate: {verdict}. Run {run_id}. "
-            f"Model card: runs:/{run_id}/{model_card.RUN_ARTIFACT} (also MODEL_CARD.md in model_final.zip).")
-
-
-def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence) -> None:
+def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence, checks_file: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="gate-report-") as tmp:
         path = Path(tmp) / REPORT_NAME
         write_json_atomic(path, report, default=str, allow_nan=False)
@@ -111,6 +110,10 @@ def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence) 
     reg = report.get("registration") or {}
     if reg.get("version"):
         client.set_tag(run_id, "gate.model_version", f"{reg['model_name']}/{reg['version']}")
+    # The run page's description: training's own paragraph kept, the verdict appended (or replaced).
+    paragraph = gate_paragraph([CheckResult(**c) for c in report["checks"]], report["strict"], checks_file,
+                               report.get("registration"))
+    client.set_tag(run_id, NOTE_TAG, run_note(ev.run_tags.get(NOTE_TAG), ev, paragraph))
 
 
 def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
@@ -150,23 +153,27 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         tracking = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": run_id}
         if not passed:
             report = _report(ev, checks, th, strict, "failed", **tracking, registration=None)
-            _log_to_run(client, run_id, report, ev)
+            _log_to_run(client, run_id, report, ev, checks_file)
             return GateOutcome(1, report)
         f1 = ev.record.macro_f1
         model_id, bundled = ev.pyfunc_model_id or "", already_bundled(ev)
-        if bundle_base and not bundled and not versions_of_run(client, model_name, run_id):
+        # A version from an earlier gate of this run (one stopped half-way is repaired below); not one a
+        # racing gate is creating right now.
+        earlier = bool(versions_of_run(client, model_name, run_id))
+        if bundle_base and not bundled and not earlier:
             model_id, bundled = bundle_base_into_run(run_id, ev), True
+        description = version_description(run_id, checks, ev, strict, checks_file)
         mv, created = register_once(client, model_name, run_id, model_id,
-                                    _version_tags(run_id, checks, ev, strict))
-        describe(client, model_name, mv, version_description(run_id, checks, ev, strict, checks_file),
-                 created=created)
+                                    _version_tags(run_id, checks, ev, strict), description)
+        repairs = describe(client, model_name, mv, description, created=created, earlier=earlier)
         decision = promote(client, model_name, alias, mv, f1, require_better=require_better, margin=margin)
+        mark_done(client, model_name, mv, decision)
         registration = {"model_name": model_name, "version": str(mv.version), "created": created,
                         "require_better": require_better, "margin": margin, "base_bundled": bundled,
-                        **decision,
+                        **decision, "repairs": repairs,
                         "uri": f"models:/{model_name}@{decision['alias']}"}
         report = _report(ev, checks, th, strict, "passed", **tracking, registration=registration)
-        _log_to_run(client, run_id, report, ev)
+        _log_to_run(client, run_id, report, ev, checks_file)
         return GateOutcome(0, report)
 
 
@@ -208,6 +215,8 @@ def _print_summary(outcome: GateOutcome) -> None:
                 "already_holds_alias": f"already {reg['alias']}"}.get(reg.get("outcome"), f"alias {reg['alias']} -> this version")
         print(f"status: {status}  {reg['model_name']} version {reg['version']} "
               f"({'new' if reg['created'] else 'existing'}), {verb}: {reg['uri']}")
+        for repair in reg.get("repairs") or ():
+            print(f"repaired: {repair}")
     elif r["status"] == "failed":
         print(f"status: {status}  nothing registered, no alias moved")
     else:

@@ -49,6 +49,9 @@ class Evidence:
     model_metadata: dict[str, Any] = field(default_factory=dict)
     pyfunc_zip_sha256: str | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
+    # MLflow only: the run judged and its status (run.info.status: FINISHED, RUNNING, FAILED, ...).
+    mlflow_run_id: str | None = None
+    run_status: str | None = None
 
     @property
     def record(self) -> Metrics:
@@ -211,7 +214,8 @@ def _no_progress_bars() -> Iterator[None]:
 
 def _evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
     run_id = run.info.run_id
-    ev = Evidence(source=f"mlflow run {run_id}", pyfunc_checked=True, run_tags=dict(run.data.tags))
+    ev = Evidence(source=f"mlflow run {run_id}", pyfunc_checked=True, run_tags=dict(run.data.tags),
+                  mlflow_run_id=run_id, run_status=run.info.status)
     zip_name = run.data.params.get("packaging.zip_final") or ZIP_NAME
     root = {f.path for f in client.list_artifacts(run_id)}
     if "metrics.json" in root:

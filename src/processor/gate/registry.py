@@ -1,4 +1,10 @@
-"""The model registry: one version per run (race-safe), and the alias moves (champion / challenger)."""
+"""The model registry: one version per run (race-safe), and the alias moves (champion / challenger).
+
+Order of writes, so that a gate killed at any moment leaves a state a rerun completes: the version is
+created with its tags AND its description in one request; then the alias moves; then the version gets
+the tag ``gate.outcome`` (where the alias went), which marks the gate's work on it as finished. A
+version without ``gate.outcome`` and without an alias is one whose gate stopped in between: the next
+gate of that run finds it, completes it and says so (``repairs``)."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from processor.cli import UserError
 from processor.record import number
 
 CHALLENGER_ALIAS = "challenger"
+OUTCOME_TAG = "gate.outcome"  # written last: the gate finished with this version
 _ALIAS_ATTEMPTS = 5
 # The registered model's description, set when the model has none (an edited one is kept).
 MODEL_DESCRIPTION = (
@@ -39,17 +46,22 @@ def _quote(text: str) -> str:
     return text.replace("'", "\\'")
 
 
-def register_once(client: Any, model_name: str, run_id: str, model_id: str, tags: dict[str, str]) -> tuple[Any, bool]:
-    """The run's version of ``model_name``: the existing one, or a new one (tags set atomically at creation).
+def register_once(client: Any, model_name: str, run_id: str, model_id: str, tags: dict[str, str],
+                  description: str) -> tuple[Any, bool]:
+    """The run's version of ``model_name``: the existing one, or a new one (tags and description set
+    atomically at creation).
 
     Racing gates on the same run can both create a version; afterwards each keeps the lowest version of
     the run and deletes its own duplicate, so exactly one survives. Returns (version, created_now)."""
-    import mlflow
-
     existing = versions_of_run(client, model_name, run_id)
     if existing:
         return existing[0], False
-    mv = mlflow.register_model(f"models:/{model_id}", model_name, tags=tags, await_registration_for=300)
+    _ensure_registered_model(client, model_name)
+    # mlflow.register_model cannot set a description; the client's create_model_version can, so that
+    # no version ever exists with its gate tags but without its description.
+    mv = client.create_model_version(model_name, f"models:/{model_id}", run_id=run_id, tags=tags,
+                                     description=description, model_id=model_id, await_creation_for=300)
+    _link_logged_model(client, model_id, model_name, mv.version)
     if str(mv.run_id) != run_id:
         raise GateInfraError(f"registered version {mv.version} reports run {mv.run_id}, expected {run_id}")
     survivors = versions_of_run(client, model_name, run_id)
@@ -58,6 +70,28 @@ def register_once(client: Any, model_name: str, run_id: str, model_id: str, tags
         client.delete_model_version(model_name, mv.version)
         return keep, False
     return mv, True
+
+
+def _ensure_registered_model(client: Any, model_name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+
+
+def _link_logged_model(client: Any, model_id: str, model_name: str, version: Any) -> None:
+    """What mlflow.register_model also does: list the version on the logged model (its UI page links
+    to its registered versions)."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    listed = client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS)
+    entries = [*(json.loads(listed) if listed else []), {"name": model_name, "version": str(version)}]
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(entries)})
 
 
 def alias_version(client: Any, model_name: str, alias: str) -> Any | None:
@@ -122,10 +156,32 @@ def promote(client: Any, model_name: str, alias: str, mv: Any, f1: float | None,
     return decision
 
 
-def describe(client: Any, model_name: str, mv: Any, version_description: str, *, created: bool) -> None:
-    """Descriptions for the registry UI: the model's (if it has none) and the version's (when the gate
-    created it, or it has none yet: a re-gated version keeps what it was described with)."""
+def describe(client: Any, model_name: str, mv: Any, version_description: str, *, created: bool,
+             earlier: bool = True) -> list[str]:
+    """Descriptions for the registry UI: the model's (if it has none) and, for a version found from an
+    earlier gate, its description if it has none (a re-gated version keeps what it was described with).
+    Returns the repairs made: what an earlier gate, stopped between registering the version and moving
+    the alias, had left undone (empty for a version created now or left complete; ``earlier`` False:
+    the version is a racing gate's, still at work on it)."""
     if not client.get_registered_model(model_name).description:
         client.update_registered_model(model_name, description=MODEL_DESCRIPTION)
-    if created or not getattr(mv, "description", None):
+    if created or not earlier:  # a version created now (or by a racing gate) was described at creation
+        return []
+    current = client.get_model_version(model_name, mv.version)
+    missing = []
+    if not current.aliases and OUTCOME_TAG not in (current.tags or {}):
+        missing.append("no alias")
+    if not current.description:
         client.update_model_version(model_name, mv.version, description=version_description)
+        missing.append("no description")
+    if not missing:
+        return []
+    done = {"no alias": "alias decided now", "no description": "description written"}
+    return [f"version {mv.version} had {' and '.join(missing)} (an earlier gate stopped after registering "
+            f"it); {', '.join(done[m] for m in missing)}"]
+
+
+def mark_done(client: Any, model_name: str, mv: Any, decision: dict[str, Any]) -> None:
+    """The last write of a gate: where the alias went, on the version (see the module docstring)."""
+    client.set_model_version_tag(model_name, mv.version, OUTCOME_TAG,
+                                 f"{decision.get('outcome')}:{decision.get('alias')}")

@@ -37,12 +37,16 @@ class Thresholds:
     baseline_margin: float = 0.0
     # Optional check: the run's metrics.json says its train/val split does not overlap in time.
     time_leakage: bool = False
+    # Optional check: every class's F1 rests on >= min_support_events val events.
+    min_support: bool = False
+    min_support_events: int = 0
 
 
 _ALLOWED = {"class_balance": {"min_share", "max_share"}, "val_macro_f1": {"min"}, "class_f1": set(LABELS),
             "strict": None, "champion": {"margin"}, "beats_baseline": {"enabled", "baseline", "margin"},
-            "time_leakage": {"enabled"}}
-_MERGED = ("class_balance", "val_macro_f1", "champion", "beats_baseline", "time_leakage")  # mappings merged key by key over the shipped file
+            "time_leakage": {"enabled"}, "min_support": {"enabled", "events"}}
+_MERGED = ("class_balance", "val_macro_f1", "champion", "beats_baseline", "time_leakage",
+           "min_support")  # mappings merged key by key over the shipped file
 
 
 def _fraction(value: Any, where: str, *, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -122,5 +126,16 @@ def load_thresholds(path: Path = DEFAULT_CHECKS) -> Thresholds:
     leak = raw.get("time_leakage", {}).get("enabled", False)
     if not isinstance(leak, bool):
         raise GateUsageError(f"{path}: time_leakage.enabled must be true or false, got {leak!r}")
+    support, events = _min_support(raw, path)
     return Thresholds(min_share, max_share, min_f1, class_f1, strict, margin, enabled, baseline or "", bmargin,
-                      leak)
+                      leak, support, events)
+
+
+def _min_support(raw: dict[str, Any], path: Path) -> tuple[bool, int]:
+    enabled = raw.get("min_support", {}).get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise GateUsageError(f"{path}: min_support.enabled must be true or false, got {enabled!r}")
+    events = _required(raw, path, "min_support", "events")
+    if isinstance(events, bool) or not isinstance(events, int) or events < 1:
+        raise GateUsageError(f"{path}: min_support.events must be an integer >= 1, got {events!r}")
+    return enabled, events

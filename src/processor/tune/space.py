@@ -196,7 +196,7 @@ def _check_domain(space: dict[str, BaseDistribution], base: Config, w: _Where) -
             try:
                 trial_config(base, params, Path(base.packaging.output_dir))
             except ConfigError as exc:
-                detail = str(exc).replace("invalid config:\n  ", "")
+                detail = str(exc).replace("invalid config: ", "")
                 raise w.error(("params", name), f"value {value!r} is not valid for {knob.key}: {detail}") from None
 
 
