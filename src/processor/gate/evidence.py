@@ -46,7 +46,10 @@ class Evidence:
     pyfunc_model_id: str | None = None
     pyfunc_dir: Path | None = None  # the downloaded model (MLmodel, requirements.txt, artifacts)
     pyfunc_problem: str | None = None
-    signature_inputs: list[str] | None = None
+    # The signature's input columns as MLflow writes them ({"type", "name", "required"}), and whether
+    # MLflow hands requests to the model unchecked (MLmodel's is_signature_from_type_hint).
+    signature_inputs: list[dict[str, Any]] | None = None
+    signature_checked_by_model: bool = False
     model_metadata: dict[str, Any] = field(default_factory=dict)
     pyfunc_zip_sha256: str | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
@@ -245,7 +248,8 @@ def _pyfunc_evidence(client: Any, run: Any, workdir: Path, ev: Evidence) -> None
         ev.pyfunc_problem = f"pyfunc model {logged.model_id}: MLmodel unreadable ({exc})"
         return
     if model.signature is not None and model.signature.inputs is not None:
-        ev.signature_inputs = list(model.signature.inputs.input_names())
+        ev.signature_inputs = model.signature.inputs.to_dict()
+        ev.signature_checked_by_model = bool(model._is_signature_from_type_hint())
     ev.model_metadata = dict(model.metadata or {})
     conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get("model_final", {})
     bundled = local / conf["path"] if conf.get("path") else None
