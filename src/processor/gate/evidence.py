@@ -4,10 +4,7 @@ output directory or downloaded from MLflow, and which metrics the checks judge (
 from __future__ import annotations
 
 import json
-import os
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ import yaml
 
 from processor.io import sha256_file
 from processor.package import PackageError, verify_package
+from processor.quiet import no_artifact_progress
 
 from processor.gate.thresholds import GateUsageError
 
@@ -180,25 +178,9 @@ def evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
     """Download the run's metrics.json, zip and pyfunc model into ``workdir``.
 
     Absent artifacts become problems (check failures); transport errors raise (exit 2)."""
-    with _no_progress_bars():
+    # Three downloads per run, often in CI logs: their progress bars would bury the report.
+    with no_artifact_progress():
         return _evidence_from_run(client, run, workdir)
-
-
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """MLflow draws a "Downloading artifacts" tqdm bar per download on stderr; in the gate (three
-    downloads per run, often in CI logs) they bury the report in carriage-return noise. MLflow reads
-    this variable at each download, so it is switched off here only, and restored after."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
