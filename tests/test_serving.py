@@ -157,7 +157,7 @@ def test_every_malformed_shape_gets_a_clean_400(served, events, shape):
     status, text = post(served["url"], body if isinstance(body, str) else json.dumps(body))
     assert status == 400, text
     answer = json.loads(text)
-    assert set(answer) == {"error_code", "message"}, answer  # no stack_trace
+    assert "stack_trace" not in answer and answer["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), answer
     assert "Traceback" not in text
     for want in (needle,) if isinstance(needle, str) else needle:
         assert want.format(id=events[0]["id"]) in answer["message"], answer["message"]
