@@ -28,7 +28,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import Schema
 
 from conftest import REPO, tracking_at
 from processor.io import sha256_bytes
@@ -171,10 +171,18 @@ def valid_but_different(members: dict[str, bytes]) -> None:
     set_member(members, "label_map.json", json.dumps(json.loads(members["label_map.json"])).encode())
 
 
-def with_extra_input(sig: ModelSignature) -> ModelSignature:
-    """An input schema of the contract's keys plus one more (the trained model logs none on purpose)."""
-    columns = [ColSpec("string", "id"), *(ColSpec("double", name) for name in FEATURES)]
-    return ModelSignature(inputs=Schema([*columns, ColSpec("double", "extra_feature")]), outputs=sig.outputs)
+def doctored_signature(sig: ModelSignature, how: str) -> ModelSignature:
+    """The trained model's signature with one thing changed: an extra input key, a key typed unlike the
+    contract, MLflow enforcing it (no longer checked by the model), or no input schema at all."""
+    columns = sig.inputs.to_dict()
+    if how == "extra":
+        columns.append({"type": "double", "name": "extra_feature", "required": False})
+    elif how == "retyped":
+        columns = [{**c, "type": "double"} if c["name"] == "ext_dir" else c for c in columns]
+    out = ModelSignature(inputs=None if how == "none" else Schema.from_json(json.dumps(columns)),
+                         outputs=sig.outputs, params=sig.params)
+    out._is_signature_from_type_hint = how != "enforced_by_mlflow"
+    return out
 
 
 def registered_versions(client: MlflowClient, name: str) -> list[Any]:
@@ -515,8 +523,13 @@ FAILING_CASES = {
     "pyfunc_bundles_other_zip": ("artifacts", {"bundled_zip": "genuine"}, None, valid_but_different),
     "fingerprint": ("schema", {}, _set("schema_fingerprint", "0" * 64), None),
     "extra_key_in_signature": ("schema", {"signature": "extra"}, None, None),
-    # No input schema (as trained) and metadata naming another contract.
-    "pyfunc_metadata_fingerprint": ("schema", {"metadata": {"schema_fingerprint": "0" * 64}}, None, None),
+    "key_typed_unlike_the_contract": ("schema", {"signature": "retyped"}, None, None),
+    # MLflow would cast requests and drop unknown keys before the contract check.
+    "signature_enforced_by_mlflow": ("schema", {"signature": "enforced_by_mlflow"}, None, None),
+    # No input schema (as models were logged before signatures were declared) and metadata naming
+    # another contract.
+    "pyfunc_metadata_fingerprint": ("schema", {"signature": "none", "metadata": {"schema_fingerprint": "0" * 64}},
+                                    None, None),
 }
 
 
@@ -529,8 +542,8 @@ def test_each_check_failing_alone_blocks_registration(tracking, genuine, tmp_pat
         rewrite_zip(files / "model_final.zip", zip_edit)
     if options.get("bundled_zip") == "genuine":
         options = {**options, "bundled_zip": genuine.dir / "model_final.zip"}
-    if options.get("signature") == "extra":
-        options = {**options, "signature": with_extra_input(genuine.signature)}
+    if isinstance(options.get("signature"), str):
+        options = {**options, "signature": doctored_signature(genuine.signature, options["signature"])}
     run_id = make_run(client, files, genuine, **options)
     name = unique_name()
     report = tmp_path / "report.json"

@@ -289,7 +289,7 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
         except Exception:
             raise AssertionError((tmp_path / "serve.log").read_text(errors="replace")[-4000:]) from None
         records = read_jsonl(events_file)[:8]
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": records})
         assert status == 200, answer
         want = packaged.predict([{k: r[k] for k in ("id", *FEATURES)} for r in records])
         assert_same_predictions(answer["predictions"], want)
@@ -298,12 +298,12 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
         tops = [max(r[k] for k in PROB_KEYS) for r in want]
         threshold = sum(sorted(tops)[3:5]) / 2  # between two events' tops: clear of float noise
         status, answer = _post(f"http://127.0.0.1:{port}/invocations",
-                               {"dataframe_records": records, "params": {"min_confidence": threshold}})
+                               {"inputs": records, "params": {"min_confidence": threshold}})
         assert status == 200, answer
         assert [r["abstained"] for r in answer["predictions"]] == [t < threshold for t in tops]
         assert {r["label"] for r in answer["predictions"] if r["abstained"]} == {"no_trade"}
         status, answer = _post(f"http://127.0.0.1:{port}/invocations",
-                               {"dataframe_records": records, "params": {"min_confidence": 2.0}})
+                               {"inputs": records, "params": {"min_confidence": 2.0}})
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert "min_confidence must be a number in [0, 1]" in answer["message"]
 
@@ -312,7 +312,7 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
         broken[0].update(ext_dir=7, atr=-1)
         broken[1].update(wave_strength=1.5, session="tokyo", evil=1, ext_choch_up="true")
         del broken[2]["fvg_up"]
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": broken})
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": broken})
         assert status == 400, answer
         assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
         message = answer["message"]
@@ -326,19 +326,19 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
             assert f"\nrow {row} id={ids[row - 1]} key={key}: {what}" in message, message
         assert "tokyo" in message  # the unknown category itself is named
         assert "Traceback" not in json.dumps(answer) and "stack_trace" not in answer
-        # The extra key is named too: the model is logged without an input schema, so MLflow does not
-        # drop unknown columns before the contract check sees them.
+        # The extra key is named too: the signature is checked by the model, so MLflow does not drop
+        # unknown keys before the contract check sees them (nor cast "true" to a flag's True).
         assert f"\nrow 2 id={ids[1]} key=evil: unexpected key" in message, message
 
         # Drift (processor.drift): a batch whose atr moved is refused under the max_psi param, naming the
         # feature; without the param it is served.
         shifted = [{**{k: v for k, v in r.items() if k != "label"}, "atr": r["atr"] * 3}
                    for r in read_jsonl(sample_dir / "val.jsonl")]
-        body = {"dataframe_records": shifted, "params": {"max_psi": 0.2}}
+        body = {"inputs": shifted, "params": {"max_psi": 0.2}}
         status, answer = _post(f"http://127.0.0.1:{port}/invocations", body)
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert "PSI > max_psi 0.2" in answer["message"] and "atr=" in answer["message"], answer
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": shifted})
+        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": shifted})
         assert status == 200 and len(answer["predictions"]) == len(shifted), answer
     finally:
         try:

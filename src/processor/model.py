@@ -30,6 +30,7 @@ import torch
 
 from processor.cli import UserError, first_line, parse_bool
 from processor.names import BUILD_INFO_FILE, TINY_BASE_ID
+from processor.quiet import no_weight_progress
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def load_for_classification(
     tokenizer.padding_side = PADDING_SIDE
 
     try:
-        with _quiet_load_report():
+        with _quiet_load_report(), no_weight_progress():
             model, loading_info = AutoModelForSequenceClassification.from_pretrained(
                 resolved.path,
                 num_labels=len(labels),

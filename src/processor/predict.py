@@ -177,8 +177,11 @@ def _load_pyfunc(uri: str) -> Any:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from processor.quiet import no_artifact_progress
+
     try:
-        return mlflow.pyfunc.load_model(uri)
+        with no_artifact_progress():
+            return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         raise UsageError(f"cannot load model {uri} (tracking: {mlflow.get_tracking_uri()}): "
                          f"{first_line(exc)}") from None

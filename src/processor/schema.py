@@ -112,6 +112,22 @@ def schema_fingerprint() -> str:
     return fingerprint_of(contract_spec())
 
 
+# Contract type -> MLflow column type (mlflow.types.DataType name). A date-time stays a string: the
+# contract wants the ISO text with its offset, which MLflow's datetime type would not keep.
+_SIGNATURE_TYPES = {"boolean": "boolean", "integer": "long", "number": "double", "string": "string"}
+
+
+def signature_columns() -> list[dict[str, Any]]:
+    """The columns of a prediction request (the contract's keys but ``label``) in MLflow's ColSpec
+    JSON vocabulary: ``{"type": "long", "name": "ext_dir", "required": True}``, in contract order.
+
+    What the registered model's signature declares (processor.serving) and what the gate compares a
+    logged model's signature with; kept free of MLflow so that either can read it.
+    """
+    return [{"type": _SIGNATURE_TYPES[spec["type"]], "name": key, "required": bool(spec["required"])}
+            for key, spec in _KEYS.items() if key != "label"]
+
+
 def is_datetime_with_offset(value: str) -> bool:
     """True when ``value`` is an RFC 3339 / ISO-8601 date-time with a UTC offset (``Z`` or ``+09:00``)."""
     if not isinstance(value, str) or not _DATETIME_RE.fullmatch(value):

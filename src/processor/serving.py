@@ -7,9 +7,17 @@ it as ``code_paths``, so a serving host needs only the model's own ``requirement
 project, not its cache. The base weights travel too when they are the demo base, or when the run was
 trained with ``--bundle-base``; otherwise the base is resolved by hub id and revision on the host.
 
-Input that breaks the contract raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which
-``mlflow models serve`` answers with HTTP 400 and the message (no stack trace):
-``row 2 id=ev-9 key=ext_dir: must be one of -1, 0, 1, got 7``.
+Requests: ``{"inputs": [event, ...]}``, each event a contract record without ``label`` (or a DataFrame
+through ``mlflow.pyfunc``). The signature (:func:`model_signature`) lists every key with its type, for
+the MLflow UI and for clients, and is marked as checked by the model itself: MLflow then hands the
+events over as sent. Enforced by MLflow, it would cast them first (``"true"`` and ``7`` to a flag's
+``True``, ``1.5`` to ``1``) and silently drop unknown keys, so the contract check below would pass
+values the contract refuses. The cost: MLflow answers the pandas request formats
+(``dataframe_records``, ``dataframe_split``, ``instances``) with its own HTTP 400 asking for ``inputs``.
+
+Input that breaks the contract, or is not a list of events at all, raises ``MlflowException`` with
+``INVALID_PARAMETER_VALUE``, which ``mlflow models serve`` answers with HTTP 400 and the message (no
+stack trace): ``row 2 id=ev-9 key=ext_dir: must be one of -1, 0, 1, got 7``.
 
 Drift (processor.drift): a batch of at least 100 events is compared with the training profile; a
 feature over the warning level (``trust.psi_warn``) is logged, and with the ``max_psi`` param a batch
@@ -26,6 +34,7 @@ import pandas as pd
 from mlflow.models import set_model
 
 from processor.names import ZIP_ARTIFACT  # also read by tracking.log_pyfunc as serving.ZIP_ARTIFACT
+from processor.schema import FEATURES
 
 # Names under which log_pyfunc stores the files the model needs (``context.artifacts`` keys; the zip's
 # is ZIP_ARTIFACT).
@@ -39,6 +48,9 @@ PYFUNC_PARAMS: dict[str, tuple[str, Any]] = {
     # Abstain below this top probability; not given = the model's own (trust.min_confidence at training).
     "min_confidence": ("double", None),
 }
+# What a request must look like; ends every message about a request of the wrong shape.
+REQUEST_FORMAT = ('expected {"inputs": [event, ...]}: a non-empty list of event objects, each with "id", '
+                  '"timestamp" and "symbol" optional, and the 13 features ' + ", ".join(FEATURES))
 
 _log = logging.getLogger(__name__)
 
@@ -57,6 +69,56 @@ def contract_message(problems: list[Any]) -> str:
     return f"the input breaks the event contract ({n} problem{'s' if n != 1 else ''}):\n" + "\n".join(lines)
 
 
+def model_signature(outputs: Any) -> Any:
+    """The pyfunc's signature: the contract's keys with their types (processor.schema.signature_columns),
+    ``outputs`` as given, and the predict-time params (:data:`PYFUNC_PARAMS`)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from processor.schema import signature_columns
+
+    # Params spelled out as ParamSpecs: infer_signature(params=...) cannot type a None default (off).
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(c["type"], c["name"], required=c["required"]) for c in signature_columns()]),
+        outputs=outputs,
+        params=ParamSchema([ParamSpec(name, dtype, default) for name, (dtype, default) in PYFUNC_PARAMS.items()]))
+    # The flag MLflow sets for a signature taken from predict's type hints, meaning "the model checks
+    # its input": MLflow neither casts nor filters the request (see the module docstring). Stored in
+    # MLmodel as ``is_signature_from_type_hint``; the gate refuses a signature without it.
+    signature._is_signature_from_type_hint = True
+    return signature
+
+
+def _request_error(what: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(f"{what}; {REQUEST_FORMAT}", error_code=INVALID_PARAMETER_VALUE)
+
+
+def as_frame(model_input: Any) -> pd.DataFrame:
+    """The events of a request as a DataFrame, one row per event, values as sent (the contract check
+    comes next). Accepts a DataFrame, a list of event objects, one event object, or columns (an object
+    of equally long lists); anything else is a request error naming what was received."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, dict):
+        if model_input and all(isinstance(v, list) for v in model_input.values()):
+            lengths = {len(v) for v in model_input.values()}
+            if len(lengths) != 1:
+                raise _request_error(f"got columns of different lengths {sorted(lengths)}")
+            return pd.DataFrame(model_input)
+        model_input = [model_input]  # one event
+    if not isinstance(model_input, list):
+        raise _request_error(f"got {type(model_input).__name__} input")
+    if not model_input:
+        raise _request_error("got an empty list (no events)")
+    for i, item in enumerate(model_input):
+        if not isinstance(item, dict):
+            raise _request_error(f"inputs[{i}] is a {type(item).__name__}, not an event object")
+    return pd.DataFrame.from_records(model_input)
+
+
 class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """Input: contract events (a DataFrame, one row per event, unlabeled); output: ``id``, the
     predicted ``label``, one calibrated probability column ``p_<class>`` per class and ``abstained``
@@ -68,7 +130,25 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         self._model = load_packaged_model(context.artifacts[ZIP_ARTIFACT],
                                           base_dir=context.artifacts.get(BASE_ARTIFACT))
 
+    # model_input: a DataFrame through mlflow.pyfunc, a request's raw "inputs" when served (as_frame).
+    # Hinted as a DataFrame: the one hint MLflow neither validates input against nor infers a schema from.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+
+        from processor.cli import first_line
+
+        try:
+            return self._predict(model_input, params)
+        except MlflowException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a fault of this model, not of the request
+            # MLflow would answer with the traceback in the body: it goes to the server's log instead.
+            _log.exception("prediction failed")
+            raise MlflowException(f"the model failed on this request ({type(exc).__name__}: {first_line(exc)}); "
+                                  "the server log has the details", error_code=INTERNAL_ERROR) from None
+
+    def _predict(self, model_input: Any, params: dict[str, Any] | None) -> pd.DataFrame:
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -83,7 +163,7 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
             except ValueError as exc:
                 raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         try:
-            events = check_frame(model_input)
+            events = check_frame(as_frame(model_input))
         except ContractError as exc:
             # A user mistake, not a server fault: HTTP 400 with every problem, and no traceback.
             raise MlflowException(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None

@@ -109,26 +109,20 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     """
     import tempfile
 
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ParamSchema, ParamSpec
+    from mlflow.models import infer_signature
 
     from processor import serving
+    from processor.quiet import no_artifact_progress
 
     example = example[["id", *FEATURES]].reset_index(drop=True)
-    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings():
+    # no_artifact_progress: MLflow validates the input example by downloading the model back.
+    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings(), no_artifact_progress():
         # MLflow's hint that integer columns cannot hold missing values, from the schemas it infers for
         # the output signature and for the input example: contract events never have missing values (a
         # missing key is a contract error, reported as such), so it never applies.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        outputs = infer_signature(example, example_output).outputs
-        # No input schema: with one, MLflow casts values, fills or rejects a missing key with its own
-        # message, and silently DROPS any key outside it (mlflow.models.utils._enforce_schema) before the
-        # model sees the frame. Without it, every request reaches the contract check in processor.serving
-        # as sent, and an extra key, a missing key or a bad value is named by row, id and key. The key set
-        # is recorded instead as the model's metadata fingerprint (checked by the gate) and in the zip.
-        # Params spelled out as ParamSpecs: infer_signature(params=...) cannot type a None default (off).
-        signature = ModelSignature(inputs=None, outputs=outputs, params=ParamSchema(
-            [ParamSpec(name, dtype, default) for name, (dtype, default) in serving.PYFUNC_PARAMS.items()]))
+        # Inputs: the contract's keys and types, checked by the model itself (serving.model_signature).
+        signature = serving.model_signature(infer_signature(example, example_output).outputs)
         artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
         if base_dir is not None:
             artifacts[serving.BASE_ARTIFACT] = str(base_dir)
@@ -138,7 +132,8 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
             code_paths=[str(_code_dir(Path(stage)))],
             artifacts=artifacts,
             signature=signature,
-            input_example=example,
+            # As records: the request shape ({"inputs": [event, ...]}) MLflow writes into serving_input_example.json.
+            input_example=example.to_dict(orient="records"),
             pip_requirements=requirements,
             metadata=metadata,
         )

@@ -65,7 +65,9 @@ def bundle_base(run_id: str, ev: Evidence) -> str:
         raise GateInfraError(f"--bundle-base: base model {base.name!r} at {resolved.path} is not the one the "
                              "adapter was trained on (weights sha256 differs); nothing registered")
     example = Model.load(ev.pyfunc_dir).load_input_example(ev.pyfunc_dir)
-    if not isinstance(example, pd.DataFrame):
+    if isinstance(example, list):  # logged as request records ({"inputs": [...]}); older models: a frame
+        example = pd.DataFrame.from_records(example)
+    if not isinstance(example, pd.DataFrame) or example.empty:
         raise GateInfraError("--bundle-base: the logged model has no input example to log the bundled one with")
     try:
         packaged = load_packaged_model(ev.zip_path, base_dir=resolved.path)

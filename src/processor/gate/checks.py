@@ -12,7 +12,8 @@ from processor.record import number
 from processor.io import sha256_file
 from processor.leakage import format_duration
 from processor.cli import first_line
-from processor.schema import ALL_KEYS, FEATURES, LABELS, SCHEMA_FILE, fingerprint_of, schema_fingerprint
+from processor.schema import (ALL_KEYS, FEATURES, LABELS, SCHEMA_FILE, fingerprint_of, schema_fingerprint,
+                              signature_columns)
 
 from processor.names import ZIP_NAME
 from processor.gate.evidence import Evidence, describe_mismatch, serving_json
@@ -140,7 +141,7 @@ def check_artifacts(ev: Evidence) -> CheckResult:
 
 def check_schema(ev: Evidence) -> CheckResult:
     """The run's feature schema = the contract: every fingerprint the run recorded equals the contract's,
-    and every key list it recorded (package features, pyfunc signature) is exactly id + the 13 features."""
+    the package's feature list is the 13 features, and the pyfunc's input signature is the contract's."""
     expected = schema_fingerprint()
     problems: list[str] = []
     seen: dict[str, Any] = {}
@@ -170,27 +171,43 @@ def check_schema(ev: Evidence) -> CheckResult:
         problems.append(serving_problem)
     if ev.pyfunc_checked and ev.pyfunc_model_id:
         key_sets += 1
-        inputs = ev.signature_inputs
-        if inputs is None:
-            # Logged without an input schema on purpose (processor.tracking): then the model's metadata
-            # must name the contract it checks requests against.
-            seen["pyfunc metadata"] = ev.model_metadata.get("schema_fingerprint")
-            if seen["pyfunc metadata"] != expected:
-                problems.append("the pyfunc model has no input signature and its metadata schema_fingerprint "
-                                f"{str(seen['pyfunc metadata'])[:12]}... is not the contract's")
-        else:
-            allowed = {"id", *FEATURES}
-            extra, missing = sorted(set(inputs) - allowed), sorted(allowed - set(inputs))
-            if extra:
-                problems.append(f"the pyfunc signature has keys outside the contract: {extra}")
-            if missing:
-                problems.append(f"the pyfunc signature lacks contract keys: {missing}")
+        problems += _signature_problems(ev, expected, seen)
     if key_sets == 0 and not problems:
         problems.append("no record of the run's feature keys (no readable package, no pyfunc signature)")
     problems += _contract_file_problems(expected, seen)
     value = f"fingerprint {str(fp)[:12]}" if fp else "no fingerprint"
     return CheckResult("schema", not problems, value, f"contract {expected[:12]}, {len(FEATURES)} features",
                        "; ".join(problems), {"expected": expected, "seen": seen})
+
+
+def _signature_problems(ev: Evidence, expected: str, seen: dict[str, Any]) -> list[str]:
+    """The pyfunc's input signature is the contract's (processor.schema.signature_columns) and MLflow
+    hands requests to the model as sent; a model logged before signatures were declared (no input
+    schema) passes when its metadata names the contract it checks requests against."""
+    inputs = ev.signature_inputs
+    if inputs is None:
+        seen["pyfunc metadata"] = ev.model_metadata.get("schema_fingerprint")
+        if seen["pyfunc metadata"] != expected:
+            return ["the pyfunc model has no input signature and its metadata schema_fingerprint "
+                    f"{str(seen['pyfunc metadata'])[:12]}... is not the contract's"]
+        return []
+    problems = []
+    want = {c["name"]: c for c in signature_columns()}
+    got = {c.get("name"): c for c in inputs}
+    extra, missing = sorted(map(str, set(got) - set(want))), [k for k in want if k not in got]
+    if extra:
+        problems.append(f"the pyfunc signature has keys outside the contract: {extra}")
+    if missing:
+        problems.append(f"the pyfunc signature lacks contract keys: {missing}")
+    differ = [f"{k} ({got[k].get('type')}, required={got[k].get('required')})" for k in want
+              if k in got and got[k] != want[k]]
+    if differ:
+        problems.append(f"the pyfunc signature types keys unlike the contract: {differ}")
+    if not ev.signature_checked_by_model:
+        # MLflow would then cast each request to these types and drop unknown keys before the
+        # contract check sees them (processor.serving).
+        problems.append("the pyfunc signature is enforced by MLflow, not by the model's contract check")
+    return problems
 
 
 def _contract_file_problems(expected: str, seen: dict[str, Any]) -> list[str]:

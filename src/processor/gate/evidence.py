@@ -4,10 +4,7 @@ output directory or downloaded from MLflow, and which metrics the checks judge (
 from __future__ import annotations
 
 import json
-import os
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import yaml
 from processor.io import sha256_file
 from processor.names import PYFUNC_NAME, RESOLVED_CONFIG, ZIP_ARTIFACT, ZIP_NAME
 from processor.record import SERVING_FILE, Metrics, ServingSpec
+from processor.quiet import no_artifact_progress
 
 from processor.gate.thresholds import GateUsageError
 
@@ -45,7 +43,10 @@ class Evidence:
     pyfunc_model_id: str | None = None
     pyfunc_dir: Path | None = None  # the downloaded model (MLmodel, requirements.txt, artifacts)
     pyfunc_problem: str | None = None
-    signature_inputs: list[str] | None = None
+    # The signature's input columns as MLflow writes them ({"type", "name", "required"}), and whether
+    # MLflow hands requests to the model unchecked (MLmodel's is_signature_from_type_hint).
+    signature_inputs: list[dict[str, Any]] | None = None
+    signature_checked_by_model: bool = False
     model_metadata: dict[str, Any] = field(default_factory=dict)
     pyfunc_zip_sha256: str | None = None
     run_tags: dict[str, str] = field(default_factory=dict)
@@ -191,25 +192,9 @@ def evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
     """Download the run's metrics.json, zip and pyfunc model into ``workdir``.
 
     Absent artifacts become problems (check failures); transport errors raise (exit 2)."""
-    with _no_progress_bars():
+    # Three downloads per run, often in CI logs: their progress bars would bury the report.
+    with no_artifact_progress():
         return _evidence_from_run(client, run, workdir)
-
-
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """MLflow draws a "Downloading artifacts" tqdm bar per download on stderr; in the gate (three
-    downloads per run, often in CI logs) they bury the report in carriage-return noise. MLflow reads
-    this variable at each download, so it is switched off here only, and restored after."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def _evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
@@ -260,7 +245,8 @@ def _pyfunc_evidence(client: Any, run: Any, workdir: Path, ev: Evidence) -> None
         ev.pyfunc_problem = f"pyfunc model {logged.model_id}: MLmodel unreadable ({exc})"
         return
     if model.signature is not None and model.signature.inputs is not None:
-        ev.signature_inputs = list(model.signature.inputs.input_names())
+        ev.signature_inputs = model.signature.inputs.to_dict()
+        ev.signature_checked_by_model = bool(model._is_signature_from_type_hint())
     ev.model_metadata = dict(model.metadata or {})
     conf = (model.flavors.get("python_function") or {}).get("artifacts", {}).get(ZIP_ARTIFACT, {})
     bundled = local / conf["path"] if conf.get("path") else None

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,8 +45,8 @@ from processor.config import Config, apply_override, check, load_config, parse_o
 from processor.knobs import BY_NAME
 from processor.tune.space import (DEFAULT_STUDY, OBJECTIVE, PRUNER_KEYS, SPACE_ATTR, SweepError, load_sweep, make_pruner,
                                   make_sampler)
-from processor.tune.storage import (TrialLock, counted, default_storage, make_lock, normalize_url, open_storage,
-                                    redact)
+from processor.tune.storage import (TrialLock, counted, make_lock, open_storage, redact, storage_url,
+                                    sweep_output_dir)
 from processor.tune.objective import Context, open_gate, run_worker
 from processor.tune.report import log_summary, parent_run, print_summary, run_gate_best, summary, trials_table
 
@@ -158,9 +157,8 @@ def _main(args: argparse.Namespace) -> int:
 
             threads_before = torch.get_num_threads()
             torch.set_num_threads(args.torch_threads)
-        safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", args.study_name.strip())
-        output_dir = Path(args.output_dir or Path("outputs") / "sweeps" / safe_name)
-        url = normalize_url(args.storage.strip() or default_storage(output_dir))
+        output_dir = sweep_output_dir(args.study_name, args.output_dir)
+        url = storage_url(args.storage, output_dir)
         storage = open_storage(url, heartbeat=args.heartbeat, grace=args.grace_period, max_retry=args.max_retry)
         seed = args.sampler_seed if args.sampler_seed is not None else sweep.sampler.get("seed", base.seed)
         study = optuna.create_study(study_name=args.study_name, storage=storage, load_if_exists=True,

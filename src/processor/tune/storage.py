@@ -25,6 +25,18 @@ def default_storage(output_dir: Path) -> str:
     return f"sqlite:///{(output_dir.resolve() / 'optuna.db').as_posix()}"
 
 
+def sweep_output_dir(study_name: str, output_dir: str | None) -> Path:
+    """``--output-dir``, else ``outputs/sweeps/<study name, made file-safe>``."""
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", study_name.strip())
+    return Path(output_dir or Path("outputs") / "sweeps" / safe_name)
+
+
+def storage_url(storage: str, output_dir: Path) -> str:
+    """``--storage``, else (empty) the sqlite file in the sweep's output directory; checked and with
+    the installed PostgreSQL driver (:func:`normalize_url`). What tune and its dashboard both open."""
+    return normalize_url(storage.strip() or default_storage(output_dir))
+
+
 def redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
