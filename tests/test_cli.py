@@ -28,6 +28,7 @@ ENTRY_POINTS: dict[str, list[str]] = {
     "gates/gate.py": [str(REPO / "gates" / "gate.py"), "--output-dir", "missing_dir"],
     "processor.tune": ["-m", "processor.tune", "--config", "missing.yaml"],
     "processor.tune.cli": ["-m", "processor.tune.cli", "--config", "missing.yaml"],
+    "processor.tune.dashboard": ["-m", "processor.tune.dashboard", "--storage", "sqlite:///missing.db"],
     "processor.demo": ["-m", "processor.demo"],  # not the repository root
     "processor.schema": ["-m", "processor.schema", "--export", "blocker/contract"],
 }
