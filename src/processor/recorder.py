@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.config import Config, save_config
+from processor.io import write_text_atomic
 from processor.names import RESOLVED_CONFIG
 from processor.record import METRICS_FILE, Metrics, write_json
 
@@ -48,6 +49,8 @@ class NullRecorder:
 
     def callbacks(self) -> list[Any]:
         return []
+
+    def training_started(self, checkpoints: Path) -> None: ...
 
     def note(self, text: str) -> None: ...
 
@@ -122,6 +125,13 @@ class MlflowRecorder(Recorder):
     def base_model(self, resolved: Any) -> None:
         self.mlflow.set_tags({"base_model": resolved.base_id, "base_model_revision": resolved.revision or "unknown",
                               "base_model_is_demo": str(resolved.is_demo).lower()})
+
+    def training_started(self, checkpoints: Path) -> None:
+        # Beside the checkpoints, so that --resume continues this run; written once training starts (a
+        # run refused for its data leaves no checkpoints folder behind). Under `mlflow run` the run
+        # belongs to that command, and a resume is a new `mlflow run`.
+        if not os.environ.get("MLFLOW_RUN_ID"):
+            self._write(checkpoints / RUN_ID_FILE, lambda p: write_text_atomic(p, self.run_id))
 
     def callbacks(self) -> list[Any]:
         from processor.tracking import MlflowEpochLogger

@@ -15,7 +15,6 @@ import argparse
 import functools
 import importlib.metadata
 import json
-import os
 import shutil
 import sys
 import uuid
@@ -28,7 +27,6 @@ import torch
 from processor import distributed, drift
 from processor.cli import UserError, nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override
-from processor.io import write_text_atomic
 from processor.knobs import FLAGS
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
@@ -164,7 +162,6 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbac
     with start_run(cfg.mlflow.experiment, nested=nested, run_name=run_name, run_id=resumed_run) as run:
         # An exception inside this block ends the run as FAILED (validation report attached first).
         out = out or own_output_dir(cfg, run.info.run_name or run_name, run.info.run_id)
-        write_run_id(out, run.info.run_id)
         return _run(cfg, out, MlflowRecorder(out, run), resume, callbacks)
 
 
@@ -228,12 +225,6 @@ def read_run_id(out: Path) -> str | None:
     path = out / "checkpoints" / RUN_ID_FILE
     text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
     return text or None
-
-
-def write_run_id(out: Path, run_id: str) -> None:
-    if os.environ.get("MLFLOW_RUN_ID"):
-        return  # `mlflow run` made the run: a resume is a new `mlflow run`, which makes its own
-    write_text_atomic(out / "checkpoints" / RUN_ID_FILE, run_id)
 
 
 # -- phase 1: the data ------------------------------------------------------------------------
@@ -337,6 +328,7 @@ def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: Null
         callbacks: Sequence[Any]) -> FocalTrainer:
     """Train (from the newest complete checkpoint with ``resume``); the best epoch is restored at the end."""
     trainer = build_trainer(cfg, out, data, built, rec, callbacks)
+    rec.training_started(out / "checkpoints")
     checkpoint = last_complete_checkpoint(out / "checkpoints", say=rec.note) if resume else None
     if resume and not checkpoint:
         rec.note(f"note: --resume found no complete checkpoint in {out / 'checkpoints'}; starting from scratch")
