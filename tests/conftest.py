@@ -253,3 +253,25 @@ def packaged(trained_run):
     model = load_packaged_model(trained_run.zip_path)
     yield model
     model.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast tier's shipped package: no training, built in seconds (tests/shipped.py)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_package(sample_dir, tmp_path_factory):
+    """A random tiny Qwen2 packed with a chosen temperature, prior bias, min_confidence and drift
+    profile, and the shipped numbers computed by hand (shipped.TinyPackage)."""
+    import shipped
+
+    return shipped.build(tmp_path_factory.mktemp("tiny-package"), sample_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_packaged(tiny_package):
+    """tiny_package's zip loaded once by processor.package.load_packaged_model."""
+    from processor.package import load_packaged_model
+
+    model = load_packaged_model(tiny_package.zip_path)
+    yield model
+    model.close()
