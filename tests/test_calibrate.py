@@ -46,6 +46,17 @@ def test_ece_matches_the_hand_computed_value():
     assert expected_calibration_error(HAND_PROBS, [LABELS[i] for i in HAND_Y]) == pytest.approx(0.2, abs=1e-12)
 
 
+def test_ece_weights_each_bin_by_its_event_count():
+    # Three events in (0.8, 0.9] (tops 0.9 right, 0.85 wrong, 0.82 right: accuracy 2/3, mean confidence
+    # 2.57/3) and one in (0.4, 0.5] (top 0.5, right). Weighted by count:
+    # 3/4 * |2/3 - 2.57/3| + 1/4 * |1 - 0.5| = 3/4 * 0.19 + 0.125 = 0.2675 (equal weights would give 0.345).
+    probs = np.array([[0.9, 0.05, 0.05], [0.85, 0.1, 0.05], [0.1, 0.82, 0.08], [0.5, 0.3, 0.2]])
+    y = [0, 1, 1, 0]
+    counts = {i: b["count"] for i, b in enumerate(reliability_bins(probs, y, n_bins=10)) if b["count"]}
+    assert counts == {4: 1, 8: 3}
+    assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx(0.2675, abs=1e-12)
+
+
 def test_ece_bins_are_closed_on_the_right():
     # A top of exactly 0.5 belongs to (0.4, 0.5], not (0.5, 0.6]; 0.4 to (0.3, 0.4].
     bins = reliability_bins(np.array([[0.5, 0.5, 0.0], [0.4, 0.35, 0.25]]), [0, 0], n_bins=10)
