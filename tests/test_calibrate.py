@@ -28,6 +28,16 @@ from processor.serialize import Serializer
 PROB_KEYS = [f"p_{name}" for name in LABELS]
 
 
+def assert_png_has_content(path) -> None:
+    """A PNG that decodes to a real figure, not just a file starting with the PNG signature."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, (path, image.shape)
+    assert image.std() > 0.05, f"{path}: a blank canvas"
+
+
 # -------------------------------------------------------------------------------------- measurement
 # Four events, 10 bins. Tops 0.9 (right) and 0.85 (wrong) share the bin (0.8, 0.9]: mean confidence
 # 0.875, accuracy 0.5. Tops 0.5 (right) and 0.45 (wrong) share (0.4, 0.5]: 0.475 and 0.5.
@@ -200,7 +210,7 @@ def test_pngs_are_written(tmp_path):
                                       min_confidence=None, seed=0, out_dir=tmp_path)
     assert [p.name for p in result.pngs] == ["reliability_diagram.png", "abstention.png"]
     for png in result.pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png_has_content(png)
     # The "after" figures are out-of-fold: the packaged temperature is not what scored them.
     out_of_fold = cross_fit(probs, y, folds=5, seed=0).probs
     assert result.calibration["ece_after"] == expected_calibration_error(out_of_fold, y)
@@ -210,14 +220,26 @@ def test_pngs_are_written(tmp_path):
     assert off.temperature == 1.0 and off.calibration["method"] == "none" and "ece_after" not in off.calibration
 
 
-def test_a_zip_from_before_calibration_predicts_as_before():
+def test_a_zip_from_before_calibration_predicts_as_before(tiny_package, tiny_packaged):
+    """serving.json without calibration, prior correction or min_confidence (an older zip): the
+    classifier's softmax unchanged and no abstention; with only a temperature: softmax(logits / T)."""
     from processor.package import PackagedModel
 
-    old = PackagedModel(model=None, tokenizer=None, serving={"max_length": 48}, metrics={})
+    old_serving = {k: v for k, v in tiny_packaged.serving.items()
+                   if k not in ("calibration", "prior_correction", "min_confidence")}
+    old = PackagedModel(model=tiny_packaged.model, tokenizer=tiny_packaged.tokenizer, serving=old_serving, metrics={})
     assert (old.temperature, old.min_confidence) == (1.0, None)
-    new = PackagedModel(model=None, tokenizer=None, metrics={},
-                        serving={"calibration": {"temperature": 1.7}, "min_confidence": 0.6})
+    rows = old.predict(tiny_package.events)
+    np.testing.assert_allclose([[r[k] for k in PROB_KEYS] for r in rows], softmax(tiny_package.logits, axis=1),
+                               atol=1e-5)
+    assert not any(r["abstained"] for r in rows)
+    new = PackagedModel(model=tiny_packaged.model, tokenizer=tiny_packaged.tokenizer, metrics={},
+                        serving={**old_serving, "calibration": {"temperature": 1.7}, "min_confidence": 0.6})
     assert (new.temperature, new.min_confidence) == (1.7, 0.6)
+    want = softmax(tiny_package.logits / 1.7, axis=1)
+    rows = new.predict(tiny_package.events)
+    np.testing.assert_allclose([[r[k] for k in PROB_KEYS] for r in rows], want, atol=1e-5)
+    assert [r["abstained"] for r in rows] == (want.max(axis=1) < 0.6).tolist()
 
 
 # ------------------------------------------------------------------------------- the trained run
@@ -232,7 +254,7 @@ def val_events(sample_dir) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_run_reports_calibration_and_abstention(trained_run, tracking):
+def test_run_reports_calibration_and_abstention(trained_run, tracking, packaged, sample_dir):
     m = json.loads((trained_run.output_dir / "metrics.json").read_text())
     cal = m["calibration"]
     assert cal["method"] == "temperature_scaling" and cal["n_bins"] == 10
@@ -240,12 +262,22 @@ def test_run_reports_calibration_and_abstention(trained_run, tracking):
     for key in ("ece_before", "ece_after", "brier_before", "brier_after", "nll_before", "nll_after", "temperature"):
         assert isinstance(cal[key], float), key
     assert len(cal["fold_temperatures"]) == 5
+    # The before-figures are those of the zip's val probabilities without the temperature. The packaged
+    # temperature is fitted on all of val with T = 1 among its candidates, so on val it cannot raise
+    # the NLL (the *_after figures are out-of-fold: no such bound holds for them).
+    val = load_events(sample_dir / "val.jsonl")
+    y = [LABELS.index(name) for name in val["label"]]
+    shipped = packaged.predict_proba(val[["id", *FEATURES]].to_dict(orient="records")).astype(np.float64)
+    before = apply_temperature(shipped, 1.0 / cal["temperature"])
+    assert nll(before, y) == pytest.approx(cal["nll_before"], rel=1e-4)
+    assert brier_score(before, y) == pytest.approx(cal["brier_before"], rel=1e-4)
+    assert nll(shipped, y) <= cal["nll_before"] + 1e-9
     ab = m["abstention"]
     assert ab["min_confidence"] is None
     assert [r["min_confidence"] for r in ab["grid"]] == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert [r["n_calls"] for r in ab["grid"]] == sorted((r["n_calls"] for r in ab["grid"]), reverse=True)
     for png in ("reliability_diagram.png", "abstention.png"):
-        assert (trained_run.output_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert_png_has_content(trained_run.output_dir / png)
     run = MlflowClient(tracking).get_run(trained_run.run_id)
     assert {"reliability_diagram.png", "abstention.png"} <= {a.path for a in MlflowClient(tracking).list_artifacts(
         trained_run.run_id)}
@@ -283,7 +315,8 @@ def test_prior_bias_is_alpha_log_prior_added_to_the_logits():
     np.testing.assert_allclose(got, softmax(logits + bias, axis=1), atol=1e-12)
     assert softmax(logits, axis=1).argmax(1).tolist() == [0, 0]
     assert got.argmax(1).tolist() == [0, 2]  # the rare class keeps a clear call, loses a close one
-    assert calibrate.apply_prior_bias(softmax(logits, axis=1), None) is not None
+    plain = softmax(logits, axis=1)
+    np.testing.assert_array_equal(calibrate.apply_prior_bias(plain, None), plain)  # no bias: unchanged
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="prior correction must be in"):
             calibrate.prior_logit_bias(counts, bad)
