@@ -72,11 +72,11 @@ def build_base(directory: Path) -> Path:
     return directory
 
 
-def hand_logits(model: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
+def hand_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int = MAX_LENGTH) -> np.ndarray:
     """One forward pass per text, no batching and no padding: independent of predict_texts."""
     model.eval()
     with torch.no_grad():
-        rows = [model(**tokenizer(t, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")).logits[0]
+        rows = [model(**tokenizer(t, truncation=True, max_length=max_length, return_tensors="pt")).logits[0]
                 for t in texts]
     return torch.stack(rows).double().numpy()
 
