@@ -246,6 +246,19 @@ def trained_run(mlflow_server, sample_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def early_stopped_run(sample_dir, tmp_path_factory):
+    """A run whose best epoch is strictly earlier than its last, with a strictly worse last epoch
+    (trained_run's best epochs tie on val macro-F1, so restoring the last one would pass unseen there):
+    lr 1e-2 is too high for the demo base, val macro-F1 peaks early and falls; patience 1 stops it."""
+    from processor.train_loop import train
+
+    cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("early-stopped") / "out", **{
+        "mlflow.enabled": False, "eval.baselines": False, "training.epochs": 8, "training.patience": 1,
+        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200})
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
 def packaged(trained_run):
     """The trained run's model_final.zip, loaded once (processor.package.load_packaged_model)."""
     from processor.package import load_packaged_model
