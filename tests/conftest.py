@@ -245,6 +245,10 @@ def trained_run(mlflow_server, sample_dir, tmp_path_factory):
     return result
 
 
+# early_stopped_run is also the run trained with an abstention threshold (trust.min_confidence).
+EARLY_STOPPED_MIN_CONFIDENCE = 0.5
+
+
 @pytest.fixture(scope="session")
 def early_stopped_run(sample_dir, tmp_path_factory):
     """A run whose best epoch is strictly earlier than its last, with a strictly worse last epoch
@@ -254,7 +258,8 @@ def early_stopped_run(sample_dir, tmp_path_factory):
 
     cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("early-stopped") / "out", **{
         "mlflow.enabled": False, "eval.baselines": False, "training.epochs": 8, "training.patience": 1,
-        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200})
+        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200,
+        "trust.min_confidence": EARLY_STOPPED_MIN_CONFIDENCE})
     return train(cfg)
 
 

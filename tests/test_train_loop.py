@@ -100,6 +100,22 @@ def test_early_stopping_cuts_the_run_short_and_restores_an_earlier_best_epoch(ea
     assert again["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
 
 
+def test_a_run_trained_with_min_confidence_ships_it_and_abstains_below_it(early_stopped_run, sample_dir):
+    from conftest import EARLY_STOPPED_MIN_CONFIDENCE as floor
+
+    serving = json.loads(zip_member(early_stopped_run.zip_path, "serving.json"))
+    assert serving["min_confidence"] == floor == early_stopped_run.metrics["abstention"]["min_confidence"]
+    events = records(load_events(sample_dir / "val.jsonl"))
+    model = load_packaged_model(early_stopped_run.zip_path)
+    try:
+        rows = model.predict(events)  # no threshold given: the package's own
+        tops = model.predict_proba(events).max(axis=1)
+    finally:
+        model.close()
+    assert [r["abstained"] for r in rows] == (tops < floor).tolist()
+    assert 0 < sum(r["abstained"] for r in rows) < len(rows), "the threshold should split this run's events"
+
+
 def zip_member(path: Path, name: str) -> bytes:
     import zipfile
 
