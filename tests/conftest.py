@@ -50,6 +50,16 @@ def read_jsonl(path: Path) -> list[Any]:
     return read(path)
 
 
+def assert_png_has_content(path: Path) -> None:
+    """A PNG that decodes to a real figure, not just a file starting with the PNG signature."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, (path, image.shape)
+    assert image.std() > 0.05, f"{path}: a blank canvas"
+
+
 @pytest.fixture
 def make_sample_data(tmp_path_factory) -> Any:
     """Factory: ``make_sample_data(n=..., seed=..., rules=..., mix=...)`` writes sample data into a new

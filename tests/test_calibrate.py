@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from scipy.special import softmax
 
-from conftest import read_jsonl
+from conftest import assert_png_has_content, read_jsonl
 from processor import calibrate
 from processor.calibrate import (abstain, abstention_table, apply_temperature, brier_score, cross_fit,
                                  expected_calibration_error, fit_temperature, nll, reliability_bins)
@@ -26,16 +26,6 @@ from processor.schema import FEATURES, LABELS
 from processor.serialize import Serializer
 
 PROB_KEYS = [f"p_{name}" for name in LABELS]
-
-
-def assert_png_has_content(path) -> None:
-    """A PNG that decodes to a real figure, not just a file starting with the PNG signature."""
-    from matplotlib.image import imread
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
-    image = imread(path)
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, (path, image.shape)
-    assert image.std() > 0.05, f"{path}: a blank canvas"
 
 
 # -------------------------------------------------------------------------------------- measurement

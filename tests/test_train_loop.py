@@ -25,7 +25,7 @@ from processor.schema import LABELS, schema_fingerprint
 from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
-from conftest import CONTRACT_DIR, REPO, tiny_config
+from conftest import CONTRACT_DIR, REPO, assert_png_has_content, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_metrics_json_has_everything(trained_run, sample_dir):
     assert 5 < m["tokens_per_event"] <= 48
     assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting"}
     for png in ("confusion_matrix.png", "learning_curve.png"):
-        assert (trained_run.output_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert_png_has_content(trained_run.output_dir / png)
 
 
 def test_demo_base_passes_the_shipping_checks_on_sample_data(trained_run):
