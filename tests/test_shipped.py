@@ -25,7 +25,7 @@ from processor.data import load_events
 from processor.oversample import oversample
 from processor.predict import check_frame
 from processor.predict import main as predict_main
-from processor.schema import FEATURES, LABELS
+from processor.schema import LABELS
 
 PROB_KEYS = [f"p_{name}" for name in LABELS]
 
