@@ -24,6 +24,7 @@ TEMPERATURE = 1.7
 LOGIT_BIAS = (0.6, -0.9, 0.2)
 PRIOR_ALPHA = 0.5  # recorded beside the bias, as the train loop does; not used by serving
 MAX_LENGTH = 48
+N_EVENTS = 120
 PSI_WARN = 0.2
 SEED = 1234
 # Small enough to build in seconds on 2 busy cores; the architecture is the base's (Qwen2).
@@ -40,7 +41,7 @@ class TinyPackage:
     zip_path: Path
     base_dir: Path
     serving: dict[str, Any]
-    events: list[dict[str, Any]]  # unlabeled val events (id + features), in file order
+    events: list[dict[str, Any]]  # the first N_EVENTS unlabeled val events (id + features), in file order
     train_events: list[dict[str, Any]]  # the training split as loaded (what the profile was fitted on)
     logits: np.ndarray  # the classifier's logits per event, computed one event at a time (no padding)
     expected: np.ndarray  # softmax((logits + bias) / T): what every prediction path must ship
@@ -102,7 +103,8 @@ def build(out_dir: Path, sample_dir: Path) -> TinyPackage:
     train = load_events(sample_dir / "train.jsonl")
     val = load_events(sample_dir / "val.jsonl", labeled=False)
     train_events = train[["id", *FEATURES]].to_dict(orient="records")
-    events = val[["id", *FEATURES]].to_dict(orient="records")
+    # Enough events for a drift check (processor.drift.MIN_EVENTS), few enough to stay fast.
+    events = val[["id", *FEATURES]].head(N_EVENTS).to_dict(orient="records")
     serializer = Serializer.fit(train)
     logits = hand_logits(model, tokenizer, serializer.render_all(events))
     expected = softmax((logits + np.asarray(LOGIT_BIAS)) / TEMPERATURE, axis=1)
