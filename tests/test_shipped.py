@@ -96,11 +96,8 @@ def test_predict_cli_ships_the_hand_computed_rows(tiny_package, tmp_path):
     assert predict_main(["--model", str(tiny_package.zip_path), "--input", str(events),
                          "--output", str(tmp_path / "a.jsonl"), "--batch-size", "7"]) == 0
     assert_ships(read_jsonl(tmp_path / "a.jsonl"), tiny_package)
-    threshold = float(np.median(tiny_package.expected.max(axis=1)))
-    assert predict_main(["--model", str(tiny_package.zip_path), "--input", str(events),
-                         "--output", str(tmp_path / "b.jsonl"), "--min-confidence", repr(threshold)]) == 0
-    assert_ships(read_jsonl(tmp_path / "b.jsonl"), tiny_package,
-                 abstained=(tiny_package.expected.max(axis=1) < threshold).tolist())
+    # (--min-confidence reaching the model is the slow tier's test_predict_cli_abstains_exactly_at_the_flag:
+    # one load of the zip per CLI call is the cost of this file.)
 
 
 def test_pyfunc_ships_the_hand_computed_rows(tiny_package, pyfunc):
