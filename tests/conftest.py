@@ -50,6 +50,16 @@ def read_jsonl(path: Path) -> list[Any]:
     return read(path)
 
 
+def assert_png_has_content(path: Path) -> None:
+    """A PNG that decodes to a real figure, not just a file starting with the PNG signature."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, (path, image.shape)
+    assert image.std() > 0.05, f"{path}: a blank canvas"
+
+
 @pytest.fixture
 def make_sample_data(tmp_path_factory) -> Any:
     """Factory: ``make_sample_data(n=..., seed=..., rules=..., mix=...)`` writes sample data into a new
@@ -245,11 +255,51 @@ def trained_run(mlflow_server, sample_dir, tmp_path_factory):
     return result
 
 
+# early_stopped_run is also the run trained with an abstention threshold (trust.min_confidence).
+EARLY_STOPPED_MIN_CONFIDENCE = 0.5
+
+
+@pytest.fixture(scope="session")
+def early_stopped_run(sample_dir, tmp_path_factory):
+    """A run whose best epoch is strictly earlier than its last, with a strictly worse last epoch
+    (trained_run's best epochs tie on val macro-F1, so restoring the last one would pass unseen there):
+    lr 1e-2 is too high for the demo base, val macro-F1 peaks early and falls; patience 1 stops it."""
+    from processor.train_loop import train
+
+    cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("early-stopped") / "out", **{
+        "mlflow.enabled": False, "eval.baselines": False, "training.epochs": 8, "training.patience": 1,
+        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200,
+        "trust.min_confidence": EARLY_STOPPED_MIN_CONFIDENCE})
+    return train(cfg)
+
+
 @pytest.fixture(scope="session")
 def packaged(trained_run):
     """The trained run's model_final.zip, loaded once (processor.package.load_packaged_model)."""
     from processor.package import load_packaged_model
 
     model = load_packaged_model(trained_run.zip_path)
+    yield model
+    model.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast tier's shipped package: no training, built in seconds (tests/shipped.py)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_package(sample_dir, tmp_path_factory):
+    """A random tiny Qwen2 packed with a chosen temperature, prior bias, min_confidence and drift
+    profile, and the shipped numbers computed by hand (shipped.TinyPackage)."""
+    import shipped
+
+    return shipped.build(tmp_path_factory.mktemp("tiny-package"), sample_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_packaged(tiny_package):
+    """tiny_package's zip loaded once by processor.package.load_packaged_model."""
+    from processor.package import load_packaged_model
+
+    model = load_packaged_model(tiny_package.zip_path)
     yield model
     model.close()

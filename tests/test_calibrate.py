@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from scipy.special import softmax
 
-from conftest import read_jsonl
+from conftest import assert_png_has_content, read_jsonl
 from processor import calibrate
 from processor.calibrate import (abstain, abstention_table, apply_temperature, brier_score, cross_fit,
                                  expected_calibration_error, fit_temperature, nll, reliability_bins)
@@ -44,6 +44,17 @@ def test_ece_matches_the_hand_computed_value():
     assert (bins[8]["confidence"], bins[8]["accuracy"]) == (pytest.approx(0.875), 0.5)
     # Labels as names give the same answer as class ids.
     assert expected_calibration_error(HAND_PROBS, [LABELS[i] for i in HAND_Y]) == pytest.approx(0.2, abs=1e-12)
+
+
+def test_ece_weights_each_bin_by_its_event_count():
+    # Three events in (0.8, 0.9] (tops 0.9 right, 0.85 wrong, 0.82 right: accuracy 2/3, mean confidence
+    # 2.57/3) and one in (0.4, 0.5] (top 0.5, right). Weighted by count:
+    # 3/4 * |2/3 - 2.57/3| + 1/4 * |1 - 0.5| = 3/4 * 0.19 + 0.125 = 0.2675 (equal weights would give 0.345).
+    probs = np.array([[0.9, 0.05, 0.05], [0.85, 0.1, 0.05], [0.1, 0.82, 0.08], [0.5, 0.3, 0.2]])
+    y = [0, 1, 1, 0]
+    counts = {i: b["count"] for i, b in enumerate(reliability_bins(probs, y, n_bins=10)) if b["count"]}
+    assert counts == {4: 1, 8: 3}
+    assert expected_calibration_error(probs, y, n_bins=10) == pytest.approx(0.2675, abs=1e-12)
 
 
 def test_ece_bins_are_closed_on_the_right():
@@ -189,7 +200,7 @@ def test_pngs_are_written(tmp_path):
                                       min_confidence=None, seed=0, out_dir=tmp_path)
     assert [p.name for p in result.pngs] == ["reliability_diagram.png", "abstention.png"]
     for png in result.pngs:
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png_has_content(png)
     # The "after" figures are out-of-fold: the packaged temperature is not what scored them.
     out_of_fold = cross_fit(probs, y, folds=5, seed=0).probs
     assert result.calibration["ece_after"] == expected_calibration_error(out_of_fold, y)
@@ -199,14 +210,26 @@ def test_pngs_are_written(tmp_path):
     assert off.temperature == 1.0 and off.calibration["method"] == "none" and "ece_after" not in off.calibration
 
 
-def test_a_zip_from_before_calibration_predicts_as_before():
+def test_a_zip_from_before_calibration_predicts_as_before(tiny_package, tiny_packaged):
+    """serving.json without calibration, prior correction or min_confidence (an older zip): the
+    classifier's softmax unchanged and no abstention; with only a temperature: softmax(logits / T)."""
     from processor.package import PackagedModel
 
-    old = PackagedModel(model=None, tokenizer=None, serving={"max_length": 48}, metrics={})
+    old_serving = {k: v for k, v in tiny_packaged.serving.items()
+                   if k not in ("calibration", "prior_correction", "min_confidence")}
+    old = PackagedModel(model=tiny_packaged.model, tokenizer=tiny_packaged.tokenizer, serving=old_serving, metrics={})
     assert (old.temperature, old.min_confidence) == (1.0, None)
-    new = PackagedModel(model=None, tokenizer=None, metrics={},
-                        serving={"calibration": {"temperature": 1.7}, "min_confidence": 0.6})
+    rows = old.predict(tiny_package.events)
+    np.testing.assert_allclose([[r[k] for k in PROB_KEYS] for r in rows], softmax(tiny_package.logits, axis=1),
+                               atol=1e-5)
+    assert not any(r["abstained"] for r in rows)
+    new = PackagedModel(model=tiny_packaged.model, tokenizer=tiny_packaged.tokenizer, metrics={},
+                        serving={**old_serving, "calibration": {"temperature": 1.7}, "min_confidence": 0.6})
     assert (new.temperature, new.min_confidence) == (1.7, 0.6)
+    want = softmax(tiny_package.logits / 1.7, axis=1)
+    rows = new.predict(tiny_package.events)
+    np.testing.assert_allclose([[r[k] for k in PROB_KEYS] for r in rows], want, atol=1e-5)
+    assert [r["abstained"] for r in rows] == (want.max(axis=1) < 0.6).tolist()
 
 
 # ------------------------------------------------------------------------------- the trained run
@@ -221,7 +244,7 @@ def val_events(sample_dir) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_run_reports_calibration_and_abstention(trained_run, tracking):
+def test_run_reports_calibration_and_abstention(trained_run, tracking, packaged, sample_dir):
     m = json.loads((trained_run.output_dir / "metrics.json").read_text())
     cal = m["calibration"]
     assert cal["method"] == "temperature_scaling" and cal["n_bins"] == 10
@@ -229,12 +252,22 @@ def test_run_reports_calibration_and_abstention(trained_run, tracking):
     for key in ("ece_before", "ece_after", "brier_before", "brier_after", "nll_before", "nll_after", "temperature"):
         assert isinstance(cal[key], float), key
     assert len(cal["fold_temperatures"]) == 5
+    # The before-figures are those of the zip's val probabilities without the temperature. The packaged
+    # temperature is fitted on all of val with T = 1 among its candidates, so on val it cannot raise
+    # the NLL (the *_after figures are out-of-fold: no such bound holds for them).
+    val = load_events(sample_dir / "val.jsonl")
+    y = [LABELS.index(name) for name in val["label"]]
+    shipped = packaged.predict_proba(val[["id", *FEATURES]].to_dict(orient="records")).astype(np.float64)
+    before = apply_temperature(shipped, 1.0 / cal["temperature"])
+    assert nll(before, y) == pytest.approx(cal["nll_before"], rel=1e-4)
+    assert brier_score(before, y) == pytest.approx(cal["brier_before"], rel=1e-4)
+    assert nll(shipped, y) <= cal["nll_before"] + 1e-9
     ab = m["abstention"]
     assert ab["min_confidence"] is None
     assert [r["min_confidence"] for r in ab["grid"]] == [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert [r["n_calls"] for r in ab["grid"]] == sorted((r["n_calls"] for r in ab["grid"]), reverse=True)
     for png in ("reliability_diagram.png", "abstention.png"):
-        assert (trained_run.output_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert_png_has_content(trained_run.output_dir / png)
     run = MlflowClient(tracking).get_run(trained_run.run_id)
     assert {"reliability_diagram.png", "abstention.png"} <= {a.path for a in MlflowClient(tracking).list_artifacts(
         trained_run.run_id)}
@@ -272,7 +305,8 @@ def test_prior_bias_is_alpha_log_prior_added_to_the_logits():
     np.testing.assert_allclose(got, softmax(logits + bias, axis=1), atol=1e-12)
     assert softmax(logits, axis=1).argmax(1).tolist() == [0, 0]
     assert got.argmax(1).tolist() == [0, 2]  # the rare class keeps a clear call, loses a close one
-    assert calibrate.apply_prior_bias(softmax(logits, axis=1), None) is not None
+    plain = softmax(logits, axis=1)
+    np.testing.assert_array_equal(calibrate.apply_prior_bias(plain, None), plain)  # no bias: unchanged
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="prior correction must be in"):
             calibrate.prior_logit_bias(counts, bad)

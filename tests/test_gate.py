@@ -558,6 +558,19 @@ def test_each_check_failing_alone_blocks_registration(tracking, genuine, tmp_pat
     assert tags["gate.status"] == "failed" and tags[f"gate.{expected}"] == "fail"
 
 
+@pytest.mark.parametrize("after, passes", [
+    ({"long": 0.30, "short": 0.30, "no_trade": 0.40}, True),  # both bounds exactly: inclusive
+    ({"long": 0.40, "short": 0.30, "no_trade": 0.30}, True),
+    ({"long": 0.2999, "short": 0.3001, "no_trade": 0.40}, False),
+    ({"long": 0.4001, "short": 0.30, "no_trade": 0.30}, False),
+])
+def test_shares_exactly_at_the_bounds_pass_and_just_outside_fail(genuine, tmp_path, after, passes):
+    out = genuine.copy_to(tmp_path / "out", _set("class_balance.after", after))
+    report = tmp_path / "report.json"
+    assert run_gate("--output-dir", str(out), "--report", str(report)) == (0 if passes else 1)
+    assert failed_checks(report_of(report)) == (set() if passes else {"class_balance"})
+
+
 def test_missing_metrics_is_a_check_failure_not_an_error(tracking, genuine, tmp_path):
     client = MlflowClient(tracking)
     run_id = make_run(client, genuine.copy_to(tmp_path / "files"), genuine, skip=("metrics.json",))
@@ -662,6 +675,20 @@ def test_a_better_run_replaces_the_champion(tracking, genuine, tmp_path):
     assert client.get_model_version_by_alias(name, "champion").run_id == old
     assert run_gate("--run-id", new, "--model-name", name) == 0
     assert client.get_model_version_by_alias(name, "champion").run_id == new
+
+
+def test_a_challenger_exactly_at_holder_plus_margin_replaces_the_champion(tracking, genuine, tmp_path):
+    # Binary-exact scores: 0.75 + 0.125 == 0.875, so "exactly at" involves no rounding.
+    client = MlflowClient(tracking)
+    name = unique_name()
+    old = make_run(client, genuine.copy_to(tmp_path / "a", _scores(0.75)), genuine)
+    short = make_run(client, genuine.copy_to(tmp_path / "b", _scores(0.8749)), genuine)
+    at = make_run(client, genuine.copy_to(tmp_path / "c", _scores(0.875)), genuine)
+    assert run_gate("--run-id", old, "--model-name", name) == 0
+    assert run_gate("--run-id", short, "--model-name", name, "--margin", "0.125") == 0
+    assert client.get_model_version_by_alias(name, "champion").run_id == old
+    assert run_gate("--run-id", at, "--model-name", name, "--margin", "0.125") == 0
+    assert client.get_model_version_by_alias(name, "champion").run_id == at
 
 
 # ----------------------------------------------------------------------------------- races, errors

@@ -17,36 +17,68 @@ from processor import gate, model_card
 from processor.package import verify_package
 from processor.schema import LABELS
 
-pytestmark = pytest.mark.slow
-
 
 def _zip_member(path: Path, name: str) -> str:
     with zipfile.ZipFile(path) as zf:
         return zf.read(name).decode("utf-8")
 
 
-def _numbers_of(m: dict) -> list[str]:
-    """The figures a reader of the card must find, formatted as the card formats them."""
+def _numbers_of(m: dict, serving: dict) -> list[str]:
+    """Every figure a reader of the card must find, formatted as the card formats them, each taken
+    from its source: metrics.json, and serving.json for what ships (the temperature)."""
     ci = m["bootstrap"]["val_macro_f1"]
     out = [f"val macro-F1 {m['val_macro_f1']:.3f} (CI {ci['low']:.3f}-{ci['high']:.3f})",
            f"accuracy {m['val_accuracy']:.3f}", m["data"]["train_sha256"][:16], m["data"]["val_sha256"][:16],
-           f"{m['data']['n_train']} events", f"{m['data']['n_val']} events"]
+           f"{m['data']['n_train']} events", f"{m['data']['n_val']} events",
+           f"best epoch {m['best_epoch']} of {m['epochs_run']}", f"{m['tokens_per_event']:.1f} tokens per event"]
     out += [f"{name} {m['per_class'][name]['f1']:.3f}" for name in LABELS]
     out += [f"{name} {b['val_macro_f1']:.3f}" for name, b in m["baselines"].items()]
+    cal = m["calibration"]
+    out += [f"temperature {serving['calibration']['temperature']:.3f};",
+            f"ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f}",
+            f"Brier {cal['brier_before']:.3f} -> {cal['brier_after']:.3f}",
+            f"largest {m['drift']['max_psi']:.3f}"]
+    mc = serving.get("min_confidence")
+    out.append("min_confidence none (never abstains)" if mc is None else f"min_confidence {mc:g} by default")
     return out
 
 
+# Every figure distinct from every other, so a card that takes one from the wrong key shows the wrong one.
+DISTINCT_METRICS = {
+    "val_macro_f1": 0.611, "val_accuracy": 0.622, "best_epoch": 3, "epochs_run": 9, "tokens_per_event": 17.25,
+    "bootstrap": {"confidence": 0.95, "val_macro_f1": {"low": 0.501, "high": 0.702},
+                  "f1": {n: {"low": 0.1 + i / 10, "high": 0.91 - i / 10} for i, n in enumerate(LABELS)}},
+    "per_class": {n: {"f1": 0.41 + i / 7} for i, n in enumerate(LABELS)},
+    "baselines": {"majority": {"val_macro_f1": 0.177}, "hist_gradient_boosting": {"val_macro_f1": 0.733}},
+    "data": {"train_sha256": "a" * 64, "val_sha256": "b" * 64, "n_train": 1041, "n_val": 261},
+    "calibration": {"method": "temperature_scaling", "temperature": 1.234, "ece_before": 0.111, "ece_after": 0.022,
+                    "brier_before": 0.333, "brier_after": 0.444},
+    "abstention": {"min_confidence": 0.55},
+    "drift": {"max_psi": 0.0777},
+}
+DISTINCT_SERVING = {"base": {"name": "qwen-tiny", "is_demo": True}, "calibration": {"temperature": 1.234},
+                    "min_confidence": 0.55}
+
+
+def test_every_number_on_the_card_comes_from_its_own_key():
+    card = model_card.render(DISTINCT_METRICS, DISTINCT_SERVING)
+    for needle in _numbers_of(DISTINCT_METRICS, DISTINCT_SERVING):
+        assert needle in card, (needle, card)
+
+
+@pytest.mark.slow
 def test_the_zip_carries_a_card_with_the_run_s_numbers(trained_run):
     manifest = verify_package(trained_run.zip_path)
     assert model_card.FILE_IN_ZIP in manifest["files"]  # covered by the manifest like every member
     card = _zip_member(trained_run.zip_path, model_card.FILE_IN_ZIP)
     metrics = json.loads(_zip_member(trained_run.zip_path, "metrics.json"))
-    for needle in _numbers_of(metrics):
+    for needle in _numbers_of(metrics, json.loads(_zip_member(trained_run.zip_path, "serving.json"))):
         assert needle in card, (needle, card)
     assert "**Demo base**" in card and "not Qwen's weights" in card
     assert "not judged yet" in card
 
 
+@pytest.mark.slow
 def test_metrics_record_the_time_range_and_the_data_card_s_ceiling(trained_run, sample_dir):
     data = trained_run.metrics["data"]
     card = json.loads((sample_dir / "data_card.json").read_text(encoding="utf-8"))
@@ -73,6 +105,7 @@ def test_sections_without_numbers_say_so():
     assert "Bayes ceiling: unknown" in card and "Demo base" not in card
 
 
+@pytest.mark.slow
 def test_the_registered_version_links_a_card_with_the_gate_verdict(tracking, trained_run, tmp_path):
     client = MlflowClient(tracking)
     name = f"card-{uuid.uuid4().hex[:8]}"
@@ -84,7 +117,7 @@ def test_the_registered_version_links_a_card_with_the_gate_verdict(tracking, tra
     assert link in version.description
     card = Path(mlflow.artifacts.download_artifacts(link, dst_path=str(tmp_path / "card"))).read_text(encoding="utf-8")
     assert "**PASSED**" in card and f"version {version.version}" in card
-    for needle in _numbers_of(trained_run.metrics):
+    for needle in _numbers_of(trained_run.metrics, json.loads(_zip_member(trained_run.zip_path, "serving.json"))):
         assert needle in card, (needle, card)
     # The registered model itself carries the zip, and with it the packaged card.
     registered = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion", dst_path=str(tmp_path / "m")))

@@ -52,9 +52,33 @@ def events_file(sample_dir, tmp_path_factory) -> Path:
     return path
 
 
-def expected_rows(packaged, path: Path) -> list[dict[str, Any]]:
-    frame = load_events(path, labeled=False)
-    return packaged.predict(frame[["id", *FEATURES]].to_dict(orient="records"))
+def expected_rows(trained_run, path: Path) -> list[dict[str, Any]]:
+    """The rows every path must return for ``path``, computed by hand (not by packaged.predict, which
+    would share a wrong formula with the paths): the in-memory trained model's logits one event at a
+    time, softmax((logits + prior bias) / temperature) with the zip's numbers, abstention below its
+    min_confidence."""
+    import zipfile
+
+    import numpy as np
+    from scipy.special import softmax
+
+    import shipped
+    from processor.serialize import Serializer
+
+    with zipfile.ZipFile(trained_run.zip_path) as zf:
+        serving = json.loads(zf.read("serving.json"))
+    events = load_events(path, labeled=False)[["id", *FEATURES]].to_dict(orient="records")
+    texts = Serializer.from_serving(serving).render_all(events)
+    logits = shipped.hand_logits(trained_run.model, trained_run.tokenizer, texts, serving["max_length"])
+    bias = (serving.get("prior_correction") or {}).get("logit_bias") or 0.0
+    probs = softmax((logits + np.asarray(bias)) / serving["calibration"]["temperature"], axis=1)
+    floor = serving.get("min_confidence")
+    rows = []
+    for event, p in zip(events, probs):
+        abstained = floor is not None and p.max() < floor
+        rows.append({"id": event["id"], "label": "no_trade" if abstained else LABELS[int(p.argmax())],
+                     **{k: float(v) for k, v in zip(PROB_KEYS, p)}, "abstained": bool(abstained)})
+    return rows
 
 
 def assert_same_predictions(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
@@ -103,11 +127,11 @@ def test_check_frame_rejects_extra_columns_and_empty_frames():
 
 # --------------------------------------------------------------------------------------- predict CLI
 @pytest.mark.slow  # trains the session's run
-def test_predict_cli_with_the_zip_matches_the_packaged_model(trained_run, packaged, events_file, tmp_path):
+def test_predict_cli_with_the_zip_ships_the_hand_computed_rows(trained_run, events_file, tmp_path):
     out = tmp_path / "sub" / "preds.jsonl"
     assert main(["--model", str(trained_run.zip_path), "--input", str(events_file), "--output", str(out),
                  "--batch-size", "16"]) == 0
-    assert_same_predictions(read_jsonl(out), expected_rows(packaged, events_file))
+    assert_same_predictions(read_jsonl(out), expected_rows(trained_run, events_file))
 
 
 @pytest.mark.slow  # trains the session's run
@@ -154,12 +178,12 @@ def test_predict_usage_errors_are_exit_2_without_traceback(trained_run, events_f
 
 # -------------------------------------------------------------------------------- registry and serving
 @pytest.mark.slow  # trains the session's run
-def test_pyfunc_model_from_the_registry_predicts_dataframes(tracking, champion_uri, packaged, events_file):
+def test_pyfunc_model_from_the_registry_predicts_dataframes(tracking, champion_uri, trained_run, events_file):
     model = mlflow.pyfunc.load_model(champion_uri)
     frame = load_events(events_file, labeled=False)[["id", *FEATURES]]
     got = model.predict(frame)
     assert isinstance(got, pd.DataFrame)
-    assert_same_predictions(got.to_dict(orient="records"), expected_rows(packaged, events_file))
+    assert_same_predictions(got.to_dict(orient="records"), expected_rows(trained_run, events_file))
     bad = frame.head(3).copy()
     bad.loc[1, "session"] = "tokyo"
     with pytest.raises(MlflowException, match=r"\nrow 2 id=\S+ key=session: must be one of") as err:
@@ -213,7 +237,7 @@ def _requirement_closure(requirements: list[str]) -> set[str]:
 
 
 @pytest.mark.slow
-def test_registered_model_loads_and_predicts_without_the_project(tracking, champion_uri, packaged, events_file,
+def test_registered_model_loads_and_predicts_without_the_project(tracking, champion_uri, trained_run, events_file,
                                                                  tmp_path):
     """The champion in a process where `processor` is not importable and every cache is empty: the
     code, the adapter and the demo base all come from the model, and it predicts like the zip."""
@@ -233,7 +257,7 @@ def test_registered_model_loads_and_predicts_without_the_project(tracking, champ
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert_same_predictions(answer["rows"], expected_rows(packaged, events_file))
+    assert_same_predictions(answer["rows"], expected_rows(trained_run, events_file))
     # The code came from the model, and nothing was built or downloaded into a cache.
     assert "/code/processor/" in Path(answer["processor_file"]).as_posix()
     assert [p for c in caches.values() for p in c.rglob("*") if p.is_file()] == []
@@ -247,18 +271,18 @@ def test_registered_model_loads_and_predicts_without_the_project(tracking, champ
 
 
 @pytest.mark.slow  # trains the session's run
-def test_predict_cli_with_a_registry_uri(tracking, champion_uri, packaged, events_file, tmp_path):
+def test_predict_cli_with_a_registry_uri(tracking, champion_uri, trained_run, events_file, tmp_path):
     out = tmp_path / "preds.jsonl"
     assert main(["--model", champion_uri, "--input", str(events_file), "--output", str(out)]) == 0
-    assert_same_predictions(read_jsonl(out), expected_rows(packaged, events_file))
+    assert_same_predictions(read_jsonl(out), expected_rows(trained_run, events_file))
 
 
 @pytest.mark.slow
-def test_predict_cli_with_a_runs_uri(tracking, trained_run, packaged, events_file, tmp_path):
+def test_predict_cli_with_a_runs_uri(tracking, trained_run, events_file, tmp_path):
     out = tmp_path / "preds.jsonl"
     assert main(["--model", f"runs:/{trained_run.run_id}/model", "--input", str(events_file),
                  "--output", str(out)]) == 0
-    assert_same_predictions(read_jsonl(out), expected_rows(packaged, events_file))
+    assert_same_predictions(read_jsonl(out), expected_rows(trained_run, events_file))
 
 
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -271,7 +295,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.slow  # trains the session's run
-def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, events_file, sample_dir, tmp_path):
+def test_mlflow_models_serve_answers_http(tracking, champion_uri, trained_run, events_file, sample_dir, tmp_path):
     from conftest import free_port, wait_http
 
     port = free_port()
@@ -291,7 +315,7 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, packaged, even
         records = read_jsonl(events_file)[:8]
         status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": records})
         assert status == 200, answer
-        want = packaged.predict([{k: r[k] for k in ("id", *FEATURES)} for r in records])
+        want = expected_rows(trained_run, events_file)[:8]
         assert_same_predictions(answer["predictions"], want)
 
         # The min_confidence param: an event whose top probability is below it is abstained (no_trade).

@@ -537,3 +537,17 @@ def test_cli_unwritable_output_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
     blocker.write_text("not a directory", encoding="utf-8")
     assert sd.main(["--out", str(blocker / "sub"), "--n", "50"]) == 1
     assert "cannot write the sample data" in capsys.readouterr().err
+
+
+def test_an_event_exactly_one_embargo_after_the_last_train_event_is_kept():
+    # The embargo drops val events *less than* embargo_bars bars after the last train event: one a
+    # minute short of it is dropped, one exactly at it is the first val event kept.
+    start = pd.Timestamp("2024-03-04T10:00:00Z")
+    embargo = sd._BAR * 12
+    offsets = [-sd._BAR * 2, -sd._BAR, pd.Timedelta(0),  # train; the last at `start`
+               embargo - pd.Timedelta(minutes=1), embargo, embargo + sd._BAR]  # val
+    stamps = [(start + o).isoformat() for o in offsets]
+    train, val, card = sd._split_masks(6, 3, "time", 12, stamps, np.random.default_rng(0))
+    assert train.tolist() == [True, True, True, False, False, False]
+    assert val.tolist() == [False, False, False, False, True, True]
+    assert card["dropped_by_embargo"] == 1 and card["gap_minutes"] == 60.0

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from processor.data import ContractError, load_events, records
@@ -23,7 +24,7 @@ from processor.record import ServingSpec
 from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
-from conftest import CONTRACT_DIR, REPO, tiny_config
+from conftest import CONTRACT_DIR, REPO, assert_png_has_content, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def test_metrics_json_has_everything(trained_run, sample_dir):
     assert 5 < m["tokens_per_event"] <= 48
     assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting"}
     for png in ("confusion_matrix.png", "learning_curve.png"):
-        assert (trained_run.output_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert_png_has_content(trained_run.output_dir / png)
 
 
 def test_demo_base_passes_the_shipping_checks_on_sample_data(trained_run):
@@ -75,14 +76,10 @@ def test_early_stopping_restores_the_best_epoch(trained_run):
     assert m["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
 
 
-def test_early_stopping_cuts_the_run_short_and_restores_an_earlier_best_epoch(sample_dir, tmp_path):
+def test_early_stopping_cuts_the_run_short_and_restores_an_earlier_best_epoch(early_stopped_run, sample_dir):
     """A run whose best epoch is not its last: patience 1 ends it before max epochs, and the final model
     is the best epoch's (restored), not the last one's. Also: the CI settings asked for are recorded."""
-    # lr 1e-2 is too high for the demo base: val macro-F1 peaks early, then falls (seed 42, one thread).
-    cfg = tiny_config(sample_dir, tmp_path / "out", **{
-        "mlflow.enabled": False, "eval.baselines": False, "training.epochs": 8, "training.patience": 1,
-        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200})
-    m = train(cfg).metrics
+    m = early_stopped_run.metrics
     history = {row["epoch"]: row for row in m["epoch_history"]}
     assert m["epochs_run"] < 8, "patience did not stop the run"
     assert len(history) == m["epochs_run"]
@@ -92,6 +89,62 @@ def test_early_stopping_cuts_the_run_short_and_restores_an_earlier_best_epoch(sa
     assert last["val_macro_f1"] < best["val_macro_f1"], "this config no longer has a worse last epoch"
     assert m["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
     assert (m["bootstrap"]["confidence"], m["bootstrap"]["n_resamples"]) == (0.8, 200)
+    # The model handed back (and packed) scores the best epoch's val macro-F1 when predicting afresh.
+    val = load_events(sample_dir / "val.jsonl")
+    serving = json.loads(zip_member(early_stopped_run.zip_path, "serving.json"))
+    texts = Serializer.from_serving(serving).render_all(records(val))
+    raw = predict_texts(early_stopped_run.model, early_stopped_run.tokenizer, texts, serving["max_length"])
+    biased = apply_prior_bias(raw, serving["prior_correction"]["logit_bias"])
+    again = compute_metrics(list(val["label"]), [LABELS[i] for i in biased.argmax(axis=1)])
+    assert again["val_macro_f1"] == pytest.approx(best["val_macro_f1"], abs=1e-9)
+
+
+def test_a_run_trained_with_min_confidence_ships_it_and_abstains_below_it(early_stopped_run, sample_dir):
+    from conftest import EARLY_STOPPED_MIN_CONFIDENCE as floor
+
+    serving = json.loads(zip_member(early_stopped_run.zip_path, "serving.json"))
+    assert serving["min_confidence"] == floor == early_stopped_run.metrics["abstention"]["min_confidence"]
+    events = records(load_events(sample_dir / "val.jsonl"))
+    model = load_packaged_model(early_stopped_run.zip_path)
+    try:
+        rows = model.predict(events)  # no threshold given: the package's own
+        tops = model.predict_proba(events).max(axis=1)
+    finally:
+        model.close()
+    assert [r["abstained"] for r in rows] == (tops < floor).tolist()
+    assert 0 < sum(r["abstained"] for r in rows) < len(rows), "the threshold should split this run's events"
+
+
+def zip_member(path: Path, name: str) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(name)
+
+
+def _checkpoint_weights(run) -> tuple[dict, dict, dict]:
+    """(zip's adapter, best checkpoint's, last checkpoint's) LoRA + head tensors of a finished run."""
+    from safetensors.torch import load as load_tensors
+    from safetensors.torch import load_file
+
+    checkpoints = sorted((run.output_dir / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text(encoding="utf-8"))
+    best = run.output_dir / "checkpoints" / Path(state["best_model_checkpoint"]).name
+    shipped = load_tensors(zip_member(run.zip_path, "adapter/adapter_model.safetensors"))
+    last = checkpoints[-1] / "adapter_model.safetensors"
+    return shipped, load_file(best / "adapter_model.safetensors"), load_file(last)
+
+
+@pytest.mark.parametrize("run", ["trained_run", "early_stopped_run"])
+def test_the_zip_holds_the_best_checkpoint_s_weights_not_the_last_s(run, request):
+    # Independent of metric ties: the packed adapter is the best checkpoint's, tensor for tensor.
+    result = request.getfixturevalue(run)
+    assert result.metrics["best_epoch"] < result.metrics["epochs_run"], "the best epoch is the last: nothing to tell"
+    shipped, best, last = _checkpoint_weights(result)
+    assert set(shipped) == set(best) == set(last)
+    assert all(torch.equal(shipped[k], best[k]) for k in best)
+    assert any(not torch.equal(shipped[k], last[k]) for k in last)
 
 
 def test_overwrite_replaces_a_finished_run(sample_dir, tmp_path):

@@ -1,0 +1,63 @@
+"""The train loop's wiring, in the fast tier: one epoch of the real train loop on 150 events over the
+tiny random base of ``tiny_package`` (no qwen-tiny build, no MLflow), then what it wrote is compared
+with what it must have been built from: val as loaded (never oversampled), the drift profile and the
+prior bias of the training split as loaded, the threshold and temperature that ship."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from processor import drift
+from processor.calibrate import prior_logit_bias
+from processor.data import load_events
+from processor.schema import LABELS
+
+MIN_CONFIDENCE = 0.4
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tiny_package, tmp_path_factory):
+    from processor.sample_data import write_sample_data
+    from processor.train_loop import train
+
+    data = tmp_path_factory.mktemp("wiring-data")
+    write_sample_data(data, n=150, seed=3)
+    cfg = tiny_config(data, tmp_path_factory.mktemp("wiring") / "out", **{
+        "model": str(tiny_package.base_dir), "lora.r": 2, "lora.alpha": 4, "training.epochs": 1,
+        "mlflow.enabled": False, "eval.baselines": False, "eval.bootstrap_resamples": 100,
+        "trust.min_confidence": MIN_CONFIDENCE})
+    result = train(cfg)
+    with zipfile.ZipFile(result.zip_path) as zf:
+        serving = json.loads(zf.read("serving.json"))
+    return result, serving, load_events(data / "train.jsonl"), load_events(data / "val.jsonl")
+
+
+def test_val_is_scored_as_loaded_never_oversampled(one_epoch):
+    result, _, train, val = one_epoch
+    m = result.metrics
+    assert m["class_balance"]["applied"] is True  # the training split was oversampled ...
+    assert m["data"]["n_train_fit"] > m["data"]["n_train"] == len(train)
+    counts = {name: int((val["label"] == name).sum()) for name in LABELS}
+    assert m["data"]["n_val"] == len(val) and m["data"]["val_counts"] == counts  # ... and val was not
+    assert {name: m["per_class"][name]["support"] for name in LABELS} == counts
+    assert sum(map(sum, m["confusion_matrix"]["matrix"])) == len(val)
+
+
+def test_drift_profile_and_prior_bias_come_from_the_training_split_as_loaded(one_epoch):
+    result, serving, train, _ = one_epoch
+    assert serving["feature_profile"] == json.loads(json.dumps(drift.fit_profile(train, psi_warn=0.2)))
+    counts = [int((train["label"] == name).sum()) for name in LABELS]
+    alpha = serving["prior_correction"]["alpha"]
+    assert alpha > 0
+    np.testing.assert_allclose(serving["prior_correction"]["logit_bias"], prior_logit_bias(counts, alpha))
+
+
+def test_what_ships_is_what_was_measured(one_epoch):
+    result, serving, _, _ = one_epoch
+    assert serving["min_confidence"] == MIN_CONFIDENCE == result.metrics["abstention"]["min_confidence"]
+    assert serving["calibration"]["temperature"] == result.metrics["calibration"]["temperature"]
