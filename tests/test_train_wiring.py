@@ -61,3 +61,26 @@ def test_what_ships_is_what_was_measured(one_epoch):
     result, serving, _, _ = one_epoch
     assert serving["min_confidence"] == MIN_CONFIDENCE == result.metrics["abstention"]["min_confidence"]
     assert serving["calibration"]["temperature"] == result.metrics["calibration"]["temperature"]
+
+
+@pytest.mark.parametrize("gamma, weights", [(0.7, "auto"), (2.5, "none")])
+def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir, tmp_path, gamma, weights):
+    """The focal loss inside the Trainer the train loop builds (not the config's echo in metrics.json)
+    has the configured gamma, and "auto" class weights from the class counts it trains on."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from processor.recorder import NullRecorder
+    from processor.train_loop import build_model, build_trainer, prepare_data
+
+    cfg = tiny_config(sample_dir, tmp_path / "out", **{
+        "model": str(tiny_package.base_dir), "lora.r": 2, "lora.alpha": 4, "mlflow.enabled": False,
+        "loss.gamma": gamma, "loss.class_weights": weights})
+    rec = NullRecorder(tmp_path)
+    data = prepare_data(cfg, rec)
+    trainer = build_trainer(cfg, tmp_path / "out", data, build_model(cfg, data, rec), rec)
+    assert trainer.focal.gamma == gamma
+    if weights == "none":
+        assert trainer.focal.weight is None
+    else:
+        want = compute_class_weight("balanced", classes=np.array(LABELS), y=data.fit["label"].to_numpy())
+        np.testing.assert_allclose(trainer.focal.weight.numpy(), want, rtol=1e-6)
