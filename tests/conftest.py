@@ -118,6 +118,38 @@ def start_mlflow_server(workdir: Path, backend_uri: str | None = None) -> tuple[
     return uri, proc
 
 
+@contextmanager
+def model_server(uri: str, logdir: Path, **env: str) -> Iterator[str]:
+    """``mlflow models serve -m uri`` on 127.0.0.1 (log in ``logdir/serve.log``); yields its
+    /invocations URL and stops the server and its workers after the block."""
+    import signal
+
+    port = free_port()
+    # MLflow starts `uvicorn` from PATH: the virtualenv's bin goes first, as in an activated environment.
+    env = {**os.environ, **env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    with (logdir / "serve.log").open("wb") as log:
+        # Own session: the server runs its workers as children, stopped together below.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", timeout=300, proc=proc)
+        except Exception:
+            raise AssertionError((logdir / "serve.log").read_text(errors="replace")[-4000:]) from None
+        yield f"http://127.0.0.1:{port}/invocations"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (AttributeError, ProcessLookupError):  # no process groups (Windows) / already gone
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:

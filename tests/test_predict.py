@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -296,24 +295,11 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.slow  # trains the session's run
 def test_mlflow_models_serve_answers_http(tracking, champion_uri, trained_run, events_file, sample_dir, tmp_path):
-    from conftest import free_port, wait_http
+    from conftest import model_server
 
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    # MLflow starts `uvicorn` from PATH: the virtualenv's bin goes first, as in an activated environment.
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    # Own session: the server runs its workers as children, stopped together below.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", champion_uri, "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        try:
-            wait_http(f"http://127.0.0.1:{port}/ping", timeout=300, proc=proc)
-        except Exception:
-            raise AssertionError((tmp_path / "serve.log").read_text(errors="replace")[-4000:]) from None
+    with model_server(champion_uri, tmp_path) as url:
         records = read_jsonl(events_file)[:8]
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": records})
+        status, answer = _post(url, {"inputs": records})
         assert status == 200, answer
         want = expected_rows(trained_run, events_file)[:8]
         assert_same_predictions(answer["predictions"], want)
@@ -321,12 +307,12 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, trained_run, e
         # The min_confidence param: an event whose top probability is below it is abstained (no_trade).
         tops = [max(r[k] for k in PROB_KEYS) for r in want]
         threshold = sum(sorted(tops)[3:5]) / 2  # between two events' tops: clear of float noise
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+        status, answer = _post(url,
                                {"inputs": records, "params": {"min_confidence": threshold}})
         assert status == 200, answer
         assert [r["abstained"] for r in answer["predictions"]] == [t < threshold for t in tops]
         assert {r["label"] for r in answer["predictions"] if r["abstained"]} == {"no_trade"}
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
+        status, answer = _post(url,
                                {"inputs": records, "params": {"min_confidence": 2.0}})
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert "min_confidence must be a number in [0, 1]" in answer["message"]
@@ -336,7 +322,7 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, trained_run, e
         broken[0].update(ext_dir=7, atr=-1)
         broken[1].update(wave_strength=1.5, session="tokyo", evil=1, ext_choch_up="true")
         del broken[2]["fvg_up"]
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": broken})
+        status, answer = _post(url, {"inputs": broken})
         assert status == 400, answer
         assert answer["error_code"] == "INVALID_PARAMETER_VALUE"
         message = answer["message"]
@@ -359,18 +345,8 @@ def test_mlflow_models_serve_answers_http(tracking, champion_uri, trained_run, e
         shifted = [{**{k: v for k, v in r.items() if k != "label"}, "atr": r["atr"] * 3}
                    for r in read_jsonl(sample_dir / "val.jsonl")]
         body = {"inputs": shifted, "params": {"max_psi": 0.2}}
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", body)
+        status, answer = _post(url, body)
         assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
         assert "PSI > max_psi 0.2" in answer["message"] and "atr=" in answer["message"], answer
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": shifted})
+        status, answer = _post(url, {"inputs": shifted})
         assert status == 200 and len(answer["predictions"]) == len(shifted), answer
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except (AttributeError, ProcessLookupError):  # no process groups (Windows) / already gone
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from conftest import free_port, read_jsonl, tracking_at, wait_http
+from conftest import read_jsonl, tracking_at, model_server
 from processor.schema import FEATURES
 from processor.serving import as_frame, model_signature
 
@@ -74,32 +72,8 @@ def served(trained_run, mlflow_server, tmp_path_factory):
         mv = mlflow.register_model(f"runs:/{trained_run.run_id}/model", SERVE_MODEL)
         client.set_registered_model_alias(SERVE_MODEL, "champion", mv.version)
     uri = f"models:/{SERVE_MODEL}@champion"
-    logdir = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
-           # MLflow starts `uvicorn` from PATH: the virtualenv's bin goes first, as in an activated environment.
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    with (logdir / "serve.log").open("wb") as log:
-        # Own session: the server runs its workers as children, stopped together below.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        try:
-            wait_http(f"http://127.0.0.1:{port}/ping", timeout=300, proc=proc)
-        except Exception:
-            raise AssertionError((logdir / "serve.log").read_text(errors="replace")[-4000:]) from None
-        yield {"url": f"http://127.0.0.1:{port}/invocations", "uri": uri, "tracking": mlflow_server}
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except (AttributeError, ProcessLookupError):  # no process groups (Windows) / already gone
-            proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with model_server(uri, tmp_path_factory.mktemp("serve"), MLFLOW_TRACKING_URI=mlflow_server) as url:
+        yield {"url": url, "uri": uri, "tracking": mlflow_server}
 
 
 def post(url: str, body: str) -> tuple[int, str]:
