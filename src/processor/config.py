@@ -17,11 +17,10 @@ from typing import Any
 import yaml
 
 from processor.cli import UserError
-from processor.serialize import LEGACY_TEMPLATES, TEMPLATE_NAME
+from processor.serialize import TEMPLATE_NAME, TEMPLATES
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-TEMPLATES = (TEMPLATE_NAME, *LEGACY_TEMPLATES)
 
 
 class ConfigError(UserError, ValueError):
@@ -73,7 +72,8 @@ class DataConfig:
     val_file: str = "data/val.jsonl"
     oversample: bool = True
     # How events become text (processor.serialize): "words-v1" (one word per feature, quantile bins
-    # fitted on train) or the older "compact-v2" (raw digits).
+    # fitted on train), "qwen-v1" (the same, one Qwen token per feature: 13 tokens on a real Qwen
+    # instead of 28) or the older "compact-v2" (raw digits).
     template: str = TEMPLATE_NAME
 
 
