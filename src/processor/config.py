@@ -21,6 +21,8 @@ from processor.serialize import TEMPLATE_NAME, TEMPLATES
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# auto = bf16 on a GPU that supports it, else fp32 (a bf16 checkpoint is upcast at load on a CPU).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 class ConfigError(UserError, ValueError):
@@ -49,6 +51,8 @@ class TrainingConfig:
     max_length: int = 64
     eval_batch_size: int = 64
     device: str = "auto"
+    # Weights and mixed precision: auto|bf16|fp16|fp32 (processor.model.resolve_precision).
+    precision: str = "auto"
     # Undo this fraction of oversampling's prior shift at prediction (logit adjustment by
     # alpha * log(train class shares before oversampling); processor.calibrate.prior_logit_bias).
     # 0 = off (predictions as if every class were a third of the events), 1 = the full correction.
@@ -259,6 +263,8 @@ def check(cfg: Config) -> Config:
     need(t.early_stop_metric in EARLY_STOP_METRICS,
          f"training.early_stop_metric must be one of {', '.join(EARLY_STOP_METRICS)}, got {t.early_stop_metric!r}")
     need(t.device in DEVICES, f"training.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
+    need(t.precision in PRECISIONS,
+         f"training.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     need(ls.type == "focal", f"loss.type must be 'focal', got {ls.type!r}")
     need(ls.gamma >= 0, f"loss.gamma must be >= 0, got {ls.gamma}")
     if isinstance(ls.class_weights, str):

@@ -213,6 +213,58 @@ def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
 # Loading for classification + LoRA
 # --------------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------------
+# Precision: what a bf16 checkpoint (every real Qwen) becomes in training and serving
+# --------------------------------------------------------------------------------------------------
+
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    """``training.device`` -> the device a run uses: ``auto`` is CUDA, else MPS, else the CPU."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``training.precision`` on ``device`` (cpu|cuda|mps, see :func:`resolve_device`) -> bf16|fp16|fp32.
+
+    auto: bf16 on a CUDA GPU that has it (Ampere+), else fp32 -- on a CPU bf16 matmuls are slower than
+    fp32, and fp16 without a GPU's loss scaling loses small gradients. Asking for what the device
+    cannot do is a :class:`ModelNotAvailableError` (a usage error), not a crash inside the Trainer.
+    """
+    if precision == "auto":
+        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise ModelNotAvailableError(f"training.precision fp16 needs a CUDA GPU (the device is {device}); "
+                                     "use fp32, or bf16 (CPU autocast)")
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ModelNotAvailableError("training.precision bf16: this GPU has no bf16 (before Ampere); use fp16 or fp32")
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}")
+    return precision
+
+
+def load_dtype(precision: str, device: str) -> torch.dtype:
+    """The dtype to load base weights in for a resolved precision: half on a GPU (half the memory; the
+    trainable LoRA weights and head are kept in fp32 by :func:`apply_lora`), fp32 on a CPU, where a bf16
+    checkpoint is upcast at load and bf16, when asked for, is autocast only."""
+    if device == "cpu":
+        return torch.float32
+    return _HALF.get(precision, torch.float32)
+
+
+def precision_args(precision: str, device: str) -> dict[str, bool]:
+    """``TrainingArguments`` mixed-precision flags for a resolved precision (bf16 on a CPU also needs
+    ``use_cpu=True``, which the device arguments give)."""
+    if precision in _HALF:
+        return {precision: True}
+    return {}
+
+
 # Right padding: real tokens keep positions 0..n-1 exactly as when run alone, and with causal attention
 # they never see the pads; the Qwen head pools the rightmost non-pad token, which is the last real one.
 PADDING_SIDE = "right"
@@ -353,6 +405,11 @@ def apply_lora(
     )
     with quiet_peft():
         peft_model = get_peft_model(model, config)
+    # A half-precision base (bf16/fp16 on a GPU) would make the fresh head's copy half too; the optimizer
+    # and fp16's loss scaling need fp32 trainable weights (peft already makes the LoRA weights fp32).
+    for param in peft_model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     head_trainable = [
         n for n, p in peft_model.named_parameters() if p.requires_grad and ".score." in f".{n}" and "modules_to_save" in n
     ]
