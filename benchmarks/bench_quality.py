@@ -3,6 +3,7 @@
     python benchmarks/bench_quality.py                     # v1/v2 x default/rare/balanced x seeds 0,1,2
     python benchmarks/bench_quality.py --seeds 100 101     # other seeds (how configs/tiny.yaml was chosen)
     python benchmarks/bench_quality.py --config configs/tiny.yaml --set training.lr=1e-3   # a variant
+    python benchmarks/bench_quality.py --seeds 100 101 102 --template qwen-v1 --out benchmarks/results/quality_qwen_v1.json
 
 For every (rules, mix, seed) it writes the project's sample data (``processor.sample_data``, data seed =
 ``seed``), trains the config on it exactly as ``make demo`` would (training seed = ``seed``, no MLflow), and
@@ -10,7 +11,8 @@ runs the shipping gate on the output (``gates/gate.py --output-dir``, the defaul
 reports the mean and sample sd over the seeds of: the LLM's val macro-F1 and F1(long)/F1(short), the
 gradient-boosted tree and the logistic regression on the same split (``metrics.json`` baselines), the
 Bayes ceiling of the data (the noise-free rules scored on the noisy val labels), how many seeds pass the
-shipping checks, and the seconds per training run. Printed as a Markdown table and written, with every
+shipping checks, and the seconds per training run. ``--template`` trains with another event template
+(``data.template``) on the demo base built for it (its tokenizer and pretraining read that template). Printed as a Markdown table and written, with every
 single run, to ``benchmarks/results/quality.json`` (``--out`` to change).
 """
 
@@ -29,6 +31,15 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RULES = ("v1", "v2")
 MIXES = ("default", "rare", "balanced")
+
+
+def template_overrides(template: str | None) -> list[str]:
+    """``data.template`` and the demo base whose tokenizer was built from that template's corpus."""
+    if template is None:
+        return []
+    from processor.tiny_base import TinyRecipe, build_qwen_tiny
+
+    return [f"data.template={template}", f"model={build_qwen_tiny(recipe=TinyRecipe(template=template))}"]
 
 
 def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int, work: Path) -> dict:
@@ -98,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run (a variant to compare)")
+    p.add_argument("--template", help="event template to train with (default: the config's), on its own demo base")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality.json")
     args = p.parse_args(argv)
+    args.overrides = template_overrides(args.template) + args.overrides
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:

@@ -179,9 +179,29 @@ def _checked_snapshot(name: str, repo_id: str, path: Path) -> ResolvedModel:
     return ResolvedModel(name=name, path=path, base_id=repo_id, revision=path.name, is_demo=False)
 
 
-def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
+def _tiny_recipe(revision: str | None, template: str | None) -> Any:
+    """The qwen-tiny recipe of ``template``, or the one whose hash is ``revision`` (a package records
+    the revision, not the template, of the base it was trained on)."""
+    from processor.serialize import BINNED_TEMPLATES, TEMPLATE_NAME
+    from processor.tiny_base import TinyRecipe
+
+    candidates = [template] if template else [TEMPLATE_NAME, *(t for t in BINNED_TEMPLATES if t != TEMPLATE_NAME)]
+    for candidate in candidates:
+        recipe = TinyRecipe(template=candidate)
+        if revision is None or revision == recipe.recipe_hash():
+            return recipe
+    raise ModelNotAvailableError(
+        f"{TINY_ALIAS} revision {revision} was requested but this version of processor builds "
+        f"{', '.join(TinyRecipe(template=t).recipe_hash() for t in candidates)} "
+        f"(for template {', '.join(candidates)}; a different recipe or library versions)."
+    )
+
+
+def resolve_model(name: str, *, revision: str | None = None, template: str | None = None) -> ResolvedModel:
     """Turn an alias, hub id or local directory into a local checkpoint directory.
 
+    ``template`` matters for ``qwen-tiny`` only: its tokenizer is built from the corpus of that event
+    template (default: the one a given ``revision`` was built for, else the default template).
     Raises :class:`ModelNotAvailableError` (with a message fit for the user) when the model is not in the
     local HF cache and cannot be downloaded, or when a directory is not a checkpoint.
     """
@@ -189,14 +209,9 @@ def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
         raise ModelNotAvailableError("No model name given: pass an alias (e.g. qwen-tiny), a hub id or a directory.")
     target = MODEL_ALIASES.get(name, name)
     if target == TINY_BASE_ID:
-        from processor.tiny_base import TinyRecipe, build_qwen_tiny
+        from processor.tiny_base import build_qwen_tiny
 
-        recipe = TinyRecipe()
-        if revision is not None and revision != recipe.recipe_hash():
-            raise ModelNotAvailableError(
-                f"{TINY_ALIAS} revision {revision} was requested but this version of processor builds "
-                f"revision {recipe.recipe_hash()} (a different recipe or library versions)."
-            )
+        recipe = _tiny_recipe(revision, template)
         path = build_qwen_tiny(recipe=recipe)
         return ResolvedModel(name=name, path=path, base_id=TINY_BASE_ID, revision=recipe.recipe_hash(), is_demo=True)
     local = Path(target).expanduser()

@@ -135,11 +135,11 @@ class Serializer:
         return cls.from_dict({"template": serving.get("template", "")})
 
 
-def render_events(events: Iterable[Mapping[str, Any]]) -> list[str]:
+def render_events(events: Iterable[Mapping[str, Any]], template: str = TEMPLATE_NAME) -> list[str]:
     """Texts of ``events`` with bins fitted on those same events: for synthetic corpora, benchmarks
     and tests, never for a trained model (which renders with the serializer stored in its package)."""
     events = list(events)
-    return Serializer.fit(events).render_all(events)
+    return Serializer.fit(events, template=template).render_all(events)
 
 
 def _check_template(template: str) -> None:
