@@ -53,6 +53,9 @@ class TrainingConfig:
     device: str = "auto"
     # Weights and mixed precision: auto|bf16|fp16|fp32 (processor.model.resolve_precision).
     precision: str = "auto"
+    # Recompute activations in the backward pass: less memory, ~30 % more time. Worth it only for long
+    # texts or big batches; an event is 13-28 tokens (processor.model.checkpointing_args).
+    gradient_checkpointing: bool = False
     # Undo this fraction of oversampling's prior shift at prediction (logit adjustment by
     # alpha * log(train class shares before oversampling); processor.calibrate.prior_logit_bias).
     # 0 = off (predictions as if every class were a third of the events), 1 = the full correction.

@@ -280,6 +280,14 @@ def precision_args(precision: str, device: str) -> dict[str, bool]:
     return {}
 
 
+def checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """``TrainingArguments`` for ``training.gradient_checkpointing``. Non-reentrant checkpointing: the
+    reentrant kind computes no gradient for LoRA weights when the frozen embeddings need none."""
+    if not enabled:
+        return {}
+    return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+
+
 # Right padding: real tokens keep positions 0..n-1 exactly as when run alone, and with causal attention
 # they never see the pads; the Qwen head pools the rightmost non-pad token, which is the last real one.
 PADDING_SIDE = "right"
