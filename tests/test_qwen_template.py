@@ -66,3 +66,24 @@ def test_an_event_costs_at_most_16_qwen_tokens():
     words = qwen_tokens_per_event(render_events(events, template=TEMPLATE_NAME))
     assert qwen == len(FEATURES) <= MAX_QWEN_TOKENS_PER_EVENT
     assert words > 2 * len(FEATURES)  # why the template exists: words-v1 is split by Qwen's BPE
+
+
+@pytest.mark.slow
+def test_demo_base_builds_its_tokenizer_from_the_chosen_template():
+    import json
+
+    from transformers import AutoTokenizer
+
+    from processor.model import resolve_model
+    from processor.tiny_base import BUILD_INFO_FILE
+
+    texts = render_events(sample_features(200, np.random.default_rng(3)), template=QWEN_TEMPLATE)
+    qwen_base = resolve_model("qwen-tiny", template=QWEN_TEMPLATE)
+    info = json.loads((qwen_base.path / BUILD_INFO_FILE).read_text(encoding="utf-8"))
+    assert info["template"] == QWEN_TEMPLATE and info["tokens_per_event"] == len(FEATURES)
+    tok = AutoTokenizer.from_pretrained(qwen_base.path)
+    assert {len(ids) for ids in tok(texts)["input_ids"]} == {len(FEATURES)}
+    # The words-v1 build is another revision, and a package's recorded revision finds its own build.
+    default = resolve_model("qwen-tiny")
+    assert default.revision != qwen_base.revision
+    assert resolve_model("qwen-tiny", revision=qwen_base.revision).path == qwen_base.path
