@@ -225,10 +225,6 @@ def resolve_model(name: str, *, revision: str | None = None, template: str | Non
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading for classification + LoRA
-# --------------------------------------------------------------------------------------------------
-
-# --------------------------------------------------------------------------------------------------
 # Precision: what a bf16 checkpoint (every real Qwen) becomes in training and serving
 # --------------------------------------------------------------------------------------------------
 
@@ -287,6 +283,10 @@ def checkpointing_args(enabled: bool) -> dict[str, Any]:
         return {}
     return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
 
+
+# --------------------------------------------------------------------------------------------------
+# Loading for classification + LoRA
+# --------------------------------------------------------------------------------------------------
 
 # Right padding: real tokens keep positions 0..n-1 exactly as when run alone, and with causal attention
 # they never see the pads; the Qwen head pools the rightmost non-pad token, which is the last real one.
