@@ -102,6 +102,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=24, help="LoRA optimizer steps per template")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--infer-events", type=int, default=256)
+    p.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -119,6 +120,8 @@ def main() -> int:
             standin = build_standin(Path(tmp) / "qwen2.5-0.5b-standin", "0.5b", seed=0)
         for template in TEMPLATES:
             for mode, steps in (("train", args.steps), ("infer", args.infer_events // args.batch)):
+                if mode not in args.modes:
+                    continue
                 row = _case(standin, template, mode, steps, args.batch)
                 rows.append(row)
                 print(f"{template:9s} {mode:5s} {row['events_per_s']:7.2f} events/s  peak RSS {row['peak_rss_mb']:6d} MB"
@@ -126,8 +129,8 @@ def main() -> int:
                       f"batch {row['batch_size']}, {row['seconds']} s)", flush=True)
     speedup = {mode: round(next(r["events_per_s"] for r in rows if r["template"] == "qwen-v1" and r["mode"] == mode)
                            / next(r["events_per_s"] for r in rows if r["template"] == "words-v1" and r["mode"] == mode), 2)
-               for mode in ("train", "infer")}
-    print(f"qwen-v1 / words-v1 events/s: train {speedup['train']}x, infer {speedup['infer']}x")
+               for mode in args.modes}
+    print("qwen-v1 / words-v1 events/s: " + ", ".join(f"{mode} {x}x" for mode, x in speedup.items()))
     from processor.io import write_json_atomic
 
     write_json_atomic(args.out, {
