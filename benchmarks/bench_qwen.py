@@ -59,6 +59,7 @@ def run_case(standin: str, template: str, mode: str, steps: int, batch: int) -> 
     from processor.trainer import EncodedEvents, FocalTrainer
 
     set_seed(0)
+    load_before = os.getloadavg()[0]  # other jobs on the shared cores: the figure's context
     precision = resolve_precision("auto", "cpu")
     base, tok = load_for_classification(resolve_model(standin), labels=LABELS, dtype=load_dtype(precision, "cpu"))
     model = apply_lora(base, **LORA)
@@ -85,7 +86,8 @@ def run_case(standin: str, template: str, mode: str, steps: int, batch: int) -> 
             "events_per_s": round(n / seconds, 2), "qwen_tokens_per_event": round(count_tokens(tok, texts), 2),
             "peak_rss_mb": round(peak_rss_mb()), "batch_size": batch, "steps": steps if mode == "train" else None,
             "precision": precision, "weights_dtype": str(next(base.parameters()).dtype).removeprefix("torch."),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(),
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
 def _case(standin: Path, template: str, mode: str, steps: int, batch: int) -> dict:
