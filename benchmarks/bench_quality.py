@@ -4,6 +4,7 @@
     python benchmarks/bench_quality.py --seeds 100 101     # other seeds (how configs/tiny.yaml was chosen)
     python benchmarks/bench_quality.py --rules v3 --update # only the v3 rows, merged into the results file
     python benchmarks/bench_quality.py --config configs/tiny.yaml --set training.lr=1e-3   # a variant
+    python benchmarks/bench_quality.py --seeds 100 101 102 --template qwen-v1 --out benchmarks/results/quality_qwen_v1.json
 
 For every (rules, mix, seed) it writes the project's sample data (``processor.sample_data``, data seed =
 ``seed``), trains the config on it exactly as ``make demo`` would (training seed = ``seed``, no MLflow), and
@@ -12,9 +13,11 @@ reports the mean and sample sd over the seeds of: the LLM's val macro-F1 and F1(
 gradient-boosted tree and the logistic regression on the same split (``metrics.json`` baselines), the
 Bayes ceiling of the data (the noise-free rules scored on the noisy val labels), how many seeds pass the
 shipping checks, how many seeds had sufficient evidence (every class with at least ``MIN_SUPPORT``
-val events), and the seconds per training run. Printed as a Markdown table and written, with every
-single run, to ``benchmarks/results/quality.json`` (``--out`` to change). ``--update`` keeps the runs
-already in that file (same config, overrides and seeds) and replaces only the rows run now.
+val events), and the seconds per training run. ``--template`` trains with another event template
+(``data.template``) on the demo base built for it (its tokenizer and pretraining read that template).
+Printed as a Markdown table and written, with every single run, to ``benchmarks/results/quality.json``
+(``--out`` to change). ``--update`` keeps the runs already in that file (same config, overrides and
+seeds) and replaces only the rows run now.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ MIXES = ("default", "rare", "balanced")
 # A class F1 measured on fewer val events is not evidence (one event moves it by ~0.02 at 25 events).
 # The gate's min_support check uses the same default.
 MIN_SUPPORT = 30
+
+
+def template_overrides(template: str | None) -> list[str]:
+    """``data.template`` and the demo base whose tokenizer was built from that template's corpus."""
+    if template is None:
+        return []
+    from processor.tiny_base import TinyRecipe, build_qwen_tiny
+
+    return [f"data.template={template}", f"model={build_qwen_tiny(recipe=TinyRecipe(template=template))}"]
 
 
 def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int, work: Path) -> dict:
@@ -112,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixes", nargs="+", choices=MIXES, default=list(MIXES))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run (a variant to compare)")
+    p.add_argument("--template", help="event template to train with (default: the config's), on its own demo base")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality.json")
     p.add_argument("--update", action="store_true",
                    help="keep the runs already in --out (same config, overrides and seeds) and replace only "
                         "the (rules, mix, seed) runs made now, e.g. --rules v3 --update")
     args = p.parse_args(argv)
+    args.overrides = template_overrides(args.template) + args.overrides
     config = str(args.config.relative_to(REPO) if args.config.is_absolute() and args.config.is_relative_to(REPO)
                  else args.config)
     try:

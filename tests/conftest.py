@@ -335,3 +335,11 @@ def tiny_packaged(tiny_package):
     model = load_packaged_model(tiny_package.zip_path)
     yield model
     model.close()
+
+
+@pytest.fixture(scope="session")
+def qwen_standin_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen2.5 stand-in (Qwen's real vocabulary, 2 small layers, random bf16 weights; seconds)."""
+    from processor.qwen_standin import build_standin
+
+    return build_standin(tmp_path_factory.mktemp("qwen-standin") / "tiny", "tiny", seed=0)

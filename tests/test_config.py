@@ -16,18 +16,22 @@ def cfg_from(argv: list[str]) -> Config:
 
 
 def test_shipped_configs_load():
-    v3 = load_config(REPO / "configs" / "v3.yaml")
-    assert (v3.model, v3.lora.r, v3.lora.alpha, v3.training.batch_size) == ("qwen-base", 32, 64, 64)
-    assert (v3.training.lr, v3.loss.gamma, v3.loss.class_weights) == (3e-4, 1.5, "auto")
-    assert v3.packaging.zip_final == "model_final.zip"
+    qwen = load_config(REPO / "configs" / "qwen.yaml")
+    assert (qwen.model, qwen.lora.r, qwen.lora.alpha, qwen.training.batch_size) == ("qwen-base", 16, 32, 32)
+    assert (qwen.training.lr, qwen.loss.gamma, qwen.loss.class_weights) == (2e-4, 0.5, "auto")
+    assert (qwen.training.precision, qwen.training.gradient_checkpointing) == ("bf16", False)
+    assert qwen.packaging.zip_final == "model_final.zip"
     cpu = load_config(REPO / "configs" / "cpu.yaml")
     assert (cpu.training.batch_size, cpu.training.grad_accum, cpu.training.device) == (8, 8, "cpu")
+    assert cpu.training.precision == "fp32"
+    for cfg in (qwen, cpu):  # max_length is the qwen-v1 text's 13 Qwen tokens and a few spare
+        assert cfg.data.template == "qwen-v1" and 13 <= cfg.training.max_length <= 16
     tiny = load_config(REPO / "configs" / "tiny.yaml")
     assert tiny.model == "qwen-tiny"
 
 
 def test_flags_override_config_and_overrides():
-    cfg = cfg_from(["--config", str(REPO / "configs" / "v3.yaml"), "training.lr=1e-3", "lora.r=8",
+    cfg = cfg_from(["--config", str(REPO / "configs" / "qwen.yaml"), "training.lr=1e-3", "lora.r=8",
                     "--lr", "5e-4", "--gamma", "0", "--class-weights", "1,2,2", "--max-epochs", "3",
                     "--batch-size", "8", "--grad-accum", "8", "--device", "cpu"])
     assert cfg.training.lr == 5e-4  # the flag wins over the key=value override
@@ -39,8 +43,8 @@ def test_flags_override_config_and_overrides():
 
 def test_empty_flag_means_unset():
     # MLproject passes empty parameters through as "".
-    cfg = cfg_from(["--config", str(REPO / "configs" / "v3.yaml"), "--gamma", "", "--lr", ""])
-    assert cfg.loss.gamma == 1.5 and cfg.training.lr == 3e-4
+    cfg = cfg_from(["--config", str(REPO / "configs" / "qwen.yaml"), "--gamma", "", "--lr", ""])
+    assert cfg.loss.gamma == 0.5 and cfg.training.lr == 2e-4
 
 
 @pytest.mark.parametrize("argv, fragment", [

@@ -26,9 +26,6 @@ PACKAGE = REPO / "src" / "processor"
 README = REPO / "README.md"
 PAGES = (README, *sorted((REPO / "docs").glob("*.md")), REPO / "gates" / "README.md")
 README_MAX_LINES = 200
-# Pages and modules that parallel branches add; the README links and names them already.
-PENDING_PAGES = {"docs/qwen.md", "docs/tune.md"}
-PENDING_MODULES = {"qwen_standin"}
 GATE_SCRIPT = "gates/gate.py"
 
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -310,8 +307,6 @@ def test_links_resolve(page: Path):
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
         rel = dest.relative_to(REPO).as_posix() if dest.is_relative_to(REPO) else str(dest)
-        if rel in PENDING_PAGES:
-            continue
         if not dest.exists():
             broken.append(f"{number}: {target} (no such file)")
         elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
@@ -360,7 +355,7 @@ def test_pipeline_table_names_every_module():
         missing += [f"{sub}/{m}" for m in sorted(modules(PACKAGE / sub) - row)]
     assert not missing, f"README's pipeline table does not name: {', '.join(missing)}"
     # And it names nothing that is gone (a renamed module must not linger in the table).
-    known = modules(PACKAGE) | {f"{s}/" for s in subpackages} | PENDING_MODULES
+    known = modules(PACKAGE) | {f"{s}/" for s in subpackages}
     inner = set().union(*(modules(PACKAGE / s) for s in subpackages))
     stale = sorted(n for n in named if re.fullmatch(r"[a-z_]+/?", n) and n not in known | inner)
     assert not stale, f"README's pipeline table names modules that do not exist: {', '.join(stale)}"

@@ -309,7 +309,7 @@ def test_missing_data_file_is_a_usage_error(tmp_path, capsys):
 
 
 def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir):
-    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/v3.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/qwen.yaml"),
                            "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
                            "--no-mlflow", "--output-dir", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})

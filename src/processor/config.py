@@ -33,11 +33,12 @@ import yaml
 
 from processor.cli import UserError, parse_bool
 from processor.names import ZIP_NAME
-from processor.serialize import LEGACY_TEMPLATES, TEMPLATE_NAME
+from processor.serialize import TEMPLATE_NAME, TEMPLATES
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-TEMPLATES = (TEMPLATE_NAME, *LEGACY_TEMPLATES)
+# auto = bf16 on a GPU that supports it, else fp32 (a bf16 checkpoint is upcast at load on a CPU).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Population stability index per feature at predict time: warn above this (processor.drift, which
 # also falls back to it for a profile that does not store its own level).
 PSI_WARN = 0.2
@@ -123,6 +124,11 @@ class TrainingConfig:
     max_length: int = 64
     eval_batch_size: int = 64
     device: str = "auto"
+    # Weights and mixed precision: auto|bf16|fp16|fp32 (processor.model.resolve_precision).
+    precision: str = "auto"
+    # Recompute activations in the backward pass: less memory, ~30 % more time. Worth it only for long
+    # texts or big batches; an event is 13-28 tokens (processor.model.checkpointing_args).
+    gradient_checkpointing: bool = False
     # Undo this fraction of oversampling's prior shift at prediction (logit adjustment by
     # alpha * log(train class shares before oversampling); processor.calibrate.prior_logit_bias).
     # 0 = off (predictions as if every class were a third of the events), 1 = the full correction.
@@ -146,7 +152,8 @@ class DataConfig:
     val_file: str = "data/val.jsonl"
     oversample: bool = True
     # How events become text (processor.serialize): "words-v1" (one word per feature, quantile bins
-    # fitted on train) or the older "compact-v2" (raw digits).
+    # fitted on train), "qwen-v1" (the same, one Qwen token per feature: 13 tokens on a real Qwen
+    # instead of 28) or the older "compact-v2" (raw digits).
     template: str = TEMPLATE_NAME
 
 
@@ -369,6 +376,8 @@ def check(cfg: Config, *, warn: Callable[[str], None] | None = _warn) -> Config:
     need(t.early_stop_metric in EARLY_STOP_METRICS,
          f"training.early_stop_metric must be one of {', '.join(EARLY_STOP_METRICS)}, got {t.early_stop_metric!r}")
     need(t.device in DEVICES, f"training.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
+    need(t.precision in PRECISIONS,
+         f"training.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     need(ls.type == "focal", f"loss.type must be 'focal', got {ls.type!r}")
     if isinstance(ls.class_weights, str):
         need(ls.class_weights in ("auto", "none"),

@@ -182,9 +182,29 @@ def _checked_snapshot(name: str, repo_id: str, path: Path) -> ResolvedModel:
     return ResolvedModel(name=name, path=path, base_id=repo_id, revision=path.name, is_demo=False)
 
 
-def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
+def _tiny_recipe(revision: str | None, template: str | None) -> Any:
+    """The qwen-tiny recipe of ``template``, or the one whose hash is ``revision`` (a package records
+    the revision, not the template, of the base it was trained on)."""
+    from processor.serialize import BINNED_TEMPLATES, TEMPLATE_NAME
+    from processor.tiny_base import TinyRecipe
+
+    candidates = [template] if template else [TEMPLATE_NAME, *(t for t in BINNED_TEMPLATES if t != TEMPLATE_NAME)]
+    for candidate in candidates:
+        recipe = TinyRecipe(template=candidate)
+        if revision is None or revision == recipe.recipe_hash():
+            return recipe
+    raise ModelNotAvailableError(
+        f"{TINY_ALIAS} revision {revision} was requested but this version of processor builds "
+        f"{', '.join(TinyRecipe(template=t).recipe_hash() for t in candidates)} "
+        f"(for template {', '.join(candidates)}; a different recipe or library versions)."
+    )
+
+
+def resolve_model(name: str, *, revision: str | None = None, template: str | None = None) -> ResolvedModel:
     """Turn an alias, hub id or local directory into a local checkpoint directory.
 
+    ``template`` matters for ``qwen-tiny`` only: its tokenizer is built from the corpus of that event
+    template (default: the one a given ``revision`` was built for, else the default template).
     Raises :class:`ModelNotAvailableError` (with a message fit for the user) when the model is not in the
     local HF cache and cannot be downloaded, or when a directory is not a checkpoint.
     """
@@ -192,14 +212,9 @@ def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
         raise ModelNotAvailableError("No model name given: pass an alias (e.g. qwen-tiny), a hub id or a directory.")
     target = MODEL_ALIASES.get(name, name)
     if target == TINY_BASE_ID:
-        from processor.tiny_base import TinyRecipe, build_qwen_tiny
+        from processor.tiny_base import build_qwen_tiny
 
-        recipe = TinyRecipe()
-        if revision is not None and revision != recipe.recipe_hash():
-            raise ModelNotAvailableError(
-                f"{TINY_ALIAS} revision {revision} was requested but this version of processor builds "
-                f"revision {recipe.recipe_hash()} (a different recipe or library versions)."
-            )
+        recipe = _tiny_recipe(revision, template)
         path = build_qwen_tiny(recipe=recipe)
         return ResolvedModel(name=name, path=path, base_id=TINY_BASE_ID, revision=recipe.recipe_hash(), is_demo=True)
     local = Path(target).expanduser()
@@ -210,6 +225,66 @@ def resolve_model(name: str, *, revision: str | None = None) -> ResolvedModel:
             )
         return _resolve_local_dir(name, local, revision)
     return _resolve_hub(name, target, revision)
+
+
+# --------------------------------------------------------------------------------------------------
+# Precision: what a bf16 checkpoint (every real Qwen) becomes in training and serving
+# --------------------------------------------------------------------------------------------------
+
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str) -> str:
+    """``training.device`` -> the device a run uses: ``auto`` is CUDA, else MPS, else the CPU."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``training.precision`` on ``device`` (cpu|cuda|mps, see :func:`resolve_device`) -> bf16|fp16|fp32.
+
+    auto: bf16 on a CUDA GPU that has it (Ampere+), else fp32 -- on a CPU bf16 matmuls are slower than
+    fp32, and fp16 without a GPU's loss scaling loses small gradients. Asking for what the device
+    cannot do is a :class:`ModelNotAvailableError` (a usage error), not a crash inside the Trainer.
+    """
+    if precision == "auto":
+        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise ModelNotAvailableError(f"training.precision fp16 needs a CUDA GPU (the device is {device}); "
+                                     "use fp32, or bf16 (CPU autocast)")
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ModelNotAvailableError("training.precision bf16: this GPU has no bf16 (before Ampere); use fp16 or fp32")
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"unknown precision {precision!r}")
+    return precision
+
+
+def load_dtype(precision: str, device: str) -> torch.dtype:
+    """The dtype to load base weights in for a resolved precision: half on a GPU (half the memory; the
+    trainable LoRA weights and head are kept in fp32 by :func:`apply_lora`), fp32 on a CPU, where a bf16
+    checkpoint is upcast at load and bf16, when asked for, is autocast only."""
+    if device == "cpu":
+        return torch.float32
+    return _HALF.get(precision, torch.float32)
+
+
+def precision_args(precision: str, device: str) -> dict[str, bool]:
+    """``TrainingArguments`` mixed-precision flags for a resolved precision (bf16 on a CPU also needs
+    ``use_cpu=True``, which the device arguments give)."""
+    if precision in _HALF:
+        return {precision: True}
+    return {}
+
+
+def checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """``TrainingArguments`` for ``training.gradient_checkpointing``. Non-reentrant checkpointing: the
+    reentrant kind computes no gradient for LoRA weights when the frozen embeddings need none."""
+    if not enabled:
+        return {}
+    return {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,6 +431,11 @@ def apply_lora(
     )
     with quiet_peft():
         peft_model = get_peft_model(model, config)
+    # A half-precision base (bf16/fp16 on a GPU) would make the fresh head's copy half too; the optimizer
+    # and fp16's loss scaling need fp32 trainable weights (peft already makes the LoRA weights fp32).
+    for param in peft_model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
     head_trainable = [
         n for n, p in peft_model.named_parameters() if p.requires_grad and ".score." in f".{n}" and "modules_to_save" in n
     ]

@@ -22,6 +22,16 @@ edges are part of the :class:`Serializer`, stored in ``model_final.zip`` (``serv
 again at prediction time, so training and serving never disagree. ``mgann_leg_index`` keeps its value
 up to 9 and folds 10+ into one word (the contract allows up to 100; the data rarely go past 10).
 
+Template ``qwen-v1`` is the same layout in words that are each ONE token of Qwen's own vocabulary
+(Qwen2 / Qwen2.5 / Qwen3 share it): common English words, each after a space, e.g.::
+
+    bull up rise keep gap whole test two first strong c A London
+
+``words-v1`` costs 28 Qwen tokens per event (Qwen's BPE splits ``chuy`` into ``ch`` + ``uy``), ``qwen-v1``
+costs 13, one per feature (tests/test_qwen_template.py checks every value against the real vocabulary).
+Its quantile bins are the same as ``words-v1``'s: ``wave_strength`` bins are the letters a..t, ``atr``
+bins the capitals A..J, and ``mgann_leg_index`` is a number word, ``zero`` to ``nine``, then ``many``.
+
 ``compact-v2`` is still rendered for packages trained before ``words-v1`` existed.
 """
 
@@ -35,8 +45,12 @@ import numpy as np
 
 from processor.bins import bin_index, quantile_edges
 
-TEMPLATE_NAME = "words-v1"
+TEMPLATE_NAME = "words-v1"  # the default
+QWEN_TEMPLATE = "qwen-v1"
 LEGACY_TEMPLATES = ("compact-v2",)
+# Templates with quantile bins fitted on the training split, then every template this version renders.
+BINNED_TEMPLATES = (TEMPLATE_NAME, QWEN_TEMPLATE)
+TEMPLATES = (*BINNED_TEMPLATES, *LEGACY_TEMPLATES)
 
 # Bins per continuous feature. 20 for wave_strength: the sample rules (and traders) threshold it, and a
 # finer grid puts a bin edge close to any threshold; atr is a scale feature, 10 bins are plenty.
@@ -64,7 +78,7 @@ class Serializer:
     def fit(cls, events: Iterable[Mapping[str, Any]] | Any, template: str = TEMPLATE_NAME) -> Serializer:
         """Fit the bin edges on training events (records, or a frame with the feature columns)."""
         _check_template(template)
-        if template != TEMPLATE_NAME:
+        if template not in BINNED_TEMPLATES:
             return cls(template=template)
         columns = _columns(events, tuple(N_BINS))
         if any(len(columns[key]) == 0 for key in N_BINS):
@@ -77,18 +91,20 @@ class Serializer:
         """Render one (already validated) event as model input text."""
         if self.template == "compact-v2":
             return _compact_v2(event)
-        if self.template != TEMPLATE_NAME:
-            _check_template(self.template)
+        _check_template(self.template)
         if set(self.edges) != set(N_BINS):
             raise ValueError(f"serializer {self.template!r} is not fitted (bin edges for {sorted(N_BINS)} needed)")
+        bins = {key: self._bin(key, event) for key in N_BINS}
+        if self.template == QWEN_TEMPLATE:
+            return " ".join(_qwen_word(key, event, bins) for key in QWEN_WORDS)
         words = [f"ext{_DIRECTION[int(event['ext_dir'])]}", f"int{_DIRECTION[int(event['int_dir'])]}"]
         words += [f"{_FLAG_WORDS[k]}{'y' if bool(event[k]) else 'n'}"
                   for k in ("ext_choch_up", "ext_choch_down", "fvg_up", "fvg_down", "fvg_retest")]
         words.append(f"leg{_LETTERS[min(int(event['mgann_leg_index']), LEG_CAP)]}")
         words += [f"{_FLAG_WORDS[k]}{'y' if bool(event[k]) else 'n'}"
                   for k in ("mgann_leg_first_fvg", "pb_wave_strength_ok")]
-        words.append(f"ws{_LETTERS[self._bin('wave_strength', event)]}")
-        words.append(f"atr{_LETTERS[self._bin('atr', event)]}")
+        words.append(f"ws{_LETTERS[bins['wave_strength']]}")
+        words.append(f"atr{_LETTERS[bins['atr']]}")
         words.append(f"ses{_SESSION[str(event['session'])]}")
         return " ".join(words)
 
@@ -109,11 +125,11 @@ class Serializer:
         return cls(template=template, edges=edges)
 
 
-def render_events(events: Iterable[Mapping[str, Any]]) -> list[str]:
+def render_events(events: Iterable[Mapping[str, Any]], template: str = TEMPLATE_NAME) -> list[str]:
     """Texts of ``events`` with bins fitted on those same events: for synthetic corpora, benchmarks
     and tests, never for a trained model (which renders with the serializer stored in its package)."""
     events = list(events)
-    return Serializer.fit(events).render_all(events)
+    return Serializer.fit(events, template=template).render_all(events)
 
 
 def count_tokens(tokenizer: Any, texts: Sequence[str]) -> float:
@@ -125,8 +141,8 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> float:
 
 
 def _check_template(template: str) -> None:
-    if template != TEMPLATE_NAME and template not in LEGACY_TEMPLATES:
-        known = ", ".join(repr(t) for t in (TEMPLATE_NAME, *LEGACY_TEMPLATES))
+    if template not in TEMPLATES:
+        known = ", ".join(repr(t) for t in TEMPLATES)
         raise ValueError(f"unknown serialization template {template!r} (this version knows {known})")
 
 
@@ -135,6 +151,41 @@ def _columns(events: Any, keys: tuple[str, ...]) -> dict[str, Any]:
         return {k: events[k].to_numpy() for k in keys}
     rows = list(events)
     return {k: [row[k] for row in rows] for k in keys}
+
+
+# --- qwen-v1: one Qwen token per feature -------------------------------------------------------------
+# feature -> its words, indexed by value: directions by value + 1, flags by 0/1, bins and the leg index by
+# number. Words differ between features (position alone would do for a fixed layout, but a word that
+# also names its feature is what words-v1 measured best with). Every word is one Qwen token after a space,
+# and the first feature's words are one token at the start of the text too.
+QWEN_WORDS: dict[str, tuple[str, ...]] = {
+    "ext_dir": ("bear", "flat", "bull"),
+    "int_dir": ("down", "side", "up"),
+    "ext_choch_up": ("stay", "rise"),
+    "ext_choch_down": ("keep", "fall"),
+    "fvg_up": ("full", "gap"),
+    "fvg_down": ("whole", "hole"),
+    "fvg_retest": ("skip", "test"),
+    "mgann_leg_index": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "many"),
+    "mgann_leg_first_fvg": ("later", "first"),
+    "pb_wave_strength_ok": ("weak", "strong"),
+    "wave_strength": tuple(_LETTERS[: N_BINS["wave_strength"]]),
+    "atr": tuple(_LETTERS.upper()[: N_BINS["atr"]]),
+    "session": ("Asia", "London", "York"),  # in _SESSION's order
+}
+
+
+def _qwen_word(key: str, event: Mapping[str, Any], bins: Mapping[str, int]) -> str:
+    words = QWEN_WORDS[key]
+    if key in bins:
+        return words[bins[key]]
+    if key in ("ext_dir", "int_dir"):
+        return words[int(event[key]) + 1]
+    if key == "mgann_leg_index":
+        return words[min(int(event[key]), LEG_CAP)]
+    if key == "session":
+        return words[tuple(_SESSION).index(str(event[key]))]
+    return words[int(bool(event[key]))]
 
 
 # --- compact-v2 (packages trained before words-v1) -----------------------------------------------

@@ -27,6 +27,7 @@ import torch
 
 from processor.io import weights_sha256
 from processor.names import BUILD_INFO_FILE, TINY_BASE_ID
+from processor.serialize import TEMPLATE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +98,16 @@ class TinyRecipe:
     # Library versions are part of the recipe: the same code on another torch/transformers may not
     # produce bit-identical weights, and then it must not share a revision.
     versions: tuple[tuple[str, str], ...] = field(default_factory=lambda: _library_versions())
+    # The event template of the tokenizer and pretraining corpora (processor.serialize): the tokenizer
+    # learns the words of the template the classifier will read, one token per feature value.
+    template: str = TEMPLATE_NAME
 
     def recipe_hash(self) -> str:
         """Short, stable hash of the recipe, the corpus generator output and the library versions."""
-        payload = json.dumps(
-            {"recipe": asdict(self), "corpus_sha256": _corpus_fingerprint(self)}, sort_keys=True
-        )
+        # The template is in the hash through the corpus it renders; leaving the field itself out keeps
+        # the revisions of builds from before the field existed.
+        recipe = {k: v for k, v in asdict(self).items() if k != "template"}
+        payload = json.dumps({"recipe": recipe, "corpus_sha256": _corpus_fingerprint(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
@@ -113,18 +118,18 @@ def _library_versions() -> tuple[tuple[str, str], ...]:
     return (("tokenizers", tokenizers.__version__), ("torch", torch.__version__), ("transformers", transformers.__version__))
 
 
-def _event_texts(n: int, seed: int) -> list[str]:
+def _event_texts(n: int, seed: int, template: str) -> list[str]:
     from processor.sample_data import sample_features
     from processor.serialize import render_events
 
     # Bins fitted on the synthetic events themselves: the tokenizer and the pretraining see every
     # bin word, whatever edges a user's training split later gives them.
-    return render_events(sample_features(n, np.random.default_rng(seed)))
+    return render_events(sample_features(n, np.random.default_rng(seed)), template=template)
 
 
 def _tokenizer_corpus(recipe: TinyRecipe) -> list[str]:
     rng_seed = recipe.seed + 1
-    return _event_texts(recipe.tokenizer_events, rng_seed) + _generic_text(
+    return _event_texts(recipe.tokenizer_events, rng_seed, recipe.template) + _generic_text(
         recipe.tokenizer_generic_lines, np.random.default_rng(recipe.seed + 2)
     )
 
@@ -135,7 +140,7 @@ def _pretrain_corpus(recipe: TinyRecipe) -> list[str]:
     (Writing a share of them with their fields in random order, an any-order LM objective, was tried
     and made LoRA fine-tuning worse: val macro-F1 0.53-0.67 against 0.65-0.73 over 3 seeds.)
     """
-    return _event_texts(recipe.pretrain_events, recipe.seed + 3)
+    return _event_texts(recipe.pretrain_events, recipe.seed + 3, recipe.template)
 
 
 _fingerprints: dict[TinyRecipe, str] = {}
@@ -286,7 +291,7 @@ tokenizer and weights.
 def _build_into(directory: Path, recipe: TinyRecipe, recipe_hash: str) -> None:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from processor.serialize import TEMPLATE_NAME, count_tokens
+    from processor.serialize import count_tokens
 
     started = time.perf_counter()
     tokenizer = build_tiny_tokenizer(recipe)
@@ -315,13 +320,13 @@ def _build_into(directory: Path, recipe: TinyRecipe, recipe_hash: str) -> None:
         "recipe_hash": recipe_hash,
         "is_demo": True,
         "recipe": asdict(recipe),
-        "template": TEMPLATE_NAME,
+        "template": recipe.template,
         "vocab_size": len(tokenizer),
         "parameters": sum(p.numel() for p in model.parameters()),
         "lm_losses": losses,
         "lm_loss_first": losses[0],
         "lm_loss_final": losses[-1],
-        "tokens_per_event": count_tokens(tokenizer, _event_texts(1000, recipe.seed + 4)),
+        "tokens_per_event": count_tokens(tokenizer, _event_texts(1000, recipe.seed + 4, recipe.template)),
         "weights_sha256": weights_sha256(directory),
         "torch_threads": torch.get_num_threads(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -74,7 +74,7 @@ class RunResult:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m processor.train_loop", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="YAML config (configs/tiny.yaml, configs/v3.yaml, ...)")
+    p.add_argument("--config", default=None, help="YAML config (configs/tiny.yaml, configs/qwen.yaml, ...)")
     # Every flag defaults to "unset" (None or ""), so MLproject can pass empty parameters through and
     # the config file keeps its value.
     for knob in FLAGS:
@@ -292,7 +292,10 @@ class BuiltModel:
     profile: dict[str, Any]  # the training feature profile (processor.drift)
     train_ds: EncodedEvents
     val_ds: EncodedEvents
-    tokens_per_event: float
+    tokens_per_event: float  # under the base's own tokenizer
+    tokens_per_event_qwen: float  # under Qwen's vocabulary: what the same text costs on a real Qwen
+    device: str  # cpu, cuda or mps (training.device resolved)
+    precision: str  # bf16, fp16 or fp32 (training.precision resolved for that device)
 
 
 def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltModel:
@@ -300,12 +303,16 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
     and the events rendered as text and tokenized."""
     from transformers import set_seed
 
-    from processor.model import apply_lora, load_for_classification, resolve_model
+    from processor.model import (apply_lora, load_dtype, load_for_classification, resolve_device, resolve_model,
+                                 resolve_precision)
+    from processor.qwen_standin import qwen_tokens_per_event
 
-    with distributed.single_process():  # may build qwen-tiny with a Trainer of its own
-        resolved = resolve_model(cfg.model, revision=cfg.revision)
+    device = resolve_device(cfg.training.device)
+    precision = resolve_precision(cfg.training.precision, device)
+    with distributed.single_process():  # may build qwen-tiny (for this template) with a Trainer of its own
+        resolved = resolve_model(cfg.model, revision=cfg.revision, template=cfg.data.template)
     set_seed(cfg.seed)  # the head and LoRA init draw from this seed, whatever ran before
-    base, tokenizer = load_for_classification(resolved, labels=LABELS)
+    base, tokenizer = load_for_classification(resolved, labels=LABELS, dtype=load_dtype(precision, device))
     model = apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                        target_modules=cfg.lora.target_modules)
     rec.base_model(resolved)
@@ -314,13 +321,14 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
     serializer = Serializer.fit(data.train, template=cfg.data.template)
     profile = drift.fit_profile(data.train, psi_warn=cfg.trust.psi_warn)  # predict-time drift reference
     val_texts = serializer.render_all(_records(data.val))
-    tokens = count_tokens(tokenizer, serializer.render_all(_records(data.train)) + val_texts)
+    texts = serializer.render_all(_records(data.train)) + val_texts
     return BuiltModel(
         resolved=resolved, model=model, tokenizer=tokenizer, serializer=serializer, profile=profile,
         train_ds=EncodedEvents(tokenizer, serializer.render_all(_records(data.fit)), data.fit["label"],
                                cfg.training.max_length),
         val_ds=EncodedEvents(tokenizer, val_texts, data.val["label"], cfg.training.max_length),
-        tokens_per_event=tokens)
+        tokens_per_event=count_tokens(tokenizer, texts), tokens_per_event_qwen=qwen_tokens_per_event(texts),
+        device=device, precision=precision)
 
 
 # -- phase 3: fit -----------------------------------------------------------------------------
@@ -350,7 +358,7 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
     focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights))
     return FocalTrainer(
         model=built.model,
-        args=training_arguments(cfg, out, len(built.train_ds)),
+        args=training_arguments(cfg, out, built),
         train_dataset=built.train_ds,
         eval_dataset=built.val_ds,
         data_collator=DataCollatorWithPadding(built.tokenizer),
@@ -362,8 +370,10 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
     )
 
 
-def training_arguments(cfg: Config, out: Path, n_train: int) -> Any:
+def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
     from transformers import TrainingArguments
+
+    from processor.model import checkpointing_args, precision_args
 
     metric = TRAINER_METRIC[cfg.training.early_stop_metric]
     t = cfg.training
@@ -380,7 +390,7 @@ def training_arguments(cfg: Config, out: Path, n_train: int) -> Any:
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="steps",
-        logging_steps=max(1, n_train // (t.batch_size * t.grad_accum * processes * 4)),
+        logging_steps=max(1, len(built.train_ds) // (t.batch_size * t.grad_accum * processes * 4)),
         load_best_model_at_end=True,
         metric_for_best_model=metric,
         greater_is_better=metric != "loss",
@@ -394,7 +404,9 @@ def training_arguments(cfg: Config, out: Path, n_train: int) -> Any:
         dataloader_num_workers=0,
         # LoRA adapters and the head are all used in every forward pass: skip DDP's extra graph walk.
         ddp_find_unused_parameters=False,
-        **_device_args(t.device),
+        **_device_args(built.device),
+        **precision_args(built.precision, built.device),
+        **checkpointing_args(t.gradient_checkpointing),
     )
 
 
@@ -441,6 +453,7 @@ def evaluate(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, trai
         epoch_history=history,
         schema_fingerprint=schema_fingerprint(),
         tokens_per_event=round(float(built.tokens_per_event), 2),
+        tokens_per_event_qwen=round(float(built.tokens_per_event_qwen), 2),
         data=_data_block(data),
         model={"name": cfg.model, "base_id": built.resolved.base_id, "revision": built.resolved.revision,
                "is_demo": built.resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},

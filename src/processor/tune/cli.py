@@ -1,7 +1,7 @@
 """Optuna sweep over the train loop: gamma / LoRA r / lr (...) against val macro-F1.
 
     python -m processor.tune --config configs/tiny.yaml --sweep configs/sweep.yaml --n-trials 20
-    python -m processor.tune --config configs/v3.yaml --storage postgresql://user@db/optuna \\
+    python -m processor.tune --config configs/qwen.yaml --storage postgresql://user@db/optuna \\
         --study-name v3-sweep --n-trials 40          # start the same command on several machines
     mlflow run . -e tune -P n_trials=20
 
