@@ -29,6 +29,7 @@ ENTRY_POINTS: dict[str, list[str]] = {
     "processor.tune": ["-m", "processor.tune", "--config", "missing.yaml"],
     "processor.tune.cli": ["-m", "processor.tune.cli", "--config", "missing.yaml"],
     "processor.tune.dashboard": ["-m", "processor.tune.dashboard", "--storage", "sqlite:///missing.db"],
+    "processor.qwen_standin": ["-m", "processor.qwen_standin", "--out", "blocker", "--size", "tiny"],
     "processor.demo": ["-m", "processor.demo"],  # not the repository root
     "processor.schema": ["-m", "processor.schema", "--export", "blocker/contract"],
 }

@@ -141,7 +141,7 @@ def test_drift_is_measured_against_the_packed_training_profile(tiny_package, tin
 
 def test_max_psi_at_exactly_the_batch_s_psi_is_served_through_the_cli(tiny_package, shifted, tmp_path):
     events = write_events(tmp_path / "shifted.jsonl", shifted)
-    limit = drift.check(tiny_package.serving, load_events(events, labeled=False)).max_psi
+    limit = drift.check(tiny_package.serving["feature_profile"], load_events(events, labeled=False)).max_psi
     below = float(np.nextafter(limit, 0.0))
     assert predict_main(["--model", str(tiny_package.zip_path), "--input", str(events),
                          "--output", str(tmp_path / "a.jsonl"), "--max-psi", repr(limit)]) == 0
@@ -152,7 +152,7 @@ def test_max_psi_at_exactly_the_batch_s_psi_is_served_through_the_cli(tiny_packa
 
 def test_max_psi_at_exactly_the_batch_s_psi_is_served_through_the_pyfunc(tiny_package, pyfunc, shifted):
     frame = pd.DataFrame(shifted)
-    limit = drift.check(tiny_package.serving, check_frame(frame)).max_psi
+    limit = drift.check(tiny_package.serving["feature_profile"], check_frame(frame)).max_psi
     assert len(pyfunc.predict(None, frame, params={"max_psi": limit})) == len(frame)
     with pytest.raises(MlflowException, match="PSI > max_psi") as err:
         pyfunc.predict(None, frame, params={"max_psi": float(np.nextafter(limit, 0.0))})
