@@ -67,7 +67,7 @@ def expected_rows(trained_run, path: Path) -> list[dict[str, Any]]:
     with zipfile.ZipFile(trained_run.zip_path) as zf:
         serving = json.loads(zf.read("serving.json"))
     events = load_events(path, labeled=False)[["id", *FEATURES]].to_dict(orient="records")
-    texts = Serializer.from_serving(serving).render_all(events)
+    texts = Serializer.from_dict(serving["serialization"]).render_all(events)
     logits = shipped.hand_logits(trained_run.model, trained_run.tokenizer, texts, serving["max_length"])
     bias = (serving.get("prior_correction") or {}).get("logit_bias") or 0.0
     probs = softmax((logits + np.asarray(bias)) / serving["calibration"]["temperature"], axis=1)

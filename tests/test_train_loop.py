@@ -92,7 +92,7 @@ def test_early_stopping_cuts_the_run_short_and_restores_an_earlier_best_epoch(ea
     # The model handed back (and packed) scores the best epoch's val macro-F1 when predicting afresh.
     val = load_events(sample_dir / "val.jsonl")
     serving = json.loads(zip_member(early_stopped_run.zip_path, "serving.json"))
-    texts = Serializer.from_serving(serving).render_all(records(val))
+    texts = Serializer.from_dict(ServingSpec.from_dict(serving).serialization).render_all(records(val))
     raw = predict_texts(early_stopped_run.model, early_stopped_run.tokenizer, texts, serving["max_length"])
     biased = apply_prior_bias(raw, serving["prior_correction"]["logit_bias"])
     again = compute_metrics(list(val["label"]), [LABELS[i] for i in biased.argmax(axis=1)])
