@@ -31,13 +31,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from processor.gate import load_thresholds
+from processor.schema import LABELS
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RULES = ("v1", "v2", "v3")
 MIXES = ("default", "rare", "balanced")
-# A class F1 measured on fewer val events is not evidence (one event moves it by ~0.02 at 25 events).
-# The gate's min_support check uses the same default.
-MIN_SUPPORT = 30
+# A class F1 measured on fewer val events is not evidence (one event moves it by ~0.02 at 25 events):
+# the floor of the gate's min_support check, as gates/ship_checks.yaml sets it.
+MIN_SUPPORT = load_thresholds().min_support_events
 
 
 def template_overrides(template: str | None) -> list[str]:
@@ -63,21 +66,20 @@ def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int,
         apply_override(cfg, key, value, source=text)
     check(cfg)
     started = time.perf_counter()
-    m = train(cfg).metrics
+    m = train(cfg).record
     seconds = time.perf_counter() - started
     gate = subprocess.run([sys.executable, str(REPO / "gates" / "gate.py"), "--output-dir", str(data / "out")],
                           capture_output=True, text=True, cwd=REPO)
     if gate.returncode not in (0, 1):
         raise RuntimeError(f"gate failed to run on {data / 'out'}: {gate.stderr.strip()}")
-    support = min(c["support"] for c in m["per_class"].values())  # the thinnest class decides
+    support = min(m.support(name) for name in LABELS)  # the thinnest class decides
     return {
         "rules": rules, "mix": mix, "seed": seed,
-        "llm": m["val_macro_f1"], "f1_long": m["per_class"]["long"]["f1"], "f1_short": m["per_class"]["short"]["f1"],
-        "gbdt": m["baselines"]["hist_gradient_boosting"]["val_macro_f1"],
-        "logreg": m["baselines"]["logistic_regression"]["val_macro_f1"],
+        "llm": m.macro_f1, "f1_long": m.class_f1("long"), "f1_short": m.class_f1("short"),
+        "gbdt": m.baseline_f1("hist_gradient_boosting"), "logreg": m.baseline_f1("logistic_regression"),
         "ceiling": card["bayes_ceiling"], "passes_gate": gate.returncode == 0,
         "min_val_support": support, "evidence_sufficient": support >= MIN_SUPPORT,
-        "best_epoch": m["best_epoch"], "epochs_run": m["epochs_run"], "tokens_per_event": m["tokens_per_event"],
+        "best_epoch": m.best_epoch, "epochs_run": m.epochs_run, "tokens_per_event": m.tokens_per_event,
         "seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d"),
     }
 
