@@ -20,6 +20,7 @@ import mlflow
 
 from processor import sample_data, validate
 from processor.cli import EXIT_DATA, UserError, run
+from processor.quiet import no_mlflow_info
 from processor.record import METRICS_FILE, Metrics
 
 
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="sample-data seed")
     p.add_argument("--no-gate", action="store_true", help="stop after training")
     args = p.parse_args(argv)
-    return run(lambda: _demo(args))
+    with no_mlflow_info():  # `mlflow run` narrates its database set-up and the command it starts
+        return run(lambda: _demo(args))
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """Third-party progress bars off where they are raised: MLflow's "Downloading artifacts" (one per
 artifact download: logging a model validates it by downloading it back, loading a ``runs:/`` or
-``models:/`` URI downloads it) and transformers' "Loading weights" (one per ``from_pretrained``).
+``models:/`` URI downloads it), transformers' "Loading weights" (one per ``from_pretrained``), and
+MLflow's INFO lines about its own housekeeping (creating its tables, validating an input example,
+the command ``mlflow run`` starts).
 
 Several per step, between the project's own lines, they said nothing a user acts on. Each switch is
 scoped to the call that raises the bar and restored after, so the project's own progress (the
@@ -9,6 +11,7 @@ Trainer's epoch bar, the sweep's trial lines) is untouched.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +32,19 @@ def no_artifact_progress() -> Iterator[None]:
             os.environ.pop(_MLFLOW_ARTIFACTS_BAR, None)
         else:
             os.environ[_MLFLOW_ARTIFACTS_BAR] = before
+
+
+@contextmanager
+def no_mlflow_info() -> Iterator[None]:
+    """MLflow's logger at WARNING inside the block: its INFO lines narrate its own steps; its warnings
+    and errors still show."""
+    mlflow_logger = logging.getLogger("mlflow")
+    before = mlflow_logger.level
+    mlflow_logger.setLevel(max(before, logging.WARNING))
+    try:
+        yield
+    finally:
+        mlflow_logger.setLevel(before)
 
 
 @contextmanager

@@ -112,11 +112,12 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
     from mlflow.models import infer_signature
 
     from processor import serving
-    from processor.quiet import no_artifact_progress
+    from processor.quiet import no_artifact_progress, no_mlflow_info
 
     example = example[["id", *FEATURES]].reset_index(drop=True)
     # no_artifact_progress: MLflow validates the input example by downloading the model back.
-    with tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings(), no_artifact_progress():
+    with (tempfile.TemporaryDirectory(prefix="pyfunc-code-") as stage, warnings.catch_warnings(), no_artifact_progress(),
+          no_mlflow_info()):
         # MLflow's hint that integer columns cannot hold missing values, from the schemas it infers for
         # the output signature and for the input example: contract events never have missing values (a
         # missing key is a contract error, reported as such), so it never applies.

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import ProgressCallback
 
 from processor.record import ShippedHead
 from processor.schema import LABEL2ID, LABELS
@@ -40,12 +41,22 @@ class FocalTrainer(Trainer):
     def __init__(self, *args: Any, focal: torch.nn.Module, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.focal = focal
+        if self.pop_callback(ProgressCallback) is not None:  # only where Trainer shows a bar at all
+            self.add_callback(EpochProgress)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         loss = self.focal.to(outputs.logits.device)(outputs.logits.float(), labels)
         return (loss, outputs) if return_outputs else loss
+
+
+class EpochProgress(ProgressCallback):
+    """Trainer's progress bar without its log lines: the per-step loss dicts it writes under the bar
+    repeat what the epoch history (metrics.json, the learning curve, MLflow) records anyway."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 def trainer_metrics(eval_pred: Any, head: ShippedHead) -> dict[str, float]:
