@@ -37,6 +37,10 @@ def shipping_problems(output_dir: Path) -> list[str]:
     return [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
 
 
+def m_template(run) -> str:
+    return json.loads(zip_member(run.zip_path, "serving.json"))["template"]
+
+
 def test_metrics_json_has_everything(trained_run, sample_dir):
     m = json.loads((trained_run.output_dir / "metrics.json").read_text())
     assert m == json.loads(json.dumps(trained_run.metrics))
@@ -57,6 +61,15 @@ def test_metrics_json_has_everything(trained_run, sample_dir):
     ci = m["bootstrap"]["val_macro_f1"]
     assert ci["low"] <= m["val_macro_f1"] <= ci["high"]
     assert 5 < m["tokens_per_event"] <= 48
+    # The same text under Qwen's own vocabulary (words-v1 is not one token per value there).
+    from processor.qwen_standin import qwen_tokens_per_event
+    from processor.serialize import Serializer
+
+    train = load_events(sample_dir / "train.jsonl")
+    serializer = Serializer.fit(train, template=m_template(trained_run))
+    texts = serializer.render_all(records(train)) + serializer.render_all(records(val))
+    assert m["tokens_per_event_qwen"] == round(qwen_tokens_per_event(texts), 2) > m["tokens_per_event"]
+    assert m["record_version"] == 2
     assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting"}
     for png in ("confusion_matrix.png", "learning_curve.png"):
         assert_png_has_content(trained_run.output_dir / png)

@@ -35,7 +35,7 @@ from processor.drift import DriftReport
 from processor.drift import check as drift_check
 from processor.calibrate import check_min_confidence, predicted_labels
 from processor.io import atomic_target, sha256_bytes, sha256_file, weights_sha256
-from processor.record import SERVING_FORMAT_VERSION, ServingSpec
+from processor.record import METRICS_FILE, SERVING_FILE, SERVING_FORMAT_VERSION, ServingSpec
 from processor.schema import LABELS
 from processor.serialize import Serializer
 
@@ -65,8 +65,8 @@ def write_package(
         (stage / "model_config.json").write_text(base_config.to_json_string(), encoding="utf-8")
         label_map = {"labels": list(LABELS), "label2id": {n: i for i, n in enumerate(LABELS)}}
         _dump(stage / "label_map.json", label_map)
-        _dump(stage / "serving.json", {"format_version": FORMAT_VERSION, **serving})
-        _dump(stage / "metrics.json", metrics)
+        _dump(stage / SERVING_FILE, {"format_version": FORMAT_VERSION, **serving})
+        _dump(stage / METRICS_FILE, metrics)
         card = model_card.render(metrics, {"format_version": FORMAT_VERSION, **serving})
         (stage / model_card.FILE_IN_ZIP).write_text(card, encoding="utf-8")
         members = sorted(p for p in stage.rglob("*") if p.is_file())
@@ -215,8 +215,8 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: 
     try:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(workdir)  # members were checked for traversal by verify_package
-        serving = json.loads((workdir / "serving.json").read_text(encoding="utf-8"))
-        metrics = json.loads((workdir / "metrics.json").read_text(encoding="utf-8"))
+        serving = json.loads((workdir / SERVING_FILE).read_text(encoding="utf-8"))
+        metrics = json.loads((workdir / METRICS_FILE).read_text(encoding="utf-8"))
         base = serving["base"]
         if base_dir is not None:
             resolved = resolve_model(str(Path(base_dir).resolve()))

@@ -27,6 +27,7 @@ import torch
 from processor import distributed, drift
 from processor.cli import UserError, nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override
+from processor.data import records
 from processor.knobs import FLAGS
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
@@ -320,11 +321,11 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
     # edges) and travel in the package, so prediction renders events exactly as training did.
     serializer = Serializer.fit(data.train, template=cfg.data.template)
     profile = drift.fit_profile(data.train, psi_warn=cfg.trust.psi_warn)  # predict-time drift reference
-    val_texts = serializer.render_all(_records(data.val))
-    texts = serializer.render_all(_records(data.train)) + val_texts
+    val_texts = serializer.render_all(records(data.val))
+    texts = serializer.render_all(records(data.train)) + val_texts
     return BuiltModel(
         resolved=resolved, model=model, tokenizer=tokenizer, serializer=serializer, profile=profile,
-        train_ds=EncodedEvents(tokenizer, serializer.render_all(_records(data.fit)), data.fit["label"],
+        train_ds=EncodedEvents(tokenizer, serializer.render_all(records(data.fit)), data.fit["label"],
                                cfg.training.max_length),
         val_ds=EncodedEvents(tokenizer, val_texts, data.val["label"], cfg.training.max_length),
         tokens_per_event=count_tokens(tokenizer, texts), tokens_per_event_qwen=qwen_tokens_per_event(texts),
@@ -498,7 +499,7 @@ def pyfunc_args(cfg: Config, data: PreparedData, built: BuiltModel, model: Any, 
     from processor.package import prediction_rows, predict_texts
 
     example = data.val.head(3).copy()
-    texts = built.serializer.render_all(_records(example))
+    texts = built.serializer.render_all(records(example))
     probs = spec.head.probabilities(predict_texts(model, built.tokenizer, texts, cfg.training.max_length))
     rows = pd.DataFrame(prediction_rows(list(example["id"]), probs, spec.head.min_confidence))
     requirements = []
@@ -526,10 +527,6 @@ def _device_args(device: str) -> dict[str, Any]:
     if device == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps asked for, but MPS is not available (use --device cpu or auto)")
     return {}  # auto/cuda/mps: Trainer picks the accelerator when there is one
-
-
-def _records(frame: Any) -> list[dict[str, Any]]:
-    return frame[list(FEATURES)].to_dict("records")
 
 
 def _counts(labels: Any) -> dict[str, int]:

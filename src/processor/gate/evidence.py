@@ -13,7 +13,7 @@ import yaml
 
 from processor.io import sha256_file
 from processor.names import PYFUNC_NAME, RESOLVED_CONFIG, ZIP_ARTIFACT, ZIP_NAME
-from processor.record import SERVING_FILE, Metrics, ServingSpec
+from processor.record import METRICS_FILE, SERVING_FILE, Metrics, ServingSpec
 from processor.quiet import no_artifact_progress
 
 from processor.gate.thresholds import GateUsageError
@@ -93,7 +93,7 @@ def _read_metrics(path: Path, ev: Evidence) -> None:
     except OSError as exc:
         ev.artifact_metrics_problem = f"metrics.json is not readable ({exc})"
         return
-    ev.artifact_metrics, ev.artifact_metrics_problem = _parse_metrics(raw, "metrics.json")
+    ev.artifact_metrics, ev.artifact_metrics_problem = _parse_metrics(raw, METRICS_FILE)
 
 
 def settle_metrics(ev: Evidence) -> Evidence:
@@ -114,7 +114,7 @@ def settle_metrics(ev: Evidence) -> Evidence:
         else:
             try:
                 with zipfile.ZipFile(ev.zip_path) as zf:
-                    raw = zf.read("metrics.json")
+                    raw = zf.read(METRICS_FILE)
             except KeyError:
                 ev.zip_metrics_problem = f"{ev.zip_path.name} holds no metrics.json"
             else:
@@ -170,7 +170,7 @@ def evidence_from_dir(out: Path) -> Evidence:
     if not out.is_dir():
         raise GateUsageError(f"--output-dir {out}: not a directory")
     ev = Evidence(source=str(out))
-    _read_metrics(out / "metrics.json", ev)
+    _read_metrics(out / METRICS_FILE, ev)
     zip_path = out / _zip_name_from_config(out / RESOLVED_CONFIG)
     if zip_path.is_file():
         ev.zip_path = zip_path
@@ -203,8 +203,8 @@ def _evidence_from_run(client: Any, run: Any, workdir: Path) -> Evidence:
                   mlflow_run_id=run_id, run_status=run.info.status)
     zip_name = run.data.params.get("packaging.zip_final") or ZIP_NAME
     root = {f.path for f in client.list_artifacts(run_id)}
-    if "metrics.json" in root:
-        _read_metrics(Path(client.download_artifacts(run_id, "metrics.json", str(workdir))), ev)
+    if METRICS_FILE in root:
+        _read_metrics(Path(client.download_artifacts(run_id, METRICS_FILE, str(workdir))), ev)
     else:
         ev.artifact_metrics_problem = "metrics.json is missing from the run's artifacts"
     if zip_name in root:
