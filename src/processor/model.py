@@ -235,7 +235,12 @@ _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> str:
-    """``training.device`` -> the device a run uses: ``auto`` is CUDA, else MPS, else the CPU."""
+    """``training.device`` -> the device a run uses: ``auto`` is CUDA, else MPS, else the CPU. A device
+    asked for by name that this machine lacks is a usage error, not a crash inside the Trainer."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available (use --device cpu or auto)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps asked for, but MPS is not available (use --device cpu or auto)")
     if device != "auto":
         return device
     if torch.cuda.is_available():

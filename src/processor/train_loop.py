@@ -308,10 +308,10 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
                                  resolve_precision)
     from processor.qwen_standin import qwen_tokens_per_event
 
-    device = resolve_device(cfg.training.device)
-    precision = resolve_precision(cfg.training.precision, device)
     with distributed.single_process():  # may build qwen-tiny (for this template) with a Trainer of its own
         resolved = resolve_model(cfg.model, revision=cfg.revision, template=cfg.data.template)
+    device = resolve_device(cfg.training.device)
+    precision = resolve_precision(cfg.training.precision, device)
     set_seed(cfg.seed)  # the head and LoRA init draw from this seed, whatever ran before
     base, tokenizer = load_for_classification(resolved, labels=LABELS, dtype=load_dtype(precision, device))
     model = apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
@@ -520,13 +520,8 @@ def pyfunc_args(cfg: Config, data: PreparedData, built: BuiltModel, model: Any, 
 # Pieces
 # --------------------------------------------------------------------------------------------
 def _device_args(device: str) -> dict[str, Any]:
-    if device == "cpu":
-        return {"use_cpu": True}
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but no CUDA device is available (use --device cpu or auto)")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps asked for, but MPS is not available (use --device cpu or auto)")
-    return {}  # auto/cuda/mps: Trainer picks the accelerator when there is one
+    """``device`` as resolved (processor.model.resolve_device): the Trainer picks an accelerator itself."""
+    return {"use_cpu": True} if device == "cpu" else {}
 
 
 def _counts(labels: Any) -> dict[str, int]:
