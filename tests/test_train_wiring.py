@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import REPO, tiny_config
 from processor import drift
 from processor.calibrate import prior_logit_bias
 from processor.data import load_events
@@ -84,3 +84,15 @@ def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir
     else:
         want = compute_class_weight("balanced", classes=np.array(LABELS), y=data.fit["label"].to_numpy())
         np.testing.assert_allclose(trainer.focal.weight.numpy(), want, rtol=1e-6)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_this_machine_lacks_is_a_usage_error(tiny_package, sample_dir, tmp_path, capsys):
+    from processor.train_loop import main
+
+    code = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--model", str(tiny_package.base_dir),
+                 "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
+                 "--device", "cuda", "--no-mlflow", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CUDA device is available" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoints").exists()
