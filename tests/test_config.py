@@ -95,11 +95,15 @@ def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
     assert load_config(f).training.lr == 3e-4
 
 
-def test_cli_reports_config_errors_without_traceback(tmp_path):
-    out = run_module("processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"), "--lora-r", "abc",
-                     "--no-mlflow", "--output-dir", str(tmp_path / "o"), cwd=REPO, timeout=300)
-    assert out.returncode == 2
-    assert "lora.r" in out.stderr and "Traceback" not in out.stderr
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    # In-process main(): the exit code and stderr a user sees (tests/test_cli.py runs each command for real).
+    from processor.train_loop import main
+
+    code = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--lora-r", "abc", "--no-mlflow",
+                 "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "lora.r" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
 
 
@@ -167,13 +171,15 @@ def test_a_valid_but_unusual_value_is_warned_about(capsys, argv, key):
     (["--gamma", "inf"], "loss.gamma"),
     (["--lr", "1e6"], "training.lr"),
 ])
-def test_cli_refuses_a_hostile_value_before_loading_anything(tmp_path, argv, key):
+def test_cli_refuses_a_hostile_value_before_loading_anything(tmp_path, capsys, argv, key):
     """Exit 2, one line naming the key, at the config check: the train file does not even exist (a
     data load would have said so first), and no output directory is made."""
-    out = run_module("processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"), *argv,
-                     "--train-file", str(tmp_path / "absent.jsonl"), "--no-mlflow",
-                     "--output-dir", str(tmp_path / "o"), cwd=REPO, timeout=300)
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
+    from processor.train_loop import main
+
+    code = main(["--config", str(REPO / "configs" / "tiny.yaml"), *argv, "--train-file",
+                 str(tmp_path / "absent.jsonl"), "--no-mlflow", "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid config: ") and key in lines[0], lines
-    assert "absent.jsonl" not in out.stderr and not (tmp_path / "o").exists()
+    assert "absent.jsonl" not in err and not (tmp_path / "o").exists()
