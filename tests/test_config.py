@@ -8,7 +8,7 @@ import pytest
 from processor.config import RANGES, Config, ConfigError, check, load_config, numeric_keys
 from processor.train_loop import build_parser, config_from_args
 
-from conftest import REPO, run_module
+from conftest import REPO
 
 
 def cfg_from(argv: list[str]) -> Config:
