@@ -110,7 +110,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if distributed.world_size() > 1:
         # Each trial runs in this process with a pruning hook that raises here; N copies of the sweep
         # would run N studies' worth of trials, each as one rank of nothing. One worker per device on a
-        # shared study is the parallel sweep (README "More than one device").
+        # shared study is the parallel sweep (docs/distributed.md).
         raise SweepError(f"processor.tune runs one process per worker, not under torchrun/accelerate "
                          f"(WORLD_SIZE={distributed.world_size()}): start one worker per device on a shared "
                          "--storage instead")
