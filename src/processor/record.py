@@ -265,16 +265,15 @@ class Metrics:
     def accuracy(self) -> float | None:
         return number(self.val_accuracy)
 
-    def class_scores(self, label: str) -> dict[str, float | None]:
-        """precision, recall, f1 and support of one class (None where missing)."""
-        d = _map(_map(self.per_class).get(label))
-        return {k: number(d.get(k)) for k in ("precision", "recall", "f1", "support")}
+    def _class(self, label: str) -> dict[str, Any]:
+        return _map(_map(self.per_class).get(label))
 
     def class_f1(self, label: str) -> float | None:
-        return self.class_scores(label)["f1"]
+        return number(self._class(label).get("f1"))
 
     def support(self, label: str) -> int | None:
-        return _int(_map(_map(self.per_class).get(label)).get("support"))
+        """How many val events of ``label`` its F1 rests on (None where missing)."""
+        return _int(self._class(label).get("support"))
 
     # -- their uncertainty
     @property

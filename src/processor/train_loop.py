@@ -6,7 +6,8 @@
         --model qwen-base --lora-r 32 --lora-alpha 64 --batch-size 8 --grad-accum 8 --device cpu ...
 
 Flags override ``--config``; ``section.key=value`` arguments override anything (torchtune style).
-Exit codes: 0 trained, 1 the data break the contract (nothing trained), 2 usage/config error.
+Exit codes: 0 trained, 1 the data break the contract or cannot train three classes (nothing trained),
+2 usage/config error.
 """
 
 from __future__ import annotations
@@ -436,7 +437,8 @@ def evaluate(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, trai
 
     y_true = list(data.val["label"])
     probs = data.head.probabilities(logits, logits=True)  # prior-corrected; the temperature keeps the argmax
-    scores = ev.compute_metrics(y_true, [LABELS[i] for i in probs.argmax(axis=1)])
+    y_pred = [LABELS[i] for i in probs.argmax(axis=1)]
+    scores = ev.compute_metrics(y_true, y_pred)
     history = epoch_history(trainer.state.log_history)
     metric = TRAINER_METRIC[cfg.training.early_stop_metric]
     trust = evaluate_trust(probs, y_true, calibrate=cfg.trust.calibrate, folds=cfg.trust.calibration_folds,
@@ -445,7 +447,7 @@ def evaluate(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, trai
     val_drift = drift.psi(built.profile, data.val)  # sanity: val should look like train
     metrics = Metrics(
         **scores,
-        bootstrap=ev.bootstrap_ci(y_true, [LABELS[i] for i in probs.argmax(axis=1)], confidence=cfg.eval.confidence,
+        bootstrap=ev.bootstrap_ci(y_true, y_pred, confidence=cfg.eval.confidence,
                                   n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
         class_balance=data.class_balance,
         class_weights=_weights_used(trainer),
