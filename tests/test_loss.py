@@ -21,12 +21,12 @@ def _batch(seed: int, n: int = 64, c: int = 3, scale: float = 3.0, dtype=torch.f
     return logits, targets, weight
 
 
-def _reference(logits, targets, gamma, weight, reduction):
-    """FL written from softmax probabilities, independently of log_softmax/nll_loss."""
+def _reference(logits, targets, gamma, weight, reduction, mae=0.0):
+    """FL (+ the MAE term) written from softmax probabilities, independently of log_softmax/nll_loss."""
     p = torch.softmax(logits.double(), dim=1)
     p_y = p[torch.arange(len(targets)), targets]
     w_y = torch.ones_like(p_y) if weight is None else weight.double()[targets]
-    per = -w_y * (1 - p_y) ** gamma * torch.log(p_y)
+    per = -w_y * (1 - p_y) ** gamma * torch.log(p_y) + mae * w_y * (1 - p_y)
     if reduction == "none":
         return per
     if reduction == "sum":
@@ -55,6 +55,39 @@ def test_matches_softmax_reference(seed, gamma, reduction, weighted):
     w = weight if weighted else None
     got = focal_loss(logits, targets, gamma=gamma, weight=w, reduction=reduction)
     torch.testing.assert_close(got, _reference(logits, targets, gamma, w, reduction), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mae", [0.5, 3.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mae_term_matches_reference(mae, reduction, weighted):
+    logits, targets, weight = _batch(11, dtype=torch.float64)
+    w = weight if weighted else None
+    got = focal_loss(logits, targets, gamma=0.5, weight=w, reduction=reduction, mae=mae)
+    torch.testing.assert_close(got, _reference(logits, targets, 0.5, w, reduction, mae), rtol=1e-10, atol=1e-12)
+    module = FocalLoss(gamma=0.5, weight=w, reduction=reduction, mae=mae)
+    torch.testing.assert_close(module(logits, targets), got)
+    assert f"mae={mae}" in repr(module)
+
+
+def test_mae_term_is_bounded_where_the_log_term_is_not():
+    """Why it is there: a confidently contradicted (possibly mislabeled) event adds at most mae per
+    unit weight, while -log p_y grows without bound."""
+    logits = torch.tensor([[30.0, 0.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([1])
+    with_mae = focal_loss(logits, target, gamma=0.0, mae=2.0)
+    without = focal_loss(logits, target, gamma=0.0)
+    assert 1.99 < float(with_mae - without) <= 2.0
+    assert float(without) > 29
+
+
+@pytest.mark.parametrize("mae", [-0.1, float("nan"), True, "1"])
+def test_bad_mae_rejected(mae):
+    logits, targets, _ = _batch(0)
+    with pytest.raises(ValueError, match="mae"):
+        focal_loss(logits, targets, gamma=1.0, mae=mae)
+    with pytest.raises(ValueError, match="mae"):
+        FocalLoss(gamma=1.0, mae=mae)
 
 
 def test_mean_normalises_by_sum_of_target_weights():

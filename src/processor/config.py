@@ -87,6 +87,7 @@ RANGES: dict[str, Range] = {
     "training.prior_correction": Range(0.0, 1.0),
     "training.torch_threads": Range(0, 4096),
     "loss.gamma": Range(0.0, 10.0, typical=(0.0, 5.0)),
+    "loss.mae": Range(0.0, 100.0, typical=(0.0, 10.0)),
     "loss.class_weights": Range(0.0, 1e6, lo_open=True, typical=(0.01, 100.0)),
     "eval.bootstrap_resamples": Range(100, 10**7, typical=(100, 100_000)),
     "eval.confidence": Range(0.5, 1.0, hi_open=True, typical=(0.8, 0.99)),
@@ -142,6 +143,8 @@ class TrainingConfig:
 class LossConfig:
     type: str = "focal"
     gamma: float = 1.5
+    # Weight of a bounded (1 - p_y) term beside focal, robust to label noise (processor.loss); 0 = off.
+    mae: float = 0.0
     # "auto" (from class counts), "none", or an explicit list in label order (long, short, no_trade).
     class_weights: list[float] | str = "auto"
 

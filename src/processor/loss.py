@@ -32,6 +32,12 @@ def _check_gamma(gamma: float) -> float:
     return float(gamma)
 
 
+def _check_mae(mae: float) -> float:
+    if isinstance(mae, bool) or not isinstance(mae, Real) or not math.isfinite(mae) or mae < 0:
+        raise ValueError(f"loss mae weight must be a finite number >= 0, got {mae!r}")
+    return float(mae)
+
+
 def focal_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -39,8 +45,10 @@ def focal_loss(
     gamma: float,
     weight: torch.Tensor | None = None,
     reduction: Reduction = "mean",
+    mae: float = 0.0,
 ) -> torch.Tensor:
-    """Multi-class, class-weighted focal loss ``FL = -w_y (1 - p_y)^gamma log p_y``.
+    """Multi-class, class-weighted focal loss ``FL = -w_y (1 - p_y)^gamma log p_y``, plus
+    ``mae * w_y * (1 - p_y)`` when ``mae > 0``.
 
     Args:
         logits: ``[N, C]`` unnormalised scores.
@@ -50,12 +58,16 @@ def focal_loss(
         reduction: ``"mean"`` divides the summed loss by the summed weight of the targets
             (``sum_i w_{y_i}``, or ``N`` without weights), exactly like
             ``F.cross_entropy(weight=...)``; ``"sum"`` sums; ``"none"`` returns ``[N]``.
+        mae: weight of the mean-absolute-error term ``1 - p_y`` (the MAE of the probability vector up
+            to a factor 2; symmetric cross-entropy's reverse term up to a constant). It is bounded, so a
+            mislabeled event cannot pull as hard as under ``-log p_y`` (Ghosh et al., 2017). ``0`` = off.
 
     Works from ``log_softmax`` so huge logits (e.g. +-1e4) give finite values and gradients.
     Not torchvision's ``sigmoid_focal_loss`` (sigmoid-only) nor kornia's (scalar ``alpha`` with class
     0 as background), because this task is softmax over three real classes with per-class weights.
     """
     gamma = _check_gamma(gamma)
+    mae = _check_mae(mae)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if logits.ndim != 2:
@@ -72,6 +84,7 @@ def focal_loss(
         weight = weight.to(device=logits.device, dtype=logits.dtype)
 
     log_probs = F.log_softmax(logits, dim=1)
+    p_target = log_probs.gather(1, targets[:, None]).squeeze(1).exp()
     if gamma > 0:
         # 1 - p computed as -expm1(log p) keeps precision when p is close to 1.
         one_minus_p = -torch.expm1(log_probs)
@@ -81,7 +94,12 @@ def focal_loss(
         one_minus_p = one_minus_p.clamp_min(torch.finfo(log_probs.dtype).tiny)
         log_probs = one_minus_p.pow(gamma) * log_probs
     # nll_loss picks -w_y * input[i, y_i] and applies cross_entropy's exact normalisation.
-    return F.nll_loss(log_probs, targets, weight=weight, reduction=reduction)
+    loss = F.nll_loss(log_probs, targets, weight=weight, reduction=reduction)
+    if mae == 0:
+        return loss
+    w = torch.ones_like(p_target) if weight is None else weight[targets]
+    term = mae * w * (1 - p_target)
+    return loss + (term if reduction == "none" else term.sum() if reduction == "sum" else term.sum() / w.sum())
 
 
 class FocalLoss(torch.nn.Module):
@@ -95,9 +113,11 @@ class FocalLoss(torch.nn.Module):
         gamma: float = 2.0,
         weight: torch.Tensor | Sequence[float] | None = None,
         reduction: Reduction = "mean",
+        mae: float = 0.0,
     ) -> None:
         super().__init__()
         self.gamma = _check_gamma(gamma)
+        self.mae = _check_mae(mae)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         self.reduction: Reduction = reduction
@@ -107,11 +127,12 @@ class FocalLoss(torch.nn.Module):
         self.register_buffer("weight", w)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return focal_loss(logits, targets, gamma=self.gamma, weight=self.weight, reduction=self.reduction)
+        return focal_loss(logits, targets, gamma=self.gamma, weight=self.weight, reduction=self.reduction,
+                          mae=self.mae)
 
     def extra_repr(self) -> str:
         w = None if self.weight is None else [round(v, 4) for v in self.weight.tolist()]
-        return f"gamma={self.gamma}, weight={w}, reduction={self.reduction!r}"
+        return f"gamma={self.gamma}, mae={self.mae}, weight={w}, reduction={self.reduction!r}"
 
 
 def _parse_explicit(values: Sequence[object], n_classes: int, raw: object) -> list[float]:

@@ -357,7 +357,8 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
     # "auto" weights come from the class counts the model trains on (after oversampling).
     weights = resolve_class_weights(cfg.loss.class_weights, data.fit["label"].to_numpy())
     rec.class_weights("none" if weights is None else ",".join(f"{n}={w:.4f}" for n, w in zip(LABELS, weights)))
-    focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights))
+    focal = FocalLoss(gamma=cfg.loss.gamma, weight=None if weights is None else torch.tensor(weights),
+                      mae=cfg.loss.mae)
     return FocalTrainer(
         model=built.model,
         args=training_arguments(cfg, out, built),
@@ -460,7 +461,7 @@ def evaluate(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, trai
         data=_data_block(data),
         model={"name": cfg.model, "base_id": built.resolved.base_id, "revision": built.resolved.revision,
                "is_demo": built.resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
-        loss={"type": "focal", "gamma": float(trainer.focal.gamma)},
+        loss={"type": "focal", "gamma": float(trainer.focal.gamma), "mae": float(trainer.focal.mae)},
         prior_correction=data.head.prior_block(),
         seed=cfg.seed,
         leakage=None if data.leakage is None else data.leakage.to_dict(),
