@@ -14,7 +14,8 @@ gradient-boosted tree and the logistic regression on the same split (``metrics.j
 Bayes ceiling of the data (the noise-free rules scored on the noisy val labels), how many seeds pass the
 shipping checks, how many seeds had sufficient evidence (every class with at least ``MIN_SUPPORT``
 val events), and the seconds per training run. ``--template`` trains with another event template
-(``data.template``) on the demo base built for it (its tokenizer and pretraining read that template).
+(``data.template``) on the demo base built for it (its tokenizer and pretraining read that template);
+``--recipe`` trains on a demo base built with another recipe (e.g. a longer pretraining).
 Printed as a Markdown table and written, with every single run, to ``benchmarks/results/quality.json``
 (``--out`` to change). ``--update`` keeps the runs already in that file (same config, overrides and
 seeds) and replaces only the rows run now.
@@ -43,13 +44,26 @@ MIXES = ("default", "rare", "balanced")
 MIN_SUPPORT = load_thresholds().min_support_events
 
 
-def template_overrides(template: str | None) -> list[str]:
-    """``data.template`` and the demo base whose tokenizer was built from that template's corpus."""
-    if template is None:
+def base_overrides(template: str | None, recipe: list[str] | None = None) -> list[str]:
+    """``data.template`` and ``model`` for a demo base built from another recipe: its tokenizer and
+    pretraining read ``template``'s corpus, and ``recipe`` sets other :class:`TinyRecipe` fields
+    (``pretrain_steps=1600``). Nothing asked, nothing changed: the config's own base."""
+    if template is None and not recipe:
         return []
+    from dataclasses import fields
+
     from processor.tiny_base import TinyRecipe, build_qwen_tiny
 
-    return [f"data.template={template}", f"model={build_qwen_tiny(recipe=TinyRecipe(template=template))}"]
+    types = {f.name: f.type for f in fields(TinyRecipe)}
+    changes: dict = {} if template is None else {"template": template}
+    for text in recipe or []:
+        key, _, value = text.partition("=")
+        if types.get(key) not in ("int", "float"):
+            raise ValueError(f"--recipe {text!r}: not a numeric TinyRecipe field (one of "
+                             f"{', '.join(k for k, t in types.items() if t in ('int', 'float'))})")
+        changes[key] = int(value) if types[key] == "int" else float(value)
+    base = build_qwen_tiny(recipe=TinyRecipe(**changes))
+    return [*([] if template is None else [f"data.template={template}"]), f"model={base}"]
 
 
 def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int, work: Path) -> dict:
@@ -127,12 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every run (a variant to compare)")
     p.add_argument("--template", help="event template to train with (default: the config's), on its own demo base")
+    p.add_argument("--recipe", action="append", default=[], metavar="FIELD=VALUE",
+                   help="train on a demo base built with this TinyRecipe field changed (pretrain_steps=1600)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality.json")
     p.add_argument("--update", action="store_true",
                    help="keep the runs already in --out (same config, overrides and seeds) and replace only "
                         "the (rules, mix, seed) runs made now, e.g. --rules v3 --update")
     args = p.parse_args(argv)
-    args.overrides = template_overrides(args.template) + args.overrides
+    try:
+        args.overrides = base_overrides(args.template, args.recipe) + args.overrides
+    except ValueError as exc:
+        p.error(str(exc))
     config = str(args.config.relative_to(REPO) if args.config.is_absolute() and args.config.is_relative_to(REPO)
                  else args.config)
     try:
