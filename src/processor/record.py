@@ -26,7 +26,7 @@ unchanged.
     tokens_per_event, tokens_per_event_qwen
     data.{train_file,val_file,train_sha256,val_sha256,n_train,n_train_fit,n_val,train_counts,val_counts,
           time_range,bayes_ceiling}
-    model.{name,base_id,revision,is_demo,lora_r,lora_alpha}, loss.{type,gamma}, seed
+    model.{name,base_id,revision,is_demo,lora_r,lora_alpha}, loss.{type,gamma,mae}, seed
     leakage.{...}      (trust.check_time_leakage; processor.leakage)
     drift.{val_psi,max_psi,note}                      val vs the training feature profile (processor.drift)
     calibration.{method,n_bins,ece_before,brier_before,nll_before,temperature,fitting,fold_temperatures,
@@ -245,7 +245,7 @@ class Metrics:
     tokens_per_event_qwen: Any = None  # under Qwen's own vocabulary
     data: Any = None  # {train_file, val_file, *_sha256, n_train, n_train_fit, n_val, *_counts, time_range, bayes_ceiling}
     model: Any = None  # {name, base_id, revision, is_demo, lora_r, lora_alpha}
-    loss: Any = None  # {type, gamma}
+    loss: Any = None  # {type, gamma, mae}
     prior_correction: Any = None  # {alpha, logit_bias}
     seed: Any = None
     leakage: Any = None  # processor.leakage report (absent when the check is off)
