@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_quality import MIXES, RULES  # noqa: E402
+from bench_quality import MIXES, RULES
 
 OFFSETS = np.round(np.arange(-1.5, 1.501, 0.1), 2)  # log-probability offsets tried for long and short
 FOLDS = 5
@@ -110,8 +110,9 @@ COLUMNS = ("single", "member_mean", "ensemble", "single_offset", "ensemble_offse
 
 
 def table(runs: list[dict]) -> str:
-    lines = ["| rules | mix | single run | member mean | ensemble | single + offset | ensemble + offset | GBDT "
-             "| Bayes ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| rules | mix | single run | member mean | ensemble | single + offset | ensemble + offset | GBDT "
+              "| Bayes ceiling |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     groups = [(r, m) for r in RULES for m in MIXES if any(x["rules"] == r and x["mix"] == m for x in runs)]
     for rules, mix in [*groups, ("all", "")]:
         rs = [x for x in runs if rules == "all" or (x["rules"] == rules and x["mix"] == mix)]
