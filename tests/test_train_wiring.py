@@ -63,10 +63,10 @@ def test_what_ships_is_what_was_measured(one_epoch):
     assert serving["calibration"]["temperature"] == result.metrics["calibration"]["temperature"]
 
 
-@pytest.mark.parametrize("gamma, weights", [(0.7, "auto"), (2.5, "none")])
-def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir, tmp_path, gamma, weights):
+@pytest.mark.parametrize("gamma, weights, mae", [(0.7, "auto", 0.0), (2.5, "none", 1.5)])
+def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir, tmp_path, gamma, weights, mae):
     """The focal loss inside the Trainer the train loop builds (not the config's echo in metrics.json)
-    has the configured gamma, and "auto" class weights from the class counts it trains on."""
+    has the configured gamma and MAE term, and "auto" class weights from the class counts it trains on."""
     from sklearn.utils.class_weight import compute_class_weight
 
     from processor.recorder import NullRecorder
@@ -74,11 +74,11 @@ def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir
 
     cfg = tiny_config(sample_dir, tmp_path / "out", **{
         "model": str(tiny_package.base_dir), "lora.r": 2, "lora.alpha": 4, "mlflow.enabled": False,
-        "loss.gamma": gamma, "loss.class_weights": weights})
+        "loss.gamma": gamma, "loss.class_weights": weights, "loss.mae": mae})
     rec = NullRecorder(tmp_path)
     data = prepare_data(cfg, rec)
     trainer = build_trainer(cfg, tmp_path / "out", data, build_model(cfg, data, rec), rec)
-    assert trainer.focal.gamma == gamma
+    assert trainer.focal.gamma == gamma and trainer.focal.mae == mae
     if weights == "none":
         assert trainer.focal.weight is None
     else:
