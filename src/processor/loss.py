@@ -83,20 +83,21 @@ def focal_loss(
             )
         weight = weight.to(device=logits.device, dtype=logits.dtype)
 
-    log_probs = F.log_softmax(logits, dim=1)
-    p_target = log_probs.gather(1, targets[:, None]).squeeze(1).exp()
+    log_p = F.log_softmax(logits, dim=1)
+    scaled = log_p
     if gamma > 0:
         # 1 - p computed as -expm1(log p) keeps precision when p is close to 1.
-        one_minus_p = -torch.expm1(log_probs)
+        one_minus_p = -torch.expm1(log_p)
         # Clamp away from exactly 0: for 0 < gamma < 1 the derivative of x**gamma is infinite at 0,
         # and inf * 0 (log p == 0) would make the gradient NaN. The clamp moves the forward value by
         # at most tiny**gamma * |log p|, i.e. nothing measurable.
-        one_minus_p = one_minus_p.clamp_min(torch.finfo(log_probs.dtype).tiny)
-        log_probs = one_minus_p.pow(gamma) * log_probs
+        one_minus_p = one_minus_p.clamp_min(torch.finfo(log_p.dtype).tiny)
+        scaled = one_minus_p.pow(gamma) * log_p
     # nll_loss picks -w_y * input[i, y_i] and applies cross_entropy's exact normalisation.
-    loss = F.nll_loss(log_probs, targets, weight=weight, reduction=reduction)
+    loss = F.nll_loss(scaled, targets, weight=weight, reduction=reduction)
     if mae == 0:
         return loss
+    p_target = log_p.gather(1, targets[:, None]).squeeze(1).exp()
     w = torch.ones_like(p_target) if weight is None else weight[targets]
     term = mae * w * (1 - p_target)
     return loss + (term if reduction == "none" else term.sum() if reduction == "sum" else term.sum() / w.sum())
