@@ -35,23 +35,21 @@ def _with_atr(frame, values):
 
 
 def one_split(mix: str, seed: int, work: Path) -> dict:
-    import pandas as pd
-
+    from processor.bins import bin_index, quantile_edges
+    from processor.data import load_split
     from processor.evaluate import baselines
     from processor.rules import volatile
     from processor.sample_data import write_sample_data
     from processor.serialize import Serializer
 
     card = write_sample_data(work / f"{mix}-{seed}", seed=seed, rules="v3", mix=mix)
-    train = pd.read_json(work / f"{mix}-{seed}" / "train.jsonl", lines=True)
-    val = pd.read_json(work / f"{mix}-{seed}" / "val.jsonl", lines=True)
-    words = np.asarray(Serializer.fit(train.to_dict("records")).edges["atr"])
-    fine = np.unique(np.quantile(train["atr"], np.linspace(0, 1, 41)[1:-1]))
+    train, val = load_split(work / f"{mix}-{seed}" / "train.jsonl", work / f"{mix}-{seed}" / "val.jsonl")
+    words = Serializer.fit(train).edges["atr"]
+    fine = quantile_edges(train["atr"], 40)
 
     def encodings(frame):
-        atr = frame["atr"].to_numpy()
-        return {"raw": atr, "words-v1 bins (10)": np.searchsorted(words, atr, side="right"),
-                "40 bins": np.searchsorted(fine, atr, side="right"),
+        atr = frame["atr"].to_numpy(dtype=float)
+        return {"raw": atr, "words-v1 bins (10)": bin_index(words, atr), "40 bins": bin_index(fine, atr),
                 "oracle regime": [float(volatile(a)) for a in atr]}
 
     tr, va = encodings(train), encodings(val)

@@ -43,10 +43,10 @@ OFFSETS = np.round(np.arange(-1.5, 1.501, 0.1), 2)  # log-probability offsets tr
 FOLDS = 5
 
 
-def macro_f1(y: np.ndarray, logp: np.ndarray) -> float:
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     from sklearn.metrics import f1_score
 
-    return float(f1_score(y, logp.argmax(axis=1), average="macro", labels=[0, 1, 2], zero_division=0))
+    return float(f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0))
 
 
 def fit_offset(logp: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -55,7 +55,7 @@ def fit_offset(logp: np.ndarray, y: np.ndarray) -> np.ndarray:
     for a in OFFSETS:
         for b in OFFSETS:
             offset = np.array([a, b, 0.0])
-            score = macro_f1(y, logp + offset)
+            score = macro_f1(y, (logp + offset).argmax(axis=1))
             if score > best + 1e-12 or (abs(score - best) <= 1e-12 and np.abs(offset).sum() < np.abs(chosen).sum()):
                 best, chosen = score, offset
     return chosen
@@ -68,41 +68,42 @@ def cross_fitted_offset_f1(logp: np.ndarray, y: np.ndarray, seed: int) -> float:
     pred = np.zeros(len(y), dtype=int)
     for fit_idx, score_idx in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(logp, y):
         pred[score_idx] = (logp[score_idx] + fit_offset(logp[fit_idx], y[fit_idx])).argmax(axis=1)
-    return macro_f1(y, np.eye(3)[pred])
+    return macro_f1(y, pred)
 
 
 def one_split(config: Path, overrides: list[str], rules: str, mix: str, seed: int, members: int, work: Path
               ) -> dict:
-    import json
-
     from bench_quality import one_run
 
+    from processor.data import load_events, records
     from processor.package import load_packaged_model
     from processor.schema import LABELS
 
-    probs, own, seconds = [], [], []
+    probs, runs = [], []
     for m in range(members):
         run = one_run(config, [*overrides, f"seed={seed + 1000 * m}"], rules, mix, seed, work / f"m{m}")
-        out = work / f"m{m}" / f"{rules}-{mix}-{seed}"
-        events = [json.loads(line) for line in (out / "val.jsonl").read_text(encoding="utf-8").splitlines()]
-        model = load_packaged_model(out / "out" / "model_final.zip")
+        split = work / f"m{m}" / f"{rules}-{mix}-{seed}"
+        if m == 0:  # every member trains on the same data (data seed = seed)
+            val = load_events(split / "val.jsonl")
+            events, y = records(val), np.array([LABELS.index(label) for label in val["label"]])
+        model = load_packaged_model(split / "out" / "model_final.zip")
         try:
             probs.append(model.predict_proba(events))
         finally:
             model.close()
-        own.append(run["llm"])
-        seconds.append(run["seconds"])
-        y = np.array([LABELS.index(e["label"]) for e in events])
+        runs.append(run)
         print(f"{rules} {mix} seed {seed} member {m}: {run['llm']:.3f}  {run['seconds']:.0f} s", flush=True)
-    logs = [np.log(np.clip(p, 1e-12, None)) for p in probs]
+    single = probs[0].argmax(axis=1)
     ensemble = np.log(np.clip(np.mean(probs, axis=0), 1e-12, None))
     return {
         "rules": rules, "mix": mix, "seed": seed, "members": members,
-        "single": macro_f1(y, logs[0]), "member_mean": statistics.fmean(own), "members_f1": own,
-        "ensemble": macro_f1(y, ensemble),
-        "single_offset": cross_fitted_offset_f1(logs[0], y, seed),
+        "single": macro_f1(y, single), "member_mean": statistics.fmean(r["llm"] for r in runs),
+        "members_f1": [r["llm"] for r in runs],
+        "ensemble": macro_f1(y, ensemble.argmax(axis=1)),
+        "single_offset": cross_fitted_offset_f1(np.log(np.clip(probs[0], 1e-12, None)), y, seed),
         "ensemble_offset": cross_fitted_offset_f1(ensemble, y, seed),
-        "gbdt": run["gbdt"], "ceiling": run["ceiling"], "seconds_per_member": statistics.fmean(seconds),
+        "gbdt": runs[0]["gbdt"], "ceiling": runs[0]["ceiling"],
+        "seconds_per_member": statistics.fmean(r["seconds"] for r in runs),
     }
 
 
