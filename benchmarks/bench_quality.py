@@ -61,7 +61,11 @@ def base_overrides(template: str | None, recipe: list[str] | None = None) -> lis
         if types.get(key) not in ("int", "float"):
             raise ValueError(f"--recipe {text!r}: not a numeric TinyRecipe field (one of "
                              f"{', '.join(k for k, t in types.items() if t in ('int', 'float'))})")
-        changes[key] = int(value) if types[key] == "int" else float(value)
+        try:
+            changes[key] = int(value) if types[key] == "int" else float(value)
+        except ValueError:
+            raise ValueError(f"--recipe {text!r}: {value!r} is not {'an integer' if types[key] == 'int' else 'a number'}"
+                             ) from None
     base = build_qwen_tiny(recipe=TinyRecipe(**changes))
     return [*([] if template is None else [f"data.template={template}"]), f"model={base}"]
 
