@@ -186,6 +186,24 @@ def tracking_at(uri: str) -> Iterator[Any]:
         mlflow.set_tracking_uri(old_uri)
 
 
+@pytest.fixture(scope="session")
+def mlflow_sqlite_template(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store (tracking and registry), migrated once per session: the migrations
+    take seconds, a copy of the file (:func:`sqlite_store`) milliseconds."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    uri = f"sqlite:///{path.as_posix()}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+    return path
+
+
+def sqlite_store(template: Path, directory: Path) -> str:
+    """URI of a fresh MLflow store in ``directory``: a copy of ``mlflow_sqlite_template``, no server."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(shutil.copy(template, directory / 'mlflow.db')).as_posix()}"
+
+
 @pytest.fixture
 def tracking(mlflow_server, monkeypatch):
     """Point MLflow (in-process and in subprocesses) at the session's server."""

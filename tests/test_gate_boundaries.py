@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import sqlite_store
 from processor.gate.checks import check_class_balance
 from processor.gate.evidence import Evidence
 from processor.gate.registry import promote
@@ -35,11 +36,11 @@ def test_class_shares_exactly_at_the_bounds_pass_and_just_outside_fail(shares, p
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """A real MLflow model registry in a sqlite store, created once (its migrations take seconds)."""
+def registry(mlflow_sqlite_template, tmp_path_factory):
+    """A real MLflow model registry in a sqlite store (a copy of the session's migrated one)."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{(tmp_path_factory.mktemp('registry') / 'registry.db').as_posix()}"
+    uri = sqlite_store(mlflow_sqlite_template, tmp_path_factory.mktemp("registry"))
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -74,10 +74,7 @@ def _support(label: str, n: int):
     return change
 
 
-def test_min_support_is_off_by_default_and_on_in_the_strict_file():
-    assert gate.load_thresholds().min_support is False
-    strict = gate.load_thresholds(STRICT_CHECKS)
-    assert strict.min_support is True and strict.min_support_events == 30
+# (min_support off by default, on in the strict file: test_gate_fast.py, fast tier.)
 
 
 @pytest.mark.parametrize("events, passes", [(30, True), (29, False)])
