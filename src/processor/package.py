@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from processor import model_card
+from processor.cli import UserError
 from processor.drift import DriftReport
 from processor.drift import check as drift_check
 from processor.calibrate import check_min_confidence, predicted_labels
@@ -43,8 +44,9 @@ MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = SERVING_FORMAT_VERSION  # the zip's layout; MANIFEST.json and serving.json carry it
 
 
-class PackageError(Exception):
-    """The zip is missing, tampered with, or does not match its base model."""
+class PackageError(UserError):
+    """The zip is missing, tampered with, or does not match its base model: exit 2 with one line, not a
+    traceback, wherever a command meets it (a served model's bundled base included)."""
 
 
 def write_package(

@@ -38,7 +38,7 @@ from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Record
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 from processor.serialize import Serializer, count_tokens
 from processor.trainable import require_trainable
-from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, epoch_history,
+from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, epoch_history, greater_is_better,
                                last_complete_checkpoint, trainer_metrics)
 from processor.trainer import best_epoch as best_epoch_of
 
@@ -396,7 +396,7 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
         logging_steps=max(1, len(built.train_ds) // (t.batch_size * t.grad_accum * processes * 4)),
         load_best_model_at_end=True,
         metric_for_best_model=metric,
-        greater_is_better=metric != "loss",
+        greater_is_better=greater_is_better(metric),
         save_total_limit=2,
         # Early stopping's patience counter lives in the checkpoint: a resumed run must stop where the
         # uninterrupted one would have.

@@ -88,6 +88,12 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def greater_is_better(metric: str) -> bool:
+    """The direction of an early-stopping metric (Trainer's name: ``loss``, ``macro_f1``, ...): the one
+    place it is decided, for the Trainer's best checkpoint and for :func:`best_epoch` alike."""
+    return metric != "loss"
+
+
 def best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
     if state.best_model_checkpoint:
         step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
@@ -95,7 +101,7 @@ def best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
             if row["step"] == step:
                 return row["epoch"]
     key = f"val_{metric}"
-    best = (min if metric == "loss" else max)(history, key=lambda r: r[key])
+    best = (max if greater_is_better(metric) else min)(history, key=lambda r: r[key])
     return best["epoch"]
 
 

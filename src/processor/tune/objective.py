@@ -207,8 +207,9 @@ def _drop_checkpoints(ctx: Context, out: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # The worker loop
 # --------------------------------------------------------------------------------------------
-def run_worker(ctx: Context, n_trials: int, timeout: float | None, seed: int) -> None:
-    """Run trials until the study holds ``n_trials`` counted trials (or ``timeout`` seconds passed)."""
+def run_worker(ctx: Context, n_trials: int, timeout: float | None, seed: int, trial_fn: Any = objective) -> None:
+    """Run trials until the study holds ``n_trials`` counted trials (or ``timeout`` seconds passed).
+    ``trial_fn(ctx, trial)`` runs one trial (:func:`objective`; the tests count trials with a trivial one)."""
     started = time.monotonic()
     while timeout is None or time.monotonic() - started < timeout:
         with ctx.lock.held():
@@ -223,7 +224,7 @@ def run_worker(ctx: Context, n_trials: int, timeout: float | None, seed: int) ->
             # Seeded by the number the next trial gets: reproducible with one worker, and workers never
             # draw the same random start-up points.
             ctx.study.sampler = make_sampler(ctx.sweep.sampler, seed + len(trials))
-            ctx.study.optimize(lambda t: objective(ctx, t), n_trials=1, catch=(TrialFailed,),
+            ctx.study.optimize(lambda t: trial_fn(ctx, t), n_trials=1, catch=(TrialFailed,),
                                callbacks=[lambda study, t: _progress(ctx, study, t)])
 
 
