@@ -20,12 +20,15 @@ from processor.trainer import best_epoch
 
 
 @pytest.fixture(scope="module")
-def pieces(tiny_package, sample_dir, tmp_path_factory):
-    """The train loop's prepared data and built model (tiny base, once): build_trainer reads only the
-    training section of the config it is given."""
+def pieces(tiny_package, tmp_path_factory):
+    """The train loop's prepared data and built model (tiny base, 150 events, once): build_trainer
+    reads only the training section of the config it is given."""
+    from processor.sample_data import write_sample_data
     from processor.train_loop import build_model, prepare_data
 
     out = tmp_path_factory.mktemp("early-stopping")
+    sample_dir = out / "data"
+    write_sample_data(sample_dir, n=150, seed=3)
     cfg = tiny_config(sample_dir, out / "out", **{"model": str(tiny_package.base_dir), "lora.r": 2,
                                                   "lora.alpha": 4, "mlflow.enabled": False})
     rec = NullRecorder(out)
