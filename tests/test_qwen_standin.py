@@ -1,4 +1,4 @@
-"""processor.qwen_standin: Qwen's real vocabulary in a checkpoint the Auto classes load like a download,
+"""demo_kit.qwen_standin: Qwen's real vocabulary in a checkpoint the Auto classes load like a download,
 with random bf16 weights; its error paths; and the bf16 -> fp32 path of processor.model on it."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from processor import qwen_standin
+from demo_kit import qwen_standin
 from processor.cli import EXIT_USAGE
 from processor.config import ConfigError, load_config
-from processor.qwen_standin import QWEN25_05B_CONFIG, build_standin, main
+from demo_kit.qwen_standin import QWEN25_05B_CONFIG, build_standin, main
 from processor.schema import LABELS
 
 

@@ -25,7 +25,7 @@ N_EVENTS = 150  # 120 train / 30 val: ~15 optimizer steps per epoch at batch 8, 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
 
     out = tmp_path_factory.mktemp("tune-data")
     write_sample_data(out, n=N_EVENTS, seed=3)

@@ -255,7 +255,7 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
     for path in paths.values():
         if not path.is_file():
             raise UsageError(f"data file not found: {path} (make sample data with "
-                             "`python -m processor.sample_data --out data`)")
+                             "`python -m demo_kit.sample_data --out data`)")
     try:
         train_df, val_df = load_split(paths["train"], paths["val"])
     except ContractError as exc:
@@ -307,7 +307,7 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
 
     from processor.model import (apply_lora, load_dtype, load_for_classification, resolve_device, resolve_model,
                                  resolve_precision)
-    from processor.qwen_standin import qwen_tokens_per_event
+    from processor.qwen_vocab import qwen_tokens_per_event
 
     with distributed.single_process():  # may build qwen-tiny (for this template) with a Trainer of its own
         resolved = resolve_model(cfg.model, revision=cfg.revision, template=cfg.data.template)
@@ -547,7 +547,7 @@ def _time_range(frame: Any) -> list[str] | None:
 
 
 def _bayes_ceiling(train_path: Path, digests: dict[str, str]) -> float | None:
-    """The data card's Bayes ceiling (processor.sample_data writes one beside its files), only when the
+    """The data card's Bayes ceiling (demo_kit.sample_data writes one beside its files), only when the
     card describes exactly the files trained on (sha256 of both); otherwise unknown."""
     card_path = train_path.parent / DATA_CARD
     try:

@@ -36,7 +36,7 @@ class Gate:
     thresholds: Any
 
     def verdict(self, output_dir: Path) -> tuple[bool, list[str]]:
-        from processor.gate import gate_output_dir
+        from processor.gate.cli import gate_output_dir
 
         outcome = gate_output_dir(output_dir, self.thresholds, strict=self.thresholds.strict)
         failed = [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
@@ -44,7 +44,7 @@ class Gate:
 
 
 def open_gate(checks: Path | None) -> Gate:
-    from processor.gate import DEFAULT_CHECKS, GateUsageError, load_thresholds
+    from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, load_thresholds
 
     checks = Path(checks or DEFAULT_CHECKS)
     try:
