@@ -111,11 +111,11 @@ def test_auto_precision_is_fp32_on_cpu_and_fp16_needs_a_gpu():
     from processor.model import ModelNotAvailableError, load_dtype, precision_args, resolve_precision
 
     assert resolve_precision("auto", "cpu") == "fp32"
-    assert load_dtype("fp32", "cpu") == torch.float32 and precision_args("fp32", "cpu") == {}
+    assert load_dtype("fp32", "cpu") == torch.float32 and precision_args("fp32") == {}
     # bf16 on a CPU: autocast only, the weights stay fp32.
     assert resolve_precision("bf16", "cpu") == "bf16"
-    assert load_dtype("bf16", "cpu") == torch.float32 and precision_args("bf16", "cpu") == {"bf16": True}
-    assert load_dtype("bf16", "cuda") == torch.bfloat16 and precision_args("fp16", "cuda") == {"fp16": True}
+    assert load_dtype("bf16", "cpu") == torch.float32 and precision_args("bf16") == {"bf16": True}
+    assert load_dtype("bf16", "cuda") == torch.bfloat16 and precision_args("fp16") == {"fp16": True}
     with pytest.raises(ModelNotAvailableError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
 

@@ -280,7 +280,7 @@ def load_dtype(precision: str, device: str) -> torch.dtype:
     return _HALF.get(precision, torch.float32)
 
 
-def precision_args(precision: str, device: str) -> dict[str, bool]:
+def precision_args(precision: str) -> dict[str, bool]:
     """``TrainingArguments`` mixed-precision flags for a resolved precision (bf16 on a CPU also needs
     ``use_cpu=True``, which the device arguments give)."""
     if precision in _HALF:

@@ -19,7 +19,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from processor.names import PYFUNC_NAME
-from processor.schema import FEATURES, LABELS
+from processor.schema import FEATURES
 
 
 
@@ -82,10 +82,6 @@ class MlflowEpochLogger(TrainerCallback):
                 continue
             out[f"val_{name}" if not name.startswith("val_") else name] = float(value)
         mlflow.log_metrics(out, step=epoch)
-
-
-def output_columns() -> list[str]:
-    return ["id", "label", *[f"p_{name}" for name in LABELS], "abstained"]
 
 
 def _code_dir(stage: Path) -> Path:

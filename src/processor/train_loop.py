@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import torch
 from processor import distributed, drift
-from processor.cli import UserError, nothing_trained, parse_bool, run
+from processor.cli import nothing_trained, parse_bool, run
 from processor.config import Config, apply_override, load_config, parse_override
-from processor.data import records
+from processor.data import UsageError, records
 from processor.knobs import FLAGS
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
@@ -48,10 +48,6 @@ TRAINER_METRIC = {"val_macro_f1": "macro_f1", "val_accuracy": "accuracy", "val_l
 # travels with the model) imports, pinned to the versions trained with.
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "peft", "accelerate", "mlflow", "pandas", "pandera",
                 "numpy", "scikit-learn", "safetensors", "pyyaml", "huggingface-hub", "filelock")
-
-
-class UsageError(UserError):
-    """The command cannot run as asked (paths, output directory, device); exit code 2."""
 
 
 @dataclass
@@ -388,6 +384,8 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
+        # transformers 5 has no warmup_ratio: a float in [0, 1) here is a ratio of the total steps
+        # (TrainingArguments.get_warmup_steps: ceil(total * value)); config keeps the value below 1.
         warmup_steps=t.warmup_ratio,
         num_train_epochs=t.epochs,
         eval_strategy="epoch",
@@ -408,7 +406,7 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
         # LoRA adapters and the head are all used in every forward pass: skip DDP's extra graph walk.
         ddp_find_unused_parameters=False,
         **_device_args(built.device),
-        **precision_args(built.precision, built.device),
+        **precision_args(built.precision),
         **checkpointing_args(t.gradient_checkpointing),
     )
 

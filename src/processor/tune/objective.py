@@ -141,9 +141,9 @@ def _mark_retried(ctx: Context, trial: optuna.Trial) -> None:
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
-    from processor.data import ContractError
+    from processor.data import ContractError, UsageError
     from processor.model import ModelNotAvailableError
-    from processor.train_loop import UsageError, train
+    from processor.train_loop import train
 
     ctx.lock.release()  # the trial exists now; other workers may count and start theirs
     params = ctx.sweep.suggest(trial)
