@@ -5,7 +5,8 @@
     python -m processor.train_loop --train-file data/train.jsonl --val-file data/val.jsonl \
         --model qwen-base --lora-r 32 --lora-alpha 64 --batch-size 8 --grad-accum 8 --device cpu ...
 
-Flags override ``--config``; ``section.key=value`` arguments override anything (torchtune style).
+Config precedence, lowest first: defaults < ``--config`` < ``section.key=value`` arguments < flags (a flag
+wins; processor.config.resolve_config).
 Exit codes: 0 trained, 1 the data break the contract or cannot train three classes (nothing trained),
 2 usage/config error.
 """
@@ -27,9 +28,9 @@ from typing import Any, Sequence
 import torch
 from processor import distributed, drift
 from processor.cli import nothing_trained, parse_bool, run
-from processor.config import Config, apply_override, load_config, parse_override
+from processor.config import Config, resolve_config
 from processor.data import UsageError, records
-from processor.knobs import FLAGS
+from processor.knobs import FLAGS, flag_values
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
 from processor.package import write_package
@@ -89,19 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config or None)
-    for text in args.overrides:
-        key, value = parse_override(text)
-        apply_override(cfg, key, value, source=text)
-    for knob in FLAGS:
-        value = getattr(args, knob.name)
-        if value is not None and value != "":  # "" = an MLproject parameter left empty
-            apply_override(cfg, knob.key, value, source=knob.option)
+    flags = flag_values(args, FLAGS)
     if args.no_mlflow:
-        cfg.mlflow.enabled = False
-    from processor.config import check
-
-    return check(cfg)
+        flags.append(("mlflow.enabled", False, "--no-mlflow"))
+    return resolve_config(args.config or None, args.overrides, flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,8 +41,8 @@ from typing import Any, Sequence
 import optuna
 
 from processor.cli import nothing_trained, run
-from processor.config import Config, apply_override, check, load_config, parse_override
-from processor.knobs import BY_NAME
+from processor.config import Config, resolve_config
+from processor.knobs import BY_NAME, flag_values
 from processor.tune.space import (DEFAULT_STUDY, OBJECTIVE, PRUNER_KEYS, SPACE_ATTR, SweepError, load_sweep, make_pruner,
                                   make_sampler)
 from processor.tune.storage import (TrialLock, counted, make_lock, open_storage, redact, storage_url,
@@ -119,16 +119,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def base_config(args: argparse.Namespace) -> Config:
-    """config file < section.key=value overrides < flags, as in the train loop."""
-    cfg = load_config(args.config)
-    for text in args.overrides:
-        key, value = parse_override(text)
-        apply_override(cfg, key, value, source=text)
-    for flag in TRAIN_FLAGS:
-        value = getattr(args, flag, None)
-        if value is not None and value != "":  # "" = an MLproject parameter left empty
-            apply_override(cfg, BY_NAME[flag].key, value, source=BY_NAME[flag].option)
-    return check(cfg)
+    """config file < section.key=value overrides < flags (a flag wins), as in the train loop."""
+    return resolve_config(args.config, args.overrides, flag_values(args, map(BY_NAME.__getitem__, TRAIN_FLAGS)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
