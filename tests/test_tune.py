@@ -395,6 +395,8 @@ def test_changing_the_search_space_of_an_existing_study_is_refused(tmp_path, cap
     assert rc == 2
     assert "another search space (changed: gamma, lora_r)" in err
     assert study.trials == []
+    # The study's objective has its name (Optuna's dashboard shows it instead of "Objective 0").
+    assert optuna.load_study(study_name="t-space", storage=tune.default_storage(out)).metric_names == [tune.OBJECTIVE]
 
 
 def test_data_and_model_flags_override_the_config_like_the_train_loop():

@@ -93,7 +93,9 @@ def _demo(args: argparse.Namespace) -> int:
               f"{cal['brier_before']:.3f} -> {cal['brier_after']:.3f}, temperature {cal['temperature']:.2f}; "
               f"drift: val PSI at most {m.num('drift', 'max_psi') or 0:.3f}; "
               f"temporal leakage risk: {m.value('leakage', 'leakage_risk')}")
-    print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()})")
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()}), at "
+          f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning")
 
     if args.no_gate:
         return 0

@@ -162,7 +162,8 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         earlier = bool(versions_of_run(client, model_name, run_id))
         if bundle_base and not bundled and not earlier:
             model_id, bundled = bundle_base_into_run(run_id, ev), True
-        description = version_description(run_id, checks, ev, strict, checks_file)
+        description = version_description(run_id, checks, ev, strict, checks_file,
+                                          experiment_id=run.info.experiment_id)
         mv, created = register_once(client, model_name, run_id, model_id,
                                     _version_tags(run_id, checks, ev, strict), description)
         repairs = describe(client, model_name, mv, description, created=created, earlier=earlier)

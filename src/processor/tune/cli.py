@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -156,6 +157,9 @@ def _main(args: argparse.Namespace) -> int:
         study = optuna.create_study(study_name=args.study_name, storage=storage, load_if_exists=True,
                                     direction="maximize", sampler=make_sampler(sweep.sampler, seed),
                                     pruner=make_pruner(sweep.pruner, base.training.epochs))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and still the way to name it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE])  # the dashboard's axis says val_macro_f1, not "Objective 0"
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise SweepError(f"study {args.study_name!r} in {redact(url)} minimises; use another --study-name")
         lock = make_lock(url, args.study_name)
