@@ -11,7 +11,8 @@ Three kinds of names are accepted by :func:`resolve_model`:
 ``qwen-tiny`` is the embedded demo base: a small model of the *same* Qwen2 architecture, with a
 byte-level BPE tokenizer and weights built and pretrained locally (no download) the first time it is
 asked for, then cached on disk. It goes through exactly the same loading code as a real Qwen
-checkpoint, so the whole pipeline can run (and be tested) offline. It is not Qwen's weights.
+checkpoint, so the whole pipeline can run (and be tested) offline. It is not Qwen's weights. The demo kit
+builds it (``demo_kit.tiny_base``); this module reaches the builder by name, :data:`LOCAL_BUILDERS`.
 """
 
 from __future__ import annotations
