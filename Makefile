@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m processor.demo
+	$(PY) -m demo_kit
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 test: setup

@@ -3,7 +3,7 @@
     python benchmarks/bench_atr_bins.py                       # v3, the three mixes, selection seeds 100-102
     python benchmarks/bench_atr_bins.py --seeds 0 1 2
 
-v3's cut-off depends on a volatility regime read from ``atr`` (``processor.rules.volatile``), and the
+v3's cut-off depends on a volatility regime read from ``atr`` (``demo_kit.rules.volatile``), and the
 ``words-v1`` template shows ``atr`` only as one of 10 quantile bins fitted on train. If the bins hid the
 regime, a tree given the same bins would fall behind the tree given the raw value. For every (mix, seed)
 this fits the project's GBDT baseline (``processor.evaluate.baselines``, no LLM, seconds per split) with
@@ -38,8 +38,8 @@ def one_split(mix: str, seed: int, work: Path) -> dict:
     from processor.bins import bin_index, quantile_edges
     from processor.data import load_split
     from processor.evaluate import baselines
-    from processor.rules import volatile
-    from processor.sample_data import write_sample_data
+    from demo_kit.rules import volatile
+    from demo_kit.sample_data import write_sample_data
     from processor.serialize import Serializer
 
     card = write_sample_data(work / f"{mix}-{seed}", seed=seed, rules="v3", mix=mix)

@@ -33,7 +33,7 @@ RESULTS = HERE / "results" / "predict.json"
 def train_tiny(work: Path) -> Path:
     """A tiny model trained on the default sample data, without MLflow (about a minute on 2 cores)."""
     from processor.config import load_config
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
     from processor.train_loop import train
 
     write_sample_data(work / "data", seed=0)
@@ -47,7 +47,7 @@ def train_tiny(work: Path) -> Path:
 def sample_events(n: int, seed: int) -> list[dict[str, Any]]:
     import numpy as np
 
-    from processor.sample_data import sample_features
+    from demo_kit.sample_data import sample_features
 
     feats = sample_features(n, np.random.default_rng(seed))
     return [{"id": f"bench-{i:06d}", **f} for i, f in enumerate(feats)]

@@ -6,7 +6,7 @@
     python benchmarks/bench_quality.py --config configs/tiny.yaml --set training.lr=1e-3   # a variant
     python benchmarks/bench_quality.py --seeds 100 101 102 --template qwen-v1 --out benchmarks/results/quality_qwen_v1.json
 
-For every (rules, mix, seed) it writes the project's sample data (``processor.sample_data``, data seed =
+For every (rules, mix, seed) it writes the project's sample data (``demo_kit.sample_data``, data seed =
 ``seed``), trains the config on it exactly as ``make demo`` would (training seed = ``seed``, no MLflow), and
 runs the shipping gate on the output (``gates/gate.py --output-dir``, the default check file). Per row it
 reports the mean and sample sd over the seeds of: the LLM's val macro-F1 and F1(long)/F1(short), the
@@ -52,7 +52,7 @@ def base_overrides(template: str | None, recipe: list[str] | None = None) -> lis
         return []
     from dataclasses import fields
 
-    from processor.tiny_base import TinyRecipe, build_qwen_tiny
+    from demo_kit.tiny_base import TinyRecipe, build_qwen_tiny
 
     types = {f.name: f.type for f in fields(TinyRecipe)}
     changes: dict = {} if template is None else {"template": template}
@@ -72,7 +72,7 @@ def base_overrides(template: str | None, recipe: list[str] | None = None) -> lis
 
 def one_run(config: Path, overrides: list[str], rules: str, mix: str, seed: int, work: Path) -> dict:
     from processor.config import apply_override, check, load_config, parse_override
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
     from processor.train_loop import train
 
     data = work / f"{rules}-{mix}-{seed}"

@@ -1,9 +1,9 @@
 """What a real Qwen2.5-0.5B costs on this CPU, per event template: LoRA training and inference events/s.
 
     python benchmarks/bench_qwen.py                      # builds the 0.5b stand-in in a temp dir (~1 GB)
-    python benchmarks/bench_qwen.py --standin DIR        # reuse one (python -m processor.qwen_standin --size 0.5b)
+    python benchmarks/bench_qwen.py --standin DIR        # reuse one (python -m demo_kit.qwen_standin --size 0.5b)
 
-The model is the full-size stand-in (processor.qwen_standin): Qwen2.5-0.5B's config, Qwen's real
+The model is the full-size stand-in (demo_kit.qwen_standin): Qwen2.5-0.5B's config, Qwen's real
 vocabulary, random weights in a bf16 safetensors file. Random weights compute exactly as fast as trained
 ones, and the real vocabulary gives the real sequence lengths: ``words-v1`` costs 28 Qwen tokens per
 event, ``qwen-v1`` 13. For each template, in a fresh subprocess each (so peak RSS is per case):
@@ -39,8 +39,8 @@ MAX_LENGTH = 64  # above both templates' lengths: nothing is truncated, batches 
 def texts_and_labels(n: int, template: str, seed: int = 0) -> tuple[list[str], list[str]]:
     import numpy as np
 
-    from processor.rules import label_event
-    from processor.sample_data import sample_features
+    from demo_kit.rules import label_event
+    from demo_kit.sample_data import sample_features
     from processor.serialize import render_events
 
     feats = sample_features(n, np.random.default_rng(seed))
@@ -117,7 +117,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-qwen-") as tmp:
         standin = args.standin
         if standin is None:
-            from processor.qwen_standin import build_standin
+            from demo_kit.qwen_standin import build_standin
 
             standin = build_standin(Path(tmp) / "qwen2.5-0.5b-standin", "0.5b", seed=0)
         for template in TEMPLATES:
@@ -136,7 +136,7 @@ def main() -> int:
     from processor.io import write_json_atomic
 
     write_json_atomic(args.out, {
-        "date": time.strftime("%Y-%m-%d"), "model": "Qwen2.5-0.5B stand-in (processor.qwen_standin --size 0.5b: "
+        "date": time.strftime("%Y-%m-%d"), "model": "Qwen2.5-0.5B stand-in (demo_kit.qwen_standin --size 0.5b: "
         "Qwen2.5-0.5B's config, Qwen's vocabulary, random weights in bf16)",
         "machine": {"cpus": os.cpu_count(), "note": "2 cores shared with other jobs while measured: rough figures"},
         "lora": LORA, "max_length": MAX_LENGTH, "results": rows, "speedup_qwen_v1_over_words_v1": speedup})

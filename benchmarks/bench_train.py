@@ -50,8 +50,8 @@ def make_05b(directory: Path) -> Path:
 def events(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     import numpy as np
 
-    from processor.rules import label_event
-    from processor.sample_data import sample_features
+    from demo_kit.rules import label_event
+    from demo_kit.sample_data import sample_features
     from processor.schema import LABEL2ID
     from processor.serialize import render_events
 

@@ -139,7 +139,7 @@ def main() -> int:
     from conftest import start_mlflow_server, stop
 
     from processor.model import resolve_model
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=os.pathsep.join(x for x in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if x))

@@ -64,7 +64,7 @@ def assert_png_has_content(path: Path) -> None:
 def make_sample_data(tmp_path_factory) -> Any:
     """Factory: ``make_sample_data(n=..., seed=..., rules=..., mix=...)`` writes sample data into a new
     directory and returns it (train.jsonl, val.jsonl, data_card.json)."""
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
 
     def make(**kwargs: Any) -> Path:
         out = tmp_path_factory.mktemp("sample-data")
@@ -276,7 +276,7 @@ def pg_database(postgres, request):
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """Default sample data (seed 0): train.jsonl, val.jsonl, data_card.json."""
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
 
     out = tmp_path_factory.mktemp("sample")
     write_sample_data(out, seed=0)
@@ -358,7 +358,7 @@ def tiny_packaged(tiny_package):
 @pytest.fixture(scope="session")
 def qwen_standin_dir(tmp_path_factory) -> Path:
     """The tiny Qwen2.5 stand-in (Qwen's real vocabulary, 2 small layers, random bf16 weights; seconds)."""
-    from processor.qwen_standin import build_standin
+    from demo_kit.qwen_standin import build_standin
 
     return build_standin(tmp_path_factory.mktemp("qwen-standin") / "tiny", "tiny", seed=0)
 

@@ -62,7 +62,7 @@ def build_base(directory: Path) -> Path:
     """A random Qwen2 causal LM and the qwen-tiny tokenizer (small recipe), saved as a checkpoint."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from processor.tiny_base import TinyRecipe, build_tiny_tokenizer
+    from demo_kit.tiny_base import TinyRecipe, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(TinyRecipe(**TOKENIZER))
     torch.manual_seed(SEED)

@@ -22,14 +22,14 @@ ENTRY_POINTS: dict[str, list[str]] = {
     "processor.predict": ["-m", "processor.predict", "--model", "missing.zip", "--input", "missing.jsonl",
                           "--output", "out.jsonl"],
     "processor.validate": ["-m", "processor.validate", "missing.jsonl"],
-    "processor.sample_data": ["-m", "processor.sample_data", "--out", "data", "--n", "-10"],
+    "demo_kit.sample_data": ["-m", "demo_kit.sample_data", "--out", "data", "--n", "-10"],
     "processor.gate": ["-m", "processor.gate", "--output-dir", "missing_dir"],
     "gates/gate.py": [str(REPO / "gates" / "gate.py"), "--output-dir", "missing_dir"],
     "processor.tune": ["-m", "processor.tune", "--config", "missing.yaml"],
     "processor.tune.cli": ["-m", "processor.tune.cli", "--config", "missing.yaml"],
     "processor.tune.dashboard": ["-m", "processor.tune.dashboard", "--storage", "sqlite:///missing.db"],
-    "processor.qwen_standin": ["-m", "processor.qwen_standin", "--out", "blocker", "--size", "tiny"],
-    "processor.demo": ["-m", "processor.demo"],  # not the repository root
+    "demo_kit.qwen_standin": ["-m", "demo_kit.qwen_standin", "--out", "blocker", "--size", "tiny"],
+    "demo_kit": ["-m", "demo_kit"],  # not the repository root
     "processor.schema": ["-m", "processor.schema", "--export", "blocker/contract"],
 }
 

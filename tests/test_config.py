@@ -41,6 +41,26 @@ def test_flags_override_config_and_overrides():
     assert cfg.model == "qwen-base"  # untouched keys keep the file's value
 
 
+def test_the_sweep_reads_its_base_config_like_the_train_loop():
+    from processor.tune.cli import base_config
+    from processor.tune.cli import build_parser as tune_parser
+
+    argv = ["--config", str(REPO / "configs" / "qwen.yaml"), "data.train_file=a.jsonl", "training.lr=1e-3",
+            "--train-file", "b.jsonl"]
+    tuned, trained = base_config(tune_parser().parse_args(argv)), cfg_from(argv)
+    assert tuned.data.train_file == "b.jsonl" and tuned.training.lr == 1e-3  # the flag wins, then the override
+    assert tuned == trained
+
+
+def test_values_are_checked_once_on_the_result(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("loss:\n  gamma: 7\ntraining:\n  lr: 1.0e+6\n", encoding="utf-8")
+    cfg = cfg_from(["--config", str(path), "--lr", "1e-3"])  # the flag replaces the file's refused lr
+    assert cfg.training.lr == 1e-3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: loss.gamma=7.0 is outside the typical range"), err
+
+
 def test_empty_flag_means_unset():
     # MLproject passes empty parameters through as "".
     cfg = cfg_from(["--config", str(REPO / "configs" / "qwen.yaml"), "--gamma", "", "--lr", ""])

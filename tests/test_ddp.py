@@ -24,7 +24,7 @@ CONTRACT_MESSAGE = "the data break the event contract"
 def ddp_data(tmp_path_factory) -> Path:
     """Small data whose val size (61) is odd and larger than the eval batch (8), so two ranks'
     shards need the distributed sampler's padding: a duplicated or dropped event would show."""
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
 
     out = tmp_path_factory.mktemp("ddp-data")
     write_sample_data(out, n=305, seed=1)

@@ -23,6 +23,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "processor"
+DEMO_KIT = REPO / "src" / "demo_kit"
 README = REPO / "README.md"
 PAGES = (README, *sorted((REPO / "docs").glob("*.md")), REPO / "gates" / "README.md")
 README_MAX_LINES = 200
@@ -109,9 +110,9 @@ BENCH_SCRIPT = r"python(?:\.exe)?\s+(benchmarks/\w+\.py)"
 
 
 def _target(cmd: Command) -> str | None:
-    """What a command runs: ``processor.X`` for ``-m processor.X``, the gate script, a benchmark script
-    (``benchmarks/X.py``: the commands behind the docs' figures), else None."""
-    m = re.search(r"-m\s+(processor(?:\.\w+)*)", cmd.text)
+    """What a command runs: ``processor.X`` for ``-m processor.X`` (``demo_kit.X`` likewise), the gate
+    script, a benchmark script (``benchmarks/X.py``: the commands behind the docs' figures), else None."""
+    m = re.search(r"-m\s+((?:processor|demo_kit)(?:\.\w+)*)", cmd.text)
     if m:
         return m.group(1)
     m = re.search(BENCH_SCRIPT, cmd.text)
@@ -124,7 +125,7 @@ def _target(cmd: Command) -> str | None:
 
 def _after_target(cmd: Command) -> str:
     """The command's own arguments: what follows the module (torchrun's flags come before it)."""
-    m = re.search(r"-m\s+processor(?:\.\w+)*|gates[/\\]gate\.py|" + BENCH_SCRIPT, cmd.text)
+    m = re.search(r"-m\s+(?:processor|demo_kit)(?:\.\w+)*|gates[/\\]gate\.py|" + BENCH_SCRIPT, cmd.text)
     return cmd.text[m.end():] if m else cmd.text
 
 
@@ -326,10 +327,10 @@ def test_readme_is_short():
     assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}: the rest goes to docs/)"
 
 
-def pipeline_rows() -> list[set[str]]:
-    """The backticked names in the module column of each row of the README's pipeline table."""
+def pipeline_rows(heading: str = "## The pipeline") -> list[set[str]]:
+    """The backticked names in the module column of each row of the README's table under ``heading``."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("## The pipeline", 1)[1].split("\n## ", 1)[0]
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|") for line in section.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in rows[0]]
     column = header.index("module")
@@ -357,6 +358,13 @@ def test_pipeline_table_names_every_module():
     inner = set().union(*(modules(PACKAGE / s) for s in subpackages))
     stale = sorted(n for n in named if re.fullmatch(r"[a-z_]+/?", n) and n not in known | inner)
     assert not stale, f"README's pipeline table names modules that do not exist: {', '.join(stale)}"
+
+
+def test_demo_kit_table_names_every_module_and_only_those():
+    named = set().union(*pipeline_rows("## The demo kit"))
+    assert modules(DEMO_KIT) <= named, f"README's demo-kit table does not name: {modules(DEMO_KIT) - named}"
+    stale = {n for n in named if re.fullmatch(r"[a-z_]+", n)} - modules(DEMO_KIT)
+    assert not stale, f"README's demo-kit table names modules that are not in src/demo_kit: {stale}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -405,10 +413,10 @@ def test_documented_contract_check_runs():
 
 
 def test_documented_sample_data_figures(tmp_path):
-    """`python -m processor.sample_data --out data` as documented (into a temporary directory), then the
+    """`python -m demo_kit.sample_data --out data` as documented (into a temporary directory), then the
     documented split check on its files; the shares and the ceiling docs/contract.md quotes are the
     ones the command writes."""
-    cmd = documented("processor.sample_data", "--out data")
+    cmd = documented("demo_kit.sample_data", "--out data")
     words = shlex.split(required_part(cmd))
     words[words.index("--out") + 1] = str(tmp_path)
     made = run(words[1:])

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from processor import drift
-from processor.sample_data import generate
+from demo_kit.sample_data import generate
 from processor.schema import FEATURES
 
 

@@ -41,11 +41,11 @@ from processor.model import (
     resolve_model,
     trainable_parameters,
 )
-from processor.sample_data import sample_features
+from demo_kit.sample_data import sample_features
 from processor.schema import LABELS
 from processor.names import BUILD_INFO_FILE
 from processor.serialize import count_tokens, render_events
-from processor.tiny_base import TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
+from demo_kit.tiny_base import TinyRecipe, build_qwen_tiny, build_tiny_tokenizer
 
 # Small enough to build in seconds: for tests of the build machinery, not of model quality.
 MINI_RECIPE = TinyRecipe(
@@ -480,7 +480,7 @@ def test_concurrent_builds_share_one_result(tmp_path: Path) -> None:
         """
         import json, sys
         from pathlib import Path
-        from processor.tiny_base import TinyRecipe, build_qwen_tiny
+        from demo_kit.tiny_base import TinyRecipe, build_qwen_tiny
         recipe = TinyRecipe(**json.loads(sys.argv[2]))
         print(build_qwen_tiny(Path(sys.argv[1]), recipe=recipe))
         """

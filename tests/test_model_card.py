@@ -115,6 +115,10 @@ def test_the_registered_version_links_a_card_with_the_gate_verdict(tracking, tra
     version = client.get_model_version_by_alias(name, "champion")
     link = f"runs:/{trained_run.run_id}/{model_card.RUN_ARTIFACT}"
     assert link in version.description
+    # And a Markdown link the UI opens: the card's page in the artifact view of the run's experiment.
+    experiment_id = client.get_run(trained_run.run_id).info.experiment_id
+    ui = f"(#/experiments/{experiment_id}/runs/{trained_run.run_id}/artifacts/{model_card.RUN_ARTIFACT})"
+    assert f"[{model_card.RUN_ARTIFACT}]{ui}" in version.description
     card = Path(mlflow.artifacts.download_artifacts(link, dst_path=str(tmp_path / "card"))).read_text(encoding="utf-8")
     assert "**PASSED**" in card and f"version {version.version}" in card
     for needle in _numbers_of(trained_run.metrics, json.loads(_zip_member(trained_run.zip_path, "serving.json"))):

@@ -1,4 +1,4 @@
-"""processor.qwen_standin: Qwen's real vocabulary in a checkpoint the Auto classes load like a download,
+"""demo_kit.qwen_standin: Qwen's real vocabulary in a checkpoint the Auto classes load like a download,
 with random bf16 weights; its error paths; and the bf16 -> fp32 path of processor.model on it."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from processor import qwen_standin
+from demo_kit import qwen_standin
 from processor.cli import EXIT_USAGE
 from processor.config import ConfigError, load_config
-from processor.qwen_standin import QWEN25_05B_CONFIG, build_standin, main
+from demo_kit.qwen_standin import QWEN25_05B_CONFIG, build_standin, main
 from processor.schema import LABELS
 
 
@@ -111,11 +111,11 @@ def test_auto_precision_is_fp32_on_cpu_and_fp16_needs_a_gpu():
     from processor.model import ModelNotAvailableError, load_dtype, precision_args, resolve_precision
 
     assert resolve_precision("auto", "cpu") == "fp32"
-    assert load_dtype("fp32", "cpu") == torch.float32 and precision_args("fp32", "cpu") == {}
+    assert load_dtype("fp32", "cpu") == torch.float32 and precision_args("fp32") == {}
     # bf16 on a CPU: autocast only, the weights stay fp32.
     assert resolve_precision("bf16", "cpu") == "bf16"
-    assert load_dtype("bf16", "cpu") == torch.float32 and precision_args("bf16", "cpu") == {"bf16": True}
-    assert load_dtype("bf16", "cuda") == torch.bfloat16 and precision_args("fp16", "cuda") == {"fp16": True}
+    assert load_dtype("bf16", "cpu") == torch.float32 and precision_args("bf16") == {"bf16": True}
+    assert load_dtype("bf16", "cuda") == torch.bfloat16 and precision_args("fp16") == {"fp16": True}
     with pytest.raises(ModelNotAvailableError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", "cpu")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from processor.qwen_standin import qwen_tokenizer, qwen_tokens_per_event
-from processor.sample_data import sample_features
+from processor.qwen_vocab import qwen_tokenizer, qwen_tokens_per_event
+from demo_kit.sample_data import sample_features
 from processor.schema import FEATURES, contract_spec
 from processor.serialize import N_BINS, QWEN_TEMPLATE, QWEN_WORDS, TEMPLATE_NAME, Serializer, render_events
 
@@ -75,7 +75,7 @@ def test_demo_base_builds_its_tokenizer_from_the_chosen_template():
     from transformers import AutoTokenizer
 
     from processor.model import resolve_model
-    from processor.tiny_base import BUILD_INFO_FILE
+    from demo_kit.tiny_base import BUILD_INFO_FILE
 
     texts = render_events(sample_features(200, np.random.default_rng(3)), template=QWEN_TEMPLATE)
     qwen_base = resolve_model("qwen-tiny", template=QWEN_TEMPLATE)

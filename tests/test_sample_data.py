@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from processor.rules import RULES, V3_PARAMETERS, label_event, volatile
-from processor import sample_data as sd
+from demo_kit.rules import RULES, V3_PARAMETERS, label_event, volatile
+from demo_kit import sample_data as sd
 from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, SESSIONS
 
@@ -479,7 +479,7 @@ def test_generate_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("processor.sample_data", *args, timeout=300)
+    return run_module("demo_kit.sample_data", *args, timeout=300)
 
 
 def test_cli_writes_three_files(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def test_metrics_json_has_everything(trained_run, sample_dir):
     assert ci["low"] <= m["val_macro_f1"] <= ci["high"]
     assert 5 < m["tokens_per_event"] <= 48
     # The same text under Qwen's own vocabulary (words-v1 is not one token per value there).
-    from processor.qwen_standin import qwen_tokens_per_event
+    from processor.qwen_vocab import qwen_tokens_per_event
     from processor.serialize import Serializer
 
     train = load_events(sample_dir / "train.jsonl")
@@ -389,8 +389,8 @@ def test_mlflow_run_twice_without_an_output_dir_gives_each_run_its_own(tracking,
 
 def test_demo_mlflow_run_lands_in_the_project_experiment_with_a_readable_name(tracking, sample_dir, tmp_path,
                                                                              monkeypatch):
-    """`make demo`'s `mlflow run` (processor.demo.run_training): experiment train-loop-v3, not Default."""
-    from processor.demo import run_training
+    """`make demo`'s `mlflow run` (demo_kit.demo.run_training): experiment train-loop-v3, not Default."""
+    from demo_kit.demo import run_training
 
     # As in a user's shell: no experiment or run exported by earlier tests in this process.
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)

@@ -22,7 +22,7 @@ MIN_CONFIDENCE = 0.4
 
 @pytest.fixture(scope="module")
 def one_epoch(tiny_package, tmp_path_factory):
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
     from processor.train_loop import train
 
     data = tmp_path_factory.mktemp("wiring-data")

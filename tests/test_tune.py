@@ -25,7 +25,7 @@ N_EVENTS = 150  # 120 train / 30 val: ~15 optimizer steps per epoch at batch 8, 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
 
     out = tmp_path_factory.mktemp("tune-data")
     write_sample_data(out, n=N_EVENTS, seed=3)
@@ -395,6 +395,8 @@ def test_changing_the_search_space_of_an_existing_study_is_refused(tmp_path, cap
     assert rc == 2
     assert "another search space (changed: gamma, lora_r)" in err
     assert study.trials == []
+    # The study's objective has its name (Optuna's dashboard shows it instead of "Objective 0").
+    assert optuna.load_study(study_name="t-space", storage=tune.default_storage(out)).metric_names == [tune.OBJECTIVE]
 
 
 def test_data_and_model_flags_override_the_config_like_the_train_loop():

@@ -1,8 +1,9 @@
-"""One typed config for a training run: YAML template, overridden by CLI flags and ``key=value``.
+"""One typed config for a training run: YAML template, overridden by ``key=value`` and CLI flags.
 
 Precedence (lowest first): dataclass defaults < ``--config FILE`` < ``section.key=value`` overrides <
-explicit flags (``--lr 3e-4``). Unknown keys and values of the wrong type are errors that name the
-file and the key, never a stack trace.
+explicit flags (``--lr 3e-4``): a flag wins. :func:`resolve_config` is the one place that applies them,
+for the train loop and the sweep alike, and checks the result once. Unknown keys and values of the wrong
+type are errors that name the file and the key, never a stack trace.
 
 Every numeric setting has two ranges, both in :data:`RANGES` (the one place they are written):
 
@@ -24,7 +25,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -447,14 +448,28 @@ def apply_override(cfg: Config, dotted: str, value: Any, *, source: str) -> None
                 raise ConfigError(f"{source}: {part!r} is not a section")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the YAML file, then dotted overrides (``{"training.lr": 1e-3}``)."""
+def resolve_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                   flags: Iterable[tuple[str, Any, str]] = ()) -> Config:
+    """The config of a command, lowest first: defaults < the YAML file at ``path`` < ``overrides``
+    (``section.key=value`` texts, in order) < ``flags`` (``(key, value, option)``; a value of None or ""
+    -- a flag not given, an MLproject parameter left empty -- leaves the key alone). A flag wins. Values
+    are checked once, on the result: a file's value that a flag replaces is never judged."""
     cfg = Config()
     if path is not None:
         _apply(cfg, load_yaml(path), str(path))
-    for dotted, value in (overrides or {}).items():
-        apply_override(cfg, dotted, value, source=dotted)
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(cfg, key, value, source=text)
+    for key, value, option in flags:
+        if value is not None and value != "":
+            apply_override(cfg, key, value, source=option)
     return check(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then dotted overrides (``{"training.lr": 1e-3}``), checked: for code
+    that builds a config without a command line (tests, benchmarks, the demo)."""
+    return resolve_config(path, flags=[(key, value, key) for key, value in (overrides or {}).items()])
 
 
 def save_config(cfg: Config, path: Path) -> Path:

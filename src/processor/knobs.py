@@ -9,7 +9,9 @@ own check (``processor.config.check``), which both the flags and every sweep tri
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,9 @@ KNOBS: tuple[Knob, ...] = (
 BY_NAME: dict[str, Knob] = {k.name: k for k in KNOBS}
 FLAGS: tuple[Knob, ...] = tuple(k for k in KNOBS if k.flag)
 SWEEPABLE: dict[str, Knob] = {k.name: k for k in KNOBS if k.sweep is not None}
+
+
+def flag_values(args: Any, knobs: Iterable[Knob]) -> list[tuple[str, Any, str]]:
+    """``(key, value, option)`` of each of ``knobs`` on parsed arguments, for
+    :func:`processor.config.resolve_config` (which skips the ones not given)."""
+    return [(k.key, getattr(args, k.name, None), k.option) for k in knobs if k.key]

@@ -11,16 +11,18 @@ Three kinds of names are accepted by :func:`resolve_model`:
 ``qwen-tiny`` is the embedded demo base: a small model of the *same* Qwen2 architecture, with a
 byte-level BPE tokenizer and weights built and pretrained locally (no download) the first time it is
 asked for, then cached on disk. It goes through exactly the same loading code as a real Qwen
-checkpoint, so the whole pipeline can run (and be tested) offline. It is not Qwen's weights.
+checkpoint, so the whole pipeline can run (and be tested) offline. It is not Qwen's weights. The demo kit
+builds it (``demo_kit.tiny_base``); this module reaches the builder by name, :data:`LOCAL_BUILDERS`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,22 +184,28 @@ def _checked_snapshot(name: str, repo_id: str, path: Path) -> ResolvedModel:
     return ResolvedModel(name=name, path=path, base_id=repo_id, revision=path.name, is_demo=False)
 
 
-def _tiny_recipe(revision: str | None, template: str | None) -> Any:
-    """The qwen-tiny recipe of ``template``, or the one whose hash is ``revision`` (a package records
-    the revision, not the template, of the base it was trained on)."""
-    from processor.serialize import BINNED_TEMPLATES, TEMPLATE_NAME
-    from processor.tiny_base import TinyRecipe
+# Bases built on this machine rather than downloaded, by base id -> "module:function", imported only when
+# that base is asked for. The product names the demo kit's builder as text and never imports it: the train
+# loop, serving and the gate do not depend on the demo (tests/test_architecture.py), while `--model
+# qwen-tiny` and every package trained on it still resolve. A text entry rather than a package entry point:
+# it needs no installed metadata, so a checkout on PYTHONPATH resolves it like an editable install.
+# The function takes (revision, template) and returns (checkpoint directory, revision).
+LOCAL_BUILDERS: dict[str, str] = {TINY_BASE_ID: "demo_kit.tiny_base:resolve_base"}
 
-    candidates = [template] if template else [TEMPLATE_NAME, *(t for t in BINNED_TEMPLATES if t != TEMPLATE_NAME)]
-    for candidate in candidates:
-        recipe = TinyRecipe(template=candidate)
-        if revision is None or revision == recipe.recipe_hash():
-            return recipe
-    raise ModelNotAvailableError(
-        f"{TINY_ALIAS} revision {revision} was requested but this version of processor builds "
-        f"{', '.join(TinyRecipe(template=t).recipe_hash() for t in candidates)} "
-        f"(for template {', '.join(candidates)}; a different recipe or library versions)."
-    )
+
+def local_builder(base_id: str) -> Callable[[str | None, str | None], tuple[Path, str]]:
+    """The builder of a local base (:data:`LOCAL_BUILDERS`), imported now; a missing kit is a usage error."""
+    module_name, _, function = LOCAL_BUILDERS[base_id].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not module_name.startswith(err.name):
+            raise  # the kit is there but something it imports is not: not ours to explain away
+        raise ModelNotAvailableError(
+            f"{base_id} is built locally by the Python package {module_name.split('.')[0]!r}, which is not "
+            f"importable here (install this project with `pip install -e .`, or put its src/ on PYTHONPATH)."
+        ) from None
+    return getattr(module, function)
 
 
 def resolve_model(name: str, *, revision: str | None = None, template: str | None = None) -> ResolvedModel:
@@ -211,12 +219,9 @@ def resolve_model(name: str, *, revision: str | None = None, template: str | Non
     if not name or not name.strip():
         raise ModelNotAvailableError("No model name given: pass an alias (e.g. qwen-tiny), a hub id or a directory.")
     target = MODEL_ALIASES.get(name, name)
-    if target == TINY_BASE_ID:
-        from processor.tiny_base import build_qwen_tiny
-
-        recipe = _tiny_recipe(revision, template)
-        path = build_qwen_tiny(recipe=recipe)
-        return ResolvedModel(name=name, path=path, base_id=TINY_BASE_ID, revision=recipe.recipe_hash(), is_demo=True)
+    if target in LOCAL_BUILDERS:
+        path, built_revision = local_builder(target)(revision, template)
+        return ResolvedModel(name=name, path=path, base_id=target, revision=built_revision, is_demo=True)
     local = Path(target).expanduser()
     if local.exists() or _looks_like_path(target):
         if not local.exists():
@@ -276,7 +281,7 @@ def load_dtype(precision: str, device: str) -> torch.dtype:
     return _HALF.get(precision, torch.float32)
 
 
-def precision_args(precision: str, device: str) -> dict[str, bool]:
+def precision_args(precision: str) -> dict[str, bool]:
     """``TrainingArguments`` mixed-precision flags for a resolved precision (bf16 on a CPU also needs
     ``use_cpu=True``, which the device arguments give)."""
     if precision in _HALF:

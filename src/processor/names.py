@@ -16,10 +16,10 @@ ZIP_ARTIFACT = "model_final"
 PYFUNC_NAME = "model"
 # The run's resolved configuration, beside metrics.json in the output directory and the run's artifacts.
 RESOLVED_CONFIG = "resolved_config.yaml"
-# Written beside train.jsonl/val.jsonl by processor.sample_data; the train loop logs it with the data.
+# Written beside train.jsonl/val.jsonl by demo_kit.sample_data; the train loop logs it with the data.
 DATA_CARD = "data_card.json"
 
-# The demo base (processor.tiny_base builds it; processor.model resolves the alias to it).
+# The demo base (demo_kit.tiny_base builds it; processor.model resolves the alias to it).
 TINY_BASE_ID = "processor/qwen-tiny"
 # Written into every qwen-tiny build; its presence marks a finished build (the directory is renamed
 # into place only after it is written) and lets a copied directory still be recognised as the demo base.

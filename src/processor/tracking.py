@@ -19,7 +19,7 @@ import pandas as pd
 from transformers import TrainerCallback
 
 from processor.names import PYFUNC_NAME
-from processor.schema import FEATURES, LABELS
+from processor.schema import FEATURES
 
 
 
@@ -35,7 +35,21 @@ def start_run(experiment: str, *, nested: bool = False, run_name: str | None = N
     # the same process would otherwise land in the first run's experiment.
     if not os.environ.get("MLFLOW_RUN_ID") and not nested:
         mlflow.set_experiment(experiment)
-    return mlflow.start_run(nested=nested, run_name=run_name)
+    active = mlflow.start_run(nested=nested, run_name=run_name)
+    mark_model_training(active.info.experiment_id)
+    return active
+
+
+# MLflow 3's experiment type, the tag its UI's type selector writes: model training, not GenAI
+# (docs/mlflow.md says how to open the runs table).
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Type the experiment as model training, unless it already has a type (a user's choice stays)."""
+    client = mlflow.MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -82,10 +96,6 @@ class MlflowEpochLogger(TrainerCallback):
                 continue
             out[f"val_{name}" if not name.startswith("val_") else name] = float(value)
         mlflow.log_metrics(out, step=epoch)
-
-
-def output_columns() -> list[str]:
-    return ["id", "label", *[f"p_{name}" for name in LABELS], "abstained"]
 
 
 def _code_dir(stage: Path) -> Path:

@@ -5,7 +5,8 @@
     python -m processor.train_loop --train-file data/train.jsonl --val-file data/val.jsonl \
         --model qwen-base --lora-r 32 --lora-alpha 64 --batch-size 8 --grad-accum 8 --device cpu ...
 
-Flags override ``--config``; ``section.key=value`` arguments override anything (torchtune style).
+Config precedence, lowest first: defaults < ``--config`` < ``section.key=value`` arguments < flags (a flag
+wins; processor.config.resolve_config).
 Exit codes: 0 trained, 1 the data break the contract or cannot train three classes (nothing trained),
 2 usage/config error.
 """
@@ -26,10 +27,10 @@ from typing import Any, Sequence
 
 import torch
 from processor import distributed, drift
-from processor.cli import UserError, nothing_trained, parse_bool, run
-from processor.config import Config, apply_override, load_config, parse_override
-from processor.data import records
-from processor.knobs import FLAGS
+from processor.cli import nothing_trained, parse_bool, run
+from processor.config import Config, resolve_config
+from processor.data import UsageError, records
+from processor.knobs import FLAGS, flag_values
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
 from processor.package import write_package
@@ -48,10 +49,6 @@ TRAINER_METRIC = {"val_macro_f1": "macro_f1", "val_accuracy": "accuracy", "val_l
 # travels with the model) imports, pinned to the versions trained with.
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "peft", "accelerate", "mlflow", "pandas", "pandera",
                 "numpy", "scikit-learn", "safetensors", "pyyaml", "huggingface-hub", "filelock")
-
-
-class UsageError(UserError):
-    """The command cannot run as asked (paths, output directory, device); exit code 2."""
 
 
 @dataclass
@@ -93,19 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config or None)
-    for text in args.overrides:
-        key, value = parse_override(text)
-        apply_override(cfg, key, value, source=text)
-    for knob in FLAGS:
-        value = getattr(args, knob.name)
-        if value is not None and value != "":  # "" = an MLproject parameter left empty
-            apply_override(cfg, knob.key, value, source=knob.option)
+    flags = flag_values(args, FLAGS)
     if args.no_mlflow:
-        cfg.mlflow.enabled = False
-    from processor.config import check
-
-    return check(cfg)
+        flags.append(("mlflow.enabled", False, "--no-mlflow"))
+    return resolve_config(args.config or None, args.overrides, flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,7 +243,7 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
     for path in paths.values():
         if not path.is_file():
             raise UsageError(f"data file not found: {path} (make sample data with "
-                             "`python -m processor.sample_data --out data`)")
+                             "`python -m demo_kit.sample_data --out data`)")
     try:
         train_df, val_df = load_split(paths["train"], paths["val"])
     except ContractError as exc:
@@ -307,7 +295,7 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
 
     from processor.model import (apply_lora, load_dtype, load_for_classification, resolve_device, resolve_model,
                                  resolve_precision)
-    from processor.qwen_standin import qwen_tokens_per_event
+    from processor.qwen_vocab import qwen_tokens_per_event
 
     with distributed.single_process():  # may build qwen-tiny (for this template) with a Trainer of its own
         resolved = resolve_model(cfg.model, revision=cfg.revision, template=cfg.data.template)
@@ -388,6 +376,8 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.lr,
         weight_decay=t.weight_decay,
+        # transformers 5 has no warmup_ratio: a float in [0, 1) here is a ratio of the total steps
+        # (TrainingArguments.get_warmup_steps: ceil(total * value)); config keeps the value below 1.
         warmup_steps=t.warmup_ratio,
         num_train_epochs=t.epochs,
         eval_strategy="epoch",
@@ -408,7 +398,7 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
         # LoRA adapters and the head are all used in every forward pass: skip DDP's extra graph walk.
         ddp_find_unused_parameters=False,
         **_device_args(built.device),
-        **precision_args(built.precision, built.device),
+        **precision_args(built.precision),
         **checkpointing_args(t.gradient_checkpointing),
     )
 
@@ -547,7 +537,7 @@ def _time_range(frame: Any) -> list[str] | None:
 
 
 def _bayes_ceiling(train_path: Path, digests: dict[str, str]) -> float | None:
-    """The data card's Bayes ceiling (processor.sample_data writes one beside its files), only when the
+    """The data card's Bayes ceiling (demo_kit.sample_data writes one beside its files), only when the
     card describes exactly the files trained on (sha256 of both); otherwise unknown."""
     card_path = train_path.parent / DATA_CARD
     try:

@@ -69,9 +69,9 @@ from processor.gate.describe import NOTE_TAG, gate_paragraph, run_note, version_
 from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run, serving_json
 from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
-from processor.gate.registry import (GateInfraError, _is_not_found, describe, mark_done, promote,
+from processor.gate.registry import (GateInfraError, describe, is_not_found, mark_done, promote,
                                      register_once, versions_of_run)
-from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, _fraction, load_thresholds
+from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
 DEFAULT_ALIAS = "champion"
@@ -143,7 +143,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        if _is_not_found(exc) or getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
+        if is_not_found(exc) or getattr(exc, "error_code", "") == "INVALID_PARAMETER_VALUE":
             raise GateInfraError(f"run {run_id!r} not found on {mlflow.get_tracking_uri()}") from None
         raise
     with tempfile.TemporaryDirectory(prefix="gate-") as tmp:
@@ -162,7 +162,8 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         earlier = bool(versions_of_run(client, model_name, run_id))
         if bundle_base and not bundled and not earlier:
             model_id, bundled = bundle_base_into_run(run_id, ev), True
-        description = version_description(run_id, checks, ev, strict, checks_file)
+        description = version_description(run_id, checks, ev, strict, checks_file,
+                                          experiment_id=run.info.experiment_id)
         mv, created = register_once(client, model_name, run_id, model_id,
                                     _version_tags(run_id, checks, ev, strict), description)
         repairs = describe(client, model_name, mv, description, created=created, earlier=earlier)
@@ -238,7 +239,7 @@ def _could_not_finish(exc: Exception) -> str:
 def _gate(args: argparse.Namespace) -> int:
     th = load_thresholds(args.checks)
     strict = args.strict or th.strict
-    margin = th.margin if args.margin is None else _fraction(args.margin, "--margin", lo=-1.0)
+    margin = th.margin if args.margin is None else fraction(args.margin, "--margin", lo=-1.0)
     if args.output_dir is not None:
         outcome = gate_output_dir(args.output_dir, th, strict=strict)
     else:

@@ -32,12 +32,21 @@ def verdict(checks: Sequence[CheckResult], strict: bool, checks_file: Path) -> s
     return f"failed {len(failed)} of {len(checks)} shipping checks{on}: {named}"
 
 
+def card_link(experiment_id: str, run_id: str) -> str:
+    """A Markdown link to the run's model card in the MLflow UI. The UI renders descriptions as Markdown
+    and routes on the URL's fragment: a link of ``#/...`` opens the artifact in the same tab, on whatever
+    host serves the UI (the tracking URI the gate used may not be the address a browser reaches)."""
+    name = model_card.RUN_ARTIFACT
+    return f"[{name}](#/experiments/{experiment_id}/runs/{run_id}/artifacts/{name})"
+
+
 def version_description(run_id: str, checks: Sequence[CheckResult], ev: Evidence, strict: bool,
-                        checks_file: Path) -> str:
+                        checks_file: Path, *, experiment_id: str) -> str:
     """What the version is, what it was trained on, how it scored (with its CI) and the gate's verdict,
-    from the verified metrics.json."""
+    from the verified metrics.json, and a link to the model card."""
     return (f"{model_card.run_summary(ev.record)} Gate: {verdict(checks, strict, checks_file)}. Run {run_id}. "
-            f"Model card: runs:/{run_id}/{model_card.RUN_ARTIFACT} (also MODEL_CARD.md in model_final.zip).")
+            f"Model card: {card_link(experiment_id, run_id)} (runs:/{run_id}/{model_card.RUN_ARTIFACT}; "
+            "also MODEL_CARD.md in model_final.zip).")
 
 
 def gate_paragraph(checks: Sequence[CheckResult], strict: bool, checks_file: Path,

@@ -31,7 +31,7 @@ class GateInfraError(UserError):
     """The tracking server or registry could not be used as needed: exit 2."""
 
 
-def _is_not_found(exc: Exception) -> bool:
+def is_not_found(exc: Exception) -> bool:
     code = getattr(exc, "error_code", "")
     return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
 
@@ -100,7 +100,7 @@ def alias_version(client: Any, model_name: str, alias: str) -> Any | None:
     try:
         return client.get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return None
         raise
 

@@ -49,7 +49,7 @@ _MERGED = ("class_balance", "val_macro_f1", "champion", "beats_baseline", "time_
            "min_support")  # mappings merged key by key over the shipped file
 
 
-def _fraction(value: Any, where: str, *, lo: float = 0.0, hi: float = 1.0) -> float:
+def fraction(value: Any, where: str, *, lo: float = 0.0, hi: float = 1.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not lo <= value <= hi:
         raise GateUsageError(f"{where}: expected a number between {lo} and {hi}, got {value!r}")
@@ -104,16 +104,16 @@ def load_thresholds(path: Path = DEFAULT_CHECKS) -> Thresholds:
     raw = _read_checks(path)
     if path.resolve() != DEFAULT_CHECKS and DEFAULT_CHECKS.is_file():
         raw = _overlay(_read_checks(DEFAULT_CHECKS), raw)
-    min_share = _fraction(_required(raw, path, "class_balance", "min_share"), f"{path}: class_balance.min_share")
-    max_share = _fraction(_required(raw, path, "class_balance", "max_share"), f"{path}: class_balance.max_share")
+    min_share = fraction(_required(raw, path, "class_balance", "min_share"), f"{path}: class_balance.min_share")
+    max_share = fraction(_required(raw, path, "class_balance", "max_share"), f"{path}: class_balance.max_share")
     if min_share > max_share:
         raise GateUsageError(f"{path}: class_balance.min_share {min_share} > max_share {max_share}")
-    min_f1 = _fraction(_required(raw, path, "val_macro_f1", "min"), f"{path}: val_macro_f1.min")
-    class_f1 = {k: _fraction(v, f"{path}: class_f1.{k}") for k, v in _required(raw, path, "class_f1").items()}
+    min_f1 = fraction(_required(raw, path, "val_macro_f1", "min"), f"{path}: val_macro_f1.min")
+    class_f1 = {k: fraction(v, f"{path}: class_f1.{k}") for k, v in _required(raw, path, "class_f1").items()}
     strict = raw.get("strict", False)
     if not isinstance(strict, bool):
         raise GateUsageError(f"{path}: strict must be true or false, got {strict!r}")
-    margin = _fraction(raw.get("champion", {}).get("margin", 0.0), f"{path}: champion.margin", lo=-1.0)
+    margin = fraction(raw.get("champion", {}).get("margin", 0.0), f"{path}: champion.margin", lo=-1.0)
     bb = raw.get("beats_baseline", {})
     enabled = bb.get("enabled", False)
     if not isinstance(enabled, bool):
@@ -122,7 +122,7 @@ def load_thresholds(path: Path = DEFAULT_CHECKS) -> Thresholds:
     if enabled and (not isinstance(baseline, str) or not baseline):
         raise GateUsageError(f"{path}: beats_baseline.baseline must name a baseline of metrics.json "
                              "(e.g. hist_gradient_boosting)")
-    bmargin = _fraction(bb.get("margin", 0.0), f"{path}: beats_baseline.margin") if enabled else 0.0
+    bmargin = fraction(bb.get("margin", 0.0), f"{path}: beats_baseline.margin") if enabled else 0.0
     leak = raw.get("time_leakage", {}).get("enabled", False)
     if not isinstance(leak, bool):
         raise GateUsageError(f"{path}: time_leakage.enabled must be true or false, got {leak!r}")

@@ -35,14 +35,15 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import optuna
 
 from processor.cli import nothing_trained, run
-from processor.config import Config, apply_override, check, load_config, parse_override
-from processor.knobs import BY_NAME
+from processor.config import Config, resolve_config
+from processor.knobs import BY_NAME, flag_values
 from processor.tune.space import (DEFAULT_STUDY, OBJECTIVE, PRUNER_KEYS, SPACE_ATTR, SweepError, load_sweep, make_pruner,
                                   make_sampler)
 from processor.tune.storage import (TrialLock, counted, make_lock, open_storage, redact, storage_url,
@@ -119,16 +120,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def base_config(args: argparse.Namespace) -> Config:
-    """config file < section.key=value overrides < flags, as in the train loop."""
-    cfg = load_config(args.config)
-    for text in args.overrides:
-        key, value = parse_override(text)
-        apply_override(cfg, key, value, source=text)
-    for flag in TRAIN_FLAGS:
-        value = getattr(args, flag, None)
-        if value is not None and value != "":  # "" = an MLproject parameter left empty
-            apply_override(cfg, BY_NAME[flag].key, value, source=BY_NAME[flag].option)
-    return check(cfg)
+    """config file < section.key=value overrides < flags (a flag wins), as in the train loop."""
+    return resolve_config(args.config, args.overrides, flag_values(args, map(BY_NAME.__getitem__, TRAIN_FLAGS)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,6 +157,9 @@ def _main(args: argparse.Namespace) -> int:
         study = optuna.create_study(study_name=args.study_name, storage=storage, load_if_exists=True,
                                     direction="maximize", sampler=make_sampler(sweep.sampler, seed),
                                     pruner=make_pruner(sweep.pruner, base.training.epochs))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and still the way to name it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE])  # the dashboard's axis says val_macro_f1, not "Objective 0"
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise SweepError(f"study {args.study_name!r} in {redact(url)} minimises; use another --study-name")
         lock = make_lock(url, args.study_name)

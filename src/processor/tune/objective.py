@@ -36,7 +36,7 @@ class Gate:
     thresholds: Any
 
     def verdict(self, output_dir: Path) -> tuple[bool, list[str]]:
-        from processor.gate import gate_output_dir
+        from processor.gate.cli import gate_output_dir
 
         outcome = gate_output_dir(output_dir, self.thresholds, strict=self.thresholds.strict)
         failed = [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
@@ -44,7 +44,7 @@ class Gate:
 
 
 def open_gate(checks: Path | None) -> Gate:
-    from processor.gate import DEFAULT_CHECKS, GateUsageError, load_thresholds
+    from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, load_thresholds
 
     checks = Path(checks or DEFAULT_CHECKS)
     try:
@@ -141,9 +141,9 @@ def _mark_retried(ctx: Context, trial: optuna.Trial) -> None:
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
-    from processor.data import ContractError
+    from processor.data import ContractError, UsageError
     from processor.model import ModelNotAvailableError
-    from processor.train_loop import UsageError, train
+    from processor.train_loop import train
 
     ctx.lock.release()  # the trial exists now; other workers may count and start theirs
     params = ctx.sweep.suggest(trial)

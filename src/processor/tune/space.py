@@ -32,8 +32,6 @@ class SweepError(UserError, ValueError):
     """The sweep cannot run as asked (sweep file, storage, flags); exit code 2."""
 
 
-# What a sweep may vary, and with which type: processor.knobs, the one table of knobs.
-KNOBS = SWEEPABLE
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
 SAMPLER_KEYS = {"tpe": {"type", "seed", "n_startup_trials"}, "random": {"type", "seed"}}
@@ -67,7 +65,7 @@ class Sweep:
 
 def overrides_for(params: dict[str, Any], base: Config) -> dict[str, Any]:
     """Sweep parameters -> dotted config overrides."""
-    out = {KNOBS[name].key: value for name, value in params.items() if KNOBS[name].key}
+    out = {SWEEPABLE[name].key: value for name, value in params.items() if SWEEPABLE[name].key}
     if "lora_alpha_ratio" in params:
         r = params.get("lora_r", base.lora.r)
         out["lora.alpha"] = max(1, int(round(params["lora_alpha_ratio"] * r)))
@@ -182,7 +180,7 @@ def _candidates(d: BaseDistribution) -> list[Any]:
 def _check_domain(space: dict[str, BaseDistribution], base: Config, w: _Where) -> None:
     """Every bound/choice must make a valid config (types and ranges from processor.config)."""
     for name, d in space.items():
-        knob = KNOBS[name]
+        knob = SWEEPABLE[name]
         if knob.sweep is int and isinstance(d, FloatDistribution):
             raise w.error(("params", name, "type"), f"{knob.help} is an integer: use type int or categorical")
         for value in _candidates(d):
@@ -235,11 +233,11 @@ def load_sweep(path: str | Path, base: Config) -> Sweep:
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         raise w.error(("params",), "expected a non-empty mapping of parameters to search "
-                                   f"(any of {', '.join(KNOBS)})")
+                                   f"(any of {', '.join(SWEEPABLE)})")
     space: dict[str, BaseDistribution] = {}
     for name, spec in params.items():
-        if name not in KNOBS:
-            raise w.error(("params", str(name)), f"unknown parameter (known: {', '.join(KNOBS)})")
+        if name not in SWEEPABLE:
+            raise w.error(("params", str(name)), f"unknown parameter (known: {', '.join(SWEEPABLE)})")
         space[name] = _distribution(name, spec, w)
     if "lora_alpha" in space and "lora_alpha_ratio" in space:
         raise w.error(("params", "lora_alpha_ratio"), "set either lora_alpha or lora_alpha_ratio, not both")

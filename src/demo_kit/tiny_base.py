@@ -2,8 +2,9 @@
 tokenizer and weights are built and pretrained locally (no model hub), deterministically, and cached.
 
 Its recipe (:class:`TinyRecipe`) names the cache directory; the same recipe and library versions give
-byte-identical weights. It is not Qwen's weights: :func:`processor.model.resolve_model` hands it to the
-same loading code as a real Qwen checkpoint, so the whole pipeline runs (and is tested) offline.
+byte-identical weights. It is not Qwen's weights: :func:`processor.model.resolve_model` finds it through
+:data:`processor.model.LOCAL_BUILDERS` (by name, never a static import) and hands it to the same
+loading code as a real Qwen checkpoint, so the whole pipeline runs (and is tested) offline.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _library_versions() -> tuple[tuple[str, str], ...]:
 
 
 def _event_texts(n: int, seed: int, template: str) -> list[str]:
-    from processor.sample_data import sample_features
+    from demo_kit.sample_data import sample_features
     from processor.serialize import render_events
 
     # Bins fitted on the synthetic events themselves: the tokenizer and the pretraining see every
@@ -254,7 +255,7 @@ def _model_card(info: dict[str, Any]) -> str:
     versions = dict(recipe["versions"])
     return f"""# qwen-tiny (processor demo base) -- NOT Qwen's weights
 
-This is a **demo base model** built locally by `processor.tiny_base.build_qwen_tiny`, so that the train loop
+This is a **demo base model** built locally by `demo_kit.tiny_base.build_qwen_tiny`, so that the train loop
 runs and can be tested offline. It uses the **Qwen2 architecture** (`Qwen2Config` / `Qwen2ForCausalLM`,
 the same classes as Qwen2.5) but its tokenizer and weights were trained here from scratch on synthetic
 data: it knows nothing but the event template. Results obtained with it say nothing about a real Qwen.
@@ -272,7 +273,7 @@ data: it knows nothing but the event template. Results obtained with it say noth
 1. **Tokenizer**: byte-level BPE (`tokenizers` BpeTrainer, Qwen2's pre-tokenizer: digits split one by one),
    vocabulary {info['vocab_size']} tokens (target {recipe['vocab_size']}), special token `<|endoftext|>`
    (eos and pad, as in Qwen base). Corpus: {recipe['tokenizer_events']:,} synthetic events
-   (`processor.sample_data.sample_features`, serialized with template `{info['template']}`) plus
+   (`demo_kit.sample_data.sample_features`, serialized with template `{info['template']}`) plus
    {recipe['tokenizer_generic_lines']:,} lines of generic words and numbers. Byte-level: no unknown tokens.
 2. **Weights**: random init (seed {recipe['seed']}), then a causal-LM pass with transformers `Trainer`
    (`DataCollatorForLanguageModeling(mlm=False)`) over {recipe['pretrain_events']:,} unlabeled synthetic events
@@ -366,3 +367,22 @@ def build_qwen_tiny(cache_dir: Path | None = None, *, recipe: TinyRecipe | None 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def resolve_base(revision: str | None, template: str | None) -> tuple[Path, str]:
+    """:data:`processor.model.LOCAL_BUILDERS`' entry for qwen-tiny: the build of ``template``'s recipe, or of
+    the recipe whose hash is ``revision`` (a package records the revision, not the template, of the base it
+    was trained on), as (directory, revision)."""
+    from processor.model import TINY_ALIAS, ModelNotAvailableError
+    from processor.serialize import BINNED_TEMPLATES
+
+    candidates = [template] if template else [TEMPLATE_NAME, *(t for t in BINNED_TEMPLATES if t != TEMPLATE_NAME)]
+    for candidate in candidates:
+        recipe = TinyRecipe(template=candidate)
+        if revision is None or revision == recipe.recipe_hash():
+            return build_qwen_tiny(recipe=recipe), recipe.recipe_hash()
+    raise ModelNotAvailableError(
+        f"{TINY_ALIAS} revision {revision} was requested but this version of the demo kit builds "
+        f"{', '.join(TinyRecipe(template=t).recipe_hash() for t in candidates)} "
+        f"(for template {', '.join(candidates)}; a different recipe or library versions)."
+    )

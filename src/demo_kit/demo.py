@@ -2,7 +2,7 @@
 
 sample data -> validate -> train ``qwen-tiny`` through ``mlflow run`` -> metrics -> shipping gate.
 
-    python -m processor.demo            # what `make demo` runs
+    python -m demo_kit            # what `make demo` runs
 
 ``qwen-tiny`` is a small Qwen2-architecture model built and pretrained locally (not Qwen's weights):
 it shows the pipeline working offline; real runs use ``--model qwen-base`` or a local checkpoint.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import mlflow
 
-from processor import sample_data, validate
+from demo_kit import sample_data
+from processor import validate
 from processor.cli import EXIT_DATA, UserError, run
 from processor.quiet import no_mlflow_info
 from processor.record import METRICS_FILE, Metrics
@@ -41,7 +42,7 @@ def run_training(root: Path, config: str, data: Path, output_dir: str, **paramet
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m processor.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m demo_kit", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="data")
     p.add_argument("--output-dir", default="outputs/demo")
     p.add_argument("--config", default="configs/tiny.yaml")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 def _demo(args: argparse.Namespace) -> int:
     root = Path.cwd()
     # `mlflow run` runs the MLproject command `python -m ...`: make that this interpreter, even when
-    # the venv is not activated (`.venv/bin/python -m processor.demo`).
+    # the venv is not activated (`.venv/bin/python -m demo_kit`).
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     if not (root / "MLproject").is_file():
         raise UserError("run the demo from the repository root (where MLproject is)")
@@ -92,7 +93,9 @@ def _demo(args: argparse.Namespace) -> int:
               f"{cal['brier_before']:.3f} -> {cal['brier_after']:.3f}, temperature {cal['temperature']:.2f}; "
               f"drift: val PSI at most {m.num('drift', 'max_psi') or 0:.3f}; "
               f"temporal leakage risk: {m.value('leakage', 'leakage_risk')}")
-    print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()})")
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()}), at "
+          f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning")
 
     if args.no_gate:
         return 0

@@ -1,5 +1,5 @@
 """The labeler's rule sets (v1, v2, v3): the noise-free label of an event, and the Bayes ceiling they
-score on a noisy validation set. ``processor.sample_data`` labels its synthetic events with them.
+score on a noisy validation set. ``demo_kit.sample_data`` labels its synthetic events with them.
 
 v1 and v2 are conjunctions of a few conditions: a tree finds them with a handful of splits. v3 is a
 scored rule: a weighted sum of eight features (integer points, so every comparison is exact) against a
@@ -37,7 +37,7 @@ band). Every input of a rule appears in the serialized model text.
 * **no_trade** otherwise.
 
 ``v3`` -- a scored rule (the harder set: a weighted sum with interactions and thresholds, so that no
-single split captures it; parameters in ``processor.rules.V3_*`` and in the data card's
+single split captures it; parameters in ``demo_kit.rules.V3_*`` and in the data card's
 ``rules_parameters``, fixed before any model was measured on it). With d = ``ext_dir``:
 
 * **no_trade** if ``ext_dir == 0`` or ``mgann_leg_index`` is outside the window 2..5;

@@ -5,12 +5,12 @@ between the features (internal structure follows the external swing, CHoCHs and 
 direction of the structure, retests need an FVG, stronger waves after a CHoCH, ...). It is what the
 tiny demo model is pretrained on, so it never depends on any user's data.
 
-``generate`` / ``write_sample_data`` / ``python -m processor.sample_data`` turn those features into a
+``generate`` / ``write_sample_data`` / ``python -m demo_kit.sample_data`` turn those features into a
 labeled data set (``train.jsonl``, ``val.jsonl``, ``data_card.json``) that follows the event contract.
 
 Labeling rules
 --------------
-Labels come from the rule sets of :mod:`processor.rules` (v1 default, v2, v3; each described
+Labels come from the rule sets of :mod:`demo_kit.rules` (v1 default, v2, v3; each described
 there), applied to the features exactly as written to the files.
 
 Label noise
@@ -72,8 +72,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from demo_kit.rules import RULES, bayes_ceiling, check_rules, label_event, rule_parameters
 from processor import __version__
-from processor.rules import RULES, bayes_ceiling, check_rules, label_event, rule_parameters
 from processor.cli import EXIT_DATA, UserError, run
 from processor.io import atomic_target
 from processor.names import DATA_CARD
@@ -428,7 +428,7 @@ def generate(
 
     clean_labels = [LABELS[int(c)] for c in clean]
     card: dict[str, Any] = {
-        "generator": "processor.sample_data",
+        "generator": "demo_kit.sample_data",
         "generator_version": __version__,
         "rules": rules,
         # Only for rule sets that have parameters to record (v3): v1/v2 cards stay byte-identical.
@@ -505,7 +505,7 @@ def write_sample_data(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m processor.sample_data",
+        prog="python -m demo_kit.sample_data",
         description="Write a synthetic labeled event data set (train.jsonl, val.jsonl, data_card.json).",
     )
     p.add_argument("--out", required=True, type=Path, help="output directory (created if missing)")

