@@ -23,7 +23,7 @@ from processor.trainer import best_epoch
 def pieces(tiny_package, tmp_path_factory):
     """The train loop's prepared data and built model (tiny base, 150 events, once): build_trainer
     reads only the training section of the config it is given."""
-    from processor.sample_data import write_sample_data
+    from demo_kit.sample_data import write_sample_data
     from processor.train_loop import build_model, prepare_data
 
     out = tmp_path_factory.mktemp("early-stopping")
