@@ -13,7 +13,7 @@ from processor.tuned_tree import Search, best_offsets
 from test_evaluate import _events
 
 # Small enough for the fast tier (a few hundred rows, a handful of trials).
-SMALL = Search(trials=4, folds=3, max_trees=40)
+SMALL = Search(trials=4, folds=3, max_trees=40, offsets=False)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def test_block_shape_and_the_tree_learns():
     assert set(block["params"]) == {"n_estimators", "num_leaves", "learning_rate", "min_child_samples",
                                     "reg_lambda", "feature_fraction", "offsets"}
     assert block["params"]["n_estimators"] in SMALL.tree_counts()
-    assert block["params"]["offsets"] is None  # off by default
+    assert block["params"]["offsets"] is None  # SMALL leaves them off
     assert block["val_macro_f1"] > 0.75 and block["cv_macro_f1"] > 0.75
 
 
@@ -103,8 +103,14 @@ def test_offsets_only_when_they_pay():
 
 def test_offsets_are_applied_when_asked():
     train, val = _events(300, seed=18), _events(150, seed=19)
-    block = _tuned(train, val, search=Search(trials=4, folds=3, max_trees=40, offsets=True))
+    plain = _tuned(train, val)
+    block = _tuned(train, val, search=Search(trials=4, folds=3, max_trees=40, offsets=True))  # on by default
     assert isinstance(block["params"]["offsets"], list) and len(block["params"]["offsets"]) == 3
+    assert Search().offsets is True
+    # One fit serves both: the offsets change only the decision, never the settings or the CV score.
+    assert {k: v for k, v in block["params"].items() if k != "offsets"} == {
+        k: v for k, v in plain["params"].items() if k != "offsets"}
+    assert block["cv_macro_f1"] == plain["cv_macro_f1"]
 
 
 def test_baselines_refuse_an_unknown_name():

@@ -34,6 +34,7 @@ import yaml
 from processor.cli import UserError, parse_bool
 from processor.names import BASELINES, ZIP_NAME
 from processor.serialize import TEMPLATE_NAME, TEMPLATES
+from processor.tuned_tree import Search as TreeSearch
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -193,11 +194,11 @@ class EvalConfig:
     baselines: bool | list[str] = field(default_factory=lambda: list(BASELINES))
     # tuned_gbdt: Optuna trials and CV folds on the training split, the most trees per fit, and
     # whether the per-class decision offsets chosen on out-of-fold probabilities are applied
-    # (processor.tuned_tree; ~10 CPU-s at 1,300 events, docs/benchmarks.md has the budget's figures).
-    tuned_trials: int = 20
-    tuned_folds: int = 3
-    tuned_max_trees: int = 200
-    tuned_offsets: bool = False
+    # (processor.tuned_tree, where the defaults are declared; docs/benchmarks.md has the budget's figures).
+    tuned_trials: int = TreeSearch.trials
+    tuned_folds: int = TreeSearch.folds
+    tuned_max_trees: int = TreeSearch.max_trees
+    tuned_offsets: bool = TreeSearch.offsets
 
     def baseline_names(self) -> list[str]:
         if isinstance(self.baselines, bool):
