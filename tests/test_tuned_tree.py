@@ -117,3 +117,9 @@ def test_baselines_refuse_an_unknown_name():
     train, val = _events(60, seed=0), _events(30, seed=1)
     with pytest.raises(ValueError, match="unknown baselines \\['xgboost'\\]"):
         baselines(train, val, seed=0, names=("xgboost",))
+
+
+def test_a_class_too_small_to_fold_is_a_clear_error():
+    x, y = np.random.default_rng(0).random((40, 3)), np.array([0] * 20 + [1] * 19 + [2])
+    with pytest.raises(ValueError, match="at least 2 training events of each class"):
+        tuned_tree.fit(x, y, seed=0, search=SMALL)

@@ -137,6 +137,10 @@ def fit(x: np.ndarray, y: np.ndarray, *, seed: int, search: Search = Search()) -
     classes, y_ids = np.unique(np.asarray(y, dtype=np.int64), return_inverse=True)
     if len(classes) < 2:
         raise ValueError("the tuned tree needs at least two classes in the training labels")
+    if np.bincount(y_ids).min() < 2:
+        # Folds of one event per class leave a class out of some fold's training rows.
+        raise ValueError(f"the tuned tree needs at least 2 training events of each class, got counts "
+                         f"{dict(zip(classes.tolist(), np.bincount(y_ids).tolist()))}")
     # Fitted on 0..K-1 so fold scores, offsets and probability columns line up; predict maps back.
     result = _fit(np.asarray(x, dtype=np.float64), y_ids.astype(np.int64), seed, search)
     result.classes = classes
@@ -191,7 +195,7 @@ def _fit(x: np.ndarray, y: np.ndarray, seed: int, search: Search) -> TunedTree:
             model = _lgbm(seed, n_trees, **chosen).fit(x, y)
     finally:
         optuna.logging.set_verbosity(verbosity)
-    params = {"n_estimators": n_trees, **{k: v for k, v in best.params.items()}}
+    params = {"n_estimators": n_trees, **best.params}
     return TunedTree(model=model, params=params, cv_macro_f1=float(best.value), offsets=offsets,
                      cv_macro_f1_offsets=cv_offsets,
                      seconds=round(time.perf_counter() - started, 2), search=search)
