@@ -84,6 +84,9 @@ def test_empty_flag_means_unset():
     (["--class-weights", "1,2"], "loss.class_weights must be 3 positive numbers"),
     (["--device", "tpu"], "training.device must be one of"),
     (["--early-stop-metric", "f1"], "training.early_stop_metric must be one of"),
+    (["eval.baselines=xgboost"], "eval.baselines must be true, false or a list of logistic_regression, "
+                                 "hist_gradient_boosting, tuned_gbdt; unknown ['xgboost']"),
+    (["eval.tuned_folds=1"], "eval.tuned_folds must be an integer in [2, 20], got 1"),
     (["training.lrr=1"], "unknown key 'lrr' in training"),
     (["nosuch=1"], "unknown key 'nosuch'"),
 ])
@@ -106,6 +109,24 @@ def test_config_file_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("text, names", [
+    ("true", ["logistic_regression", "hist_gradient_boosting", "tuned_gbdt"]),  # older files: a bool
+    ("false", []),
+    ("[tuned_gbdt, logistic_regression]", ["tuned_gbdt", "logistic_regression"]),
+    ("[]", []),
+])
+def test_baselines_are_a_list_of_names_or_the_old_boolean(tmp_path, text, names):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"eval: {{baselines: {text}}}\n")
+    assert check(load_config(f), warn=None).eval.baseline_names() == names
+    assert Config().eval.baseline_names() == ["logistic_regression", "hist_gradient_boosting", "tuned_gbdt"]
+    # On the command line: a comma-separated list, one name, or the old true/false.
+    assert cfg_from(["eval.baselines=tuned_gbdt"]).eval.baseline_names() == ["tuned_gbdt"]
+    assert cfg_from(["eval.baselines=false"]).eval.baseline_names() == []
+    assert cfg_from(["eval.baselines=logistic_regression,hist_gradient_boosting"]).eval.baseline_names() == [
+        "logistic_regression", "hist_gradient_boosting"]
 
 
 def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):

@@ -19,7 +19,9 @@ from processor.evaluate import (
     compute_metrics,
     plot_confusion_matrix,
 )
+from processor import tuned_tree
 from processor.schema import FEATURES, LABELS, SESSIONS
+from processor.tuned_tree import Search
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -229,25 +231,36 @@ def _events(n: int, seed: int, noise: float = 0.1) -> pd.DataFrame:
     return df[[*FEATURES, "label"]]
 
 
+# The tuned tree with a small search (the fast tier); tests/test_tuned_tree.py tests it further.
+SMALL = Search(trials=3, folds=3, max_trees=40)
+
+
 def test_baselines_learn_an_easy_rule_and_are_deterministic():
     train, val = _events(400, seed=0), _events(200, seed=1)
-    first = baselines(train, val, seed=0)
-    assert set(first) == {"logistic_regression", "hist_gradient_boosting"}
-    for result in first.values():
-        assert set(result) == {"val_accuracy", "val_macro_f1", "per_class_f1"}
+    first = baselines(train, val, seed=0, search=SMALL)
+    assert set(first) == {"logistic_regression", "hist_gradient_boosting", "tuned_gbdt"}
+    for name, result in first.items():
+        extra = {"cv_macro_f1", "params", "search", "seconds"} if name == "tuned_gbdt" else set()
+        assert set(result) == {"val_accuracy", "val_macro_f1", "per_class_f1"} | extra
         assert set(result["per_class_f1"]) == set(LABELS)
         # Chance macro-F1 is ~0.33; the rule is learnable up to the 10% label noise.
         assert result["val_macro_f1"] > 0.75
         assert result["val_accuracy"] > 0.75
         assert all(f1 > 0.6 for f1 in result["per_class_f1"].values())
-    assert baselines(train, val, seed=0) == first
+    tuned_tree.clear_cache()  # a real refit, not the memoised one
+
+    def timeless(result):
+        return {**result, "tuned_gbdt": {k: v for k, v in result["tuned_gbdt"].items() if k != "seconds"}}
+
+    assert timeless(baselines(train, val, seed=0, search=SMALL)) == timeless(first)
     assert json.loads(json.dumps(first)) == first
+    assert set(baselines(train, val, seed=0, names=["logistic_regression"])) == {"logistic_regression"}
 
 
 def test_baselines_score_low_on_pure_noise():
     """Guards against leakage: unlearnable labels must not score like the easy rule."""
     train, val = _events(400, seed=2, noise=1.0), _events(200, seed=3, noise=1.0)
-    for result in baselines(train, val, seed=0).values():
+    for result in baselines(train, val, seed=0, search=SMALL).values():
         assert result["val_macro_f1"] < 0.55
 
 
@@ -257,8 +270,9 @@ def test_baselines_accept_contract_style_types():
     train = train[train["session"] != "new_york"].copy()
     for flag in FLAG_FEATURES:
         train[flag] = train[flag].astype(int)
-    result = baselines(train, val, seed=1)
+    result = baselines(train, val, seed=1, search=SMALL)
     assert result["logistic_regression"]["val_macro_f1"] > 0.6
+    assert result["tuned_gbdt"]["val_macro_f1"] > 0.6
 
 
 def test_baselines_report_missing_columns():

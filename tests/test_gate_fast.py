@@ -67,6 +67,9 @@ def test_min_support_is_off_by_default_and_on_in_the_strict_file():
     assert load_thresholds().min_support is False
     strict = load_thresholds(STRICT_CHECKS)
     assert strict.min_support is True and strict.min_support_events == 30
+    # The strict gate's rival is the tuned tree every run fits, not sklearn's default one.
+    assert (strict.beats_baseline, strict.baseline) == (True, "tuned_gbdt")
+    assert load_thresholds().beats_baseline is False
 
 
 @pytest.mark.parametrize("events, passes", [(29, False), (30, True), (31, True)])

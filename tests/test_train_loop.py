@@ -70,7 +70,11 @@ def test_metrics_json_has_everything(trained_run, sample_dir):
     texts = serializer.render_all(records(train)) + serializer.render_all(records(val))
     assert m["tokens_per_event_qwen"] == round(qwen_tokens_per_event(texts), 2) > m["tokens_per_event"]
     assert m["record_version"] == 2
-    assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting"}
+    assert set(m["baselines"]) == {"logistic_regression", "hist_gradient_boosting", "tuned_gbdt"}
+    tuned = m["baselines"]["tuned_gbdt"]  # the default search, tuned on this run's train split
+    assert {"val_macro_f1", "val_accuracy", "per_class_f1", "cv_macro_f1", "params", "seconds"} <= set(tuned)
+    assert tuned["search"]["trials"] == 20 and tuned["params"]["n_estimators"] <= tuned["search"]["max_trees"]
+    assert len(tuned["params"]["offsets"]) == len(LABELS)  # eval.tuned_offsets is on by default
     for png in ("confusion_matrix.png", "learning_curve.png"):
         assert_png_has_content(trained_run.output_dir / png)
 
@@ -259,6 +263,8 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert run.data.metrics["baseline_logreg_macro_f1"] == pytest.approx(
         trained_run.metrics["baselines"]["logistic_regression"]["val_macro_f1"])
     assert run.data.metrics["val_macro_f1_minus_gbdt"] == pytest.approx(trained_run.metrics["val_macro_f1"] - gbdt)
+    assert run.data.metrics["baseline_tuned_gbdt_macro_f1"] == pytest.approx(
+        trained_run.metrics["baselines"]["tuned_gbdt"]["val_macro_f1"])
     contexts = sorted(d.tags[0].value for d in run.inputs.dataset_inputs)
     assert contexts == ["training", "validation"]
     digests = {d.dataset.digest for d in run.inputs.dataset_inputs}

@@ -33,8 +33,9 @@ from typing import Any
 import yaml
 
 from processor.cli import UserError, parse_bool
-from processor.names import ZIP_NAME
+from processor.names import BASELINES, ZIP_NAME
 from processor.serialize import TEMPLATE_NAME, TEMPLATES
+from processor.tuned_tree import Search as TreeSearch
 
 EARLY_STOP_METRICS = ("val_macro_f1", "val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -92,6 +93,9 @@ RANGES: dict[str, Range] = {
     "loss.class_weights": Range(0.0, 1e6, lo_open=True, typical=(0.01, 100.0)),
     "eval.bootstrap_resamples": Range(100, 10**7, typical=(100, 100_000)),
     "eval.confidence": Range(0.5, 1.0, hi_open=True, typical=(0.8, 0.99)),
+    "eval.tuned_trials": Range(1, 10000, typical=(5, 200)),
+    "eval.tuned_folds": Range(2, 20, typical=(3, 10)),
+    "eval.tuned_max_trees": Range(8, 100000, typical=(50, 5000)),
     "trust.calibration_folds": Range(2, 100, typical=(2, 20)),
     "trust.ece_bins": Range(2, 1000, typical=(5, 50)),
     "trust.min_confidence": Range(0.0, 1.0),
@@ -186,7 +190,21 @@ class EvalConfig:
     # Bootstrap settings for the confidence intervals written to metrics.json.
     bootstrap_resamples: int = 1000
     confidence: float = 0.90
-    baselines: bool = True
+    # Which classic models the run fits on the same split (processor.evaluate.baselines): a list of
+    # names from processor.names.BASELINES; true = all of them, false = none (older YAML files).
+    baselines: bool | list[str] = field(default_factory=lambda: list(BASELINES))
+    # tuned_gbdt: Optuna trials and CV folds on the training split, the most trees per fit, and
+    # whether the per-class decision offsets chosen on out-of-fold probabilities are applied
+    # (processor.tuned_tree, where the defaults are declared; docs/benchmarks.md has the budget's figures).
+    tuned_trials: int = TreeSearch.trials
+    tuned_folds: int = TreeSearch.folds
+    tuned_max_trees: int = TreeSearch.max_trees
+    tuned_offsets: bool = TreeSearch.offsets
+
+    def baseline_names(self) -> list[str]:
+        if isinstance(self.baselines, bool):
+            return list(BASELINES) if self.baselines else []
+        return list(self.baselines)
 
 
 @dataclass
@@ -259,7 +277,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is not a valid value ({'; '.join(errors)})")
     if origin is list:
         (item_tp,) = typing.get_args(tp)
-        if isinstance(value, str) and "," in value:
+        if isinstance(value, str):  # "a,b" from the command line; one name is a one-item list
             value = [v.strip() for v in value.split(",")]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -393,6 +411,8 @@ def check(cfg: Config, *, warn: Callable[[str], None] | None = _warn) -> Config:
          f"data.template must be one of {', '.join(TEMPLATES)}, got {cfg.data.template!r}")
     need(bool(cfg.packaging.zip_final) and Path(cfg.packaging.zip_final).name == cfg.packaging.zip_final,
          f"packaging.zip_final must be a file name, got {cfg.packaging.zip_final!r}")
+    unknown = [n for n in cfg.eval.baseline_names() if n not in BASELINES]
+    need(not unknown, f"eval.baselines must be true, false or a list of {', '.join(BASELINES)}; unknown {unknown}")
     need(bool(cfg.trust.abstention_grid), "trust.abstention_grid must be a non-empty list of numbers in [0, 1]")
     if problems:
         # One line whatever the number of problems: the CLI prints it as ``error: invalid config: ...``.

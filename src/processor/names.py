@@ -19,6 +19,10 @@ RESOLVED_CONFIG = "resolved_config.yaml"
 # Written beside train.jsonl/val.jsonl by demo_kit.sample_data; the train loop logs it with the data.
 DATA_CARD = "data_card.json"
 
+# The classic models a run fits beside the LLM on the same split (processor.evaluate.baselines; the
+# config's eval.baselines chooses among them): metrics.json ``baselines.<name>``.
+BASELINES = ("logistic_regression", "hist_gradient_boosting", "tuned_gbdt")
+
 # The demo base (demo_kit.tiny_base builds it; processor.model resolves the alias to it).
 TINY_BASE_ID = "processor/qwen-tiny"
 # Written into every qwen-tiny build; its presence marks a finished build (the directory is renamed

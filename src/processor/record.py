@@ -33,7 +33,8 @@ unchanged.
                  ece_after,brier_after,nll_after,skipped}
     abstention.{min_confidence,probabilities,no_threshold,grid[]}
     prior_correction.{alpha,logit_bias}               training.prior_correction (processor.calibrate)
-    baselines.<name>.{val_macro_f1,val_accuracy,per_class_f1}
+    baselines.<name>.{val_macro_f1,val_accuracy,per_class_f1}   name: eval.baselines (processor.names.BASELINES)
+    baselines.tuned_gbdt.{cv_macro_f1,params,search,seconds}   the tuned tree's CV score and chosen settings
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ SERVING_FORMAT_VERSION = 1  # serving.json: unchanged layout since the first zip
 # metrics.json blocks that a run may not produce: absent from the file rather than null.
 _OPTIONAL = ("tokens_per_event_qwen", "leakage", "baselines")
 # baselines.<key> in metrics.json -> the short name in the run's MLflow metrics.
-BASELINE_METRIC_NAMES = {"hist_gradient_boosting": "gbdt", "logistic_regression": "logreg"}
+BASELINE_METRIC_NAMES = {"hist_gradient_boosting": "gbdt", "logistic_regression": "logreg", "tuned_gbdt": "tuned_gbdt"}
 
 
 # ------------------------------------------------------------------------------ lenient reading
@@ -343,7 +344,7 @@ class Metrics:
     def final_metrics(self, labels: tuple[str, ...] = LABELS) -> dict[str, float]:
         """The run's final MLflow metrics, named once here: val_macro_f1, val_accuracy, best_epoch,
         epochs_run, tokens_per_event(_qwen), val_macro_f1_ci_low/high, val_f1_<label>, share_after_<label>,
-        per baseline (gbdt, logreg) baseline_<name>_macro_f1 and val_macro_f1_minus_<name>, and the
+        per baseline (gbdt, logreg, tuned_gbdt) baseline_<name>_macro_f1 and val_macro_f1_minus_<name>, and the
         calibration figures val_ece_before/after, val_brier_before/after, val_nll_before/after, temperature."""
         ci, shares = self.macro_f1_ci, self.shares_after() or {}
         final = {"val_macro_f1": self.macro_f1, "val_accuracy": self.accuracy, "best_epoch": number(self.best_epoch),
