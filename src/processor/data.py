@@ -427,7 +427,7 @@ def _pandera_problems(frame: pd.DataFrame, labeled: bool, file: str,
 
 
 # Pandera's built-in checks (by name) as one vectorised test over a column's non-null values, for
-# _passes. Any other check (the schema's own functions) runs its Pandera function on a Series.
+# _passes. The schema's own checks are element-wise functions, run on each value as they are.
 _FAST_CHECKS: dict[str, Any] = {
     "isin": lambda v, kw: set(v) <= set(kw["allowed_values"]),
     "in_range": lambda v, kw: bool(np.all((np.asarray(v) >= kw["min_value"]) if kw["include_min"]
@@ -469,10 +469,10 @@ def _passes(columns: Mapping[str, Sequence[Any] | np.ndarray], labeled: bool) ->
         for check in column.checks:
             if check.name in _FAST_CHECKS:
                 ok = _FAST_CHECKS[check.name](present, check.statistics)
-            elif check.statistics or not callable(check._check_fn):
+            elif check.element_wise and not check.statistics:  # the schema's own (processor.schema._checks)
+                ok = all(map(check._check_fn, present))
+            else:
                 ok = False
-            else:  # the schema's own check functions (processor.schema._checks) take the column as a Series
-                ok = bool(np.all(check._check_fn(pd.Series(present))))
             if not ok:
                 return False
     return True

@@ -203,7 +203,7 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
             # A user mistake, not a server fault: HTTP 400 with every problem, and no traceback.
             raise ServingError(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None
         self._check_drift(events, (params or {}).get("max_psi"))
-        return pd.DataFrame(self._model.predict(events, min_confidence=min_confidence))
+        return pd.DataFrame(self._model.predict_columns(events, min_confidence=min_confidence))
 
     def _check_drift(self, events: list[dict[str, Any]], max_psi: float | None) -> None:
         """Warn (log) when the batch has drifted past the warning level; refuse it past ``max_psi``."""
