@@ -2,7 +2,8 @@
 served model) against the file-based one it replaced: the same records give the same problems (file,
 line, id, key, message) or the same checked events, over the loader's malformed cases and fuzzed records.
 
-The reference, ``via_file``, is the old serving path itself: each row written as the JSON record it
+The reference, ``via_file``, is the old serving path itself (with the old path's own helpers, now in
+processor.data): each row written as the JSON record it
 stands for (a missing cell is an absent key) to a JSONL file and loaded by ``load_events``; what it
 accepts is also run through the Pandera schema directly, since both paths skip Pandera when the
 fast verdict (data._passes) finds nothing wrong.
@@ -23,24 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processor import data
-from processor.data import ContractError, check_records, load_events
+from processor.data import ContractError, _is_missing, _json_default, check_records, load_events
 from processor.predict import FRAME_SOURCE, check_frame
 from processor.schema import FEATURES, LABELS
 from test_validate import BAD_CASES, broken_events, event, valid_events
 
 SOURCE = "request row"
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        return value.item()
-    return str(value)
 
 
 def via_file(rows: list[dict[str, Any]], labeled: bool = False) -> list[dict[str, Any]] | list[tuple]:
@@ -191,3 +180,19 @@ def test_labels_are_checked_only_when_present_and_never_returned():
     got = assert_same(rows)
     assert [r["id"] for r in got] == ["ev-000001", "ev-000002"] and all("label" not in r for r in got)
     assert set(LABELS) >= {event(1)["label"]}
+
+
+def test_a_served_answer_lists_the_first_problems_then_counts_the_rest():
+    from processor.serving import MAX_PROBLEMS_SHOWN, ServingError, check_events, contract_message
+
+    rows = [event(i, session="tokyo") for i in range(1, MAX_PROBLEMS_SHOWN + 6)]
+    with pytest.raises(ContractError) as err:
+        check_events(rows)
+    lines = contract_message(err.value.problems).splitlines()
+    assert lines[0] == f"the input breaks the event contract ({MAX_PROBLEMS_SHOWN + 5} problems):"
+    assert lines[1].startswith("row 1 id=ev-000001 key=session: must be one of")
+    assert len(lines) == MAX_PROBLEMS_SHOWN + 2 and lines[-1] == "... and 5 more problems"
+    # MLflow's scoring server assigns "Failed to predict data '<request>'. Error: ..." to .message.
+    error = ServingError("\n".join(lines))
+    error.message = f"Failed to predict data '{rows}'. \nError: {error.message}"
+    assert error.message == "\n".join(lines) and json.loads(error.serialize_as_json())["message"] == error.message

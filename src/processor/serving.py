@@ -152,7 +152,8 @@ def check_events(model_input: Any) -> list[dict[str, Any]]:
 
     if isinstance(model_input, dict) and not (model_input and all(isinstance(v, list) for v in model_input.values())):
         model_input = [model_input]  # one event
-    if isinstance(model_input, list) and model_input and all(isinstance(item, dict) for item in model_input):
+    # (Only empty objects: a frame with no columns, which as_frame's path reports as no events.)
+    if isinstance(model_input, list) and all(isinstance(item, dict) for item in model_input) and any(model_input):
         return check_records(model_input, source=FRAME_SOURCE)
     return check_frame(as_frame(model_input))
 
