@@ -44,8 +44,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PSI_WARN = 0.2
 # Torch's CPU threads when a packaged model is loaded to predict (processor.package; the serving host
 # overrides it with $PROCESSOR_TORCH_THREADS). 1, measured by benchmarks/bench_serving.py on 2 cores:
-# the demo model's forward pass is too small to gain from a second thread, and two threads contend
-# with the server and with other processes on a busy machine (1,000 events: 14.2 s against 0.43 s).
+# the demo model's forward pass is too small to gain much from a second thread, and two threads
+# contend with other processes on a busy machine (1,000 events: 6.6 s against 0.28 s on one).
 SERVING_THREADS = 1
 
 

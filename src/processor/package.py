@@ -251,7 +251,7 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: 
     copy of the base checkpoint shipped with an MLflow model); either way its weights must match the
     digest recorded at training time. ``merge`` folds the LoRA adapter into the base weights (peft
     ``merge_and_unload``): the same probabilities (to float rounding, tests/test_merge.py) from a plain
-    model, 2-3x faster per forward pass. Sets torch's CPU threads for the process to ``threads``
+    model, without LoRA's extra matmuls in every layer (bench_serving's floor row). Sets torch's CPU threads for the process to ``threads``
     (None: :func:`inference_threads`)."""
     from peft import PeftModel
 
