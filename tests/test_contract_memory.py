@@ -150,7 +150,7 @@ def request_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
     return rows
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request_rows(), st.booleans())
 def test_fuzzed_records_get_the_file_loader_s_verdict_and_problems(rows, labeled):
     assert_same(rows, labeled)
@@ -163,7 +163,7 @@ def test_many_fuzzed_records_get_the_file_loader_s_verdict_and_problems(rows, la
     assert_same(rows, labeled)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request_rows())
 def test_fuzzed_frames_get_the_file_loader_s_verdict_and_problems(rows):
     frame = pd.DataFrame(rows)
