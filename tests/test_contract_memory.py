@@ -6,7 +6,7 @@ The reference, ``via_file``, is the old serving path itself (with the old path's
 processor.data): each row written as the JSON record it
 stands for (a missing cell is an absent key) to a JSONL file and loaded by ``load_events``; what it
 accepts is also run through the Pandera schema directly, since both paths skip Pandera when the
-fast verdict (data._passes) finds nothing wrong.
+fast verdict (schema.meets_schema) finds nothing wrong.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from processor import data
 from processor.data import ContractError, _is_missing, _json_default, check_records, load_events
 from processor.predict import FRAME_SOURCE, check_frame
-from processor.schema import FEATURES, LABELS
+from processor.schema import FEATURES, LABELS, meets_schema
 from test_validate import BAD_CASES, broken_events, event, valid_events
 
 SOURCE = "request row"
@@ -44,7 +44,7 @@ def via_file(rows: list[dict[str, Any]], labeled: bool = False) -> list[dict[str
             frame = load_events(path, labeled=labeled)
         except ContractError as exc:
             return [(SOURCE, p.line, p.id, p.key, p.message) for p in exc.problems]
-    # Both paths skip Pandera when data._passes finds nothing wrong: Pandera itself must agree.
+    # Both paths skip Pandera when schema.meets_schema finds nothing wrong: Pandera itself must agree.
     data._schema(labeled).validate(frame, lazy=True)
     return frame[["id", *FEATURES]].to_dict(orient="records")
 
@@ -118,13 +118,13 @@ def test_a_frame_is_checked_as_the_file_of_its_rows():
 
 
 def test_the_fast_verdict_passes_valid_columns_and_fails_each_value_rule():
-    """check_records skips Pandera only when data._passes says the columns meet the schema; it must say
+    """check_records skips Pandera only when schema.meets_schema says the columns meet the schema; it must say
     so for valid events (or every request pays Pandera's ~20 ms) and never for a broken value."""
     def passes(rows: list[dict[str, Any]]) -> bool:
         problems: list[Any] = []
         columns, _ = data._check_records(rows, list(range(1, len(rows) + 1)), SOURCE, False, problems)
         assert not problems
-        return data._passes(columns, False)
+        return meets_schema(data._schema(False), columns)
 
     assert passes([event(1), event(2, timestamp="2024-03-06T02:10:00+09:00")])
     for change in ({"ext_dir": 2}, {"mgann_leg_index": 101}, {"wave_strength": 1.5}, {"atr": 0.0},
