@@ -20,7 +20,7 @@ logged from code, the ``processor`` package as its code) into a temporary MLflow
 
 Every figure comes with the load average when it was taken (the machine is shared: figures under load
 are slower, not wrong). Written to benchmarks/results/serving.json under ``--label`` (default
-``current``), beside what other labels hold: the "before" row was this script run with PYTHONPATH at
+``after``), beside what other labels hold: the "before" row was this script run with PYTHONPATH at
 the code before issue 28 (see docs/serving.md). Loops are bounded: the whole run takes 1-3 minutes.
 """
 
@@ -268,7 +268,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="model_final.zip to serve (default: train the demo model)")
-    p.add_argument("--label", default="current", help="key of this run in the results file (default: current)")
+    p.add_argument("--label", default="after", help="key of this run in the results file (default: after)")
     p.add_argument("--calls", type=int, default=200, help="one-event calls per path (default 200)")
     p.add_argument("--no-http", action="store_true", help="skip mlflow models serve")
     p.add_argument("--qwen", action="store_true", help="add the Qwen2.5-0.5B stand-in row (builds ~1 GB)")
