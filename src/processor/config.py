@@ -45,7 +45,7 @@ PSI_WARN = 0.2
 # Torch's CPU threads when a packaged model is loaded to predict (processor.package; the serving host
 # overrides it with $PROCESSOR_TORCH_THREADS). 1, measured by benchmarks/bench_serving.py on 2 cores:
 # the demo model's forward pass is too small to gain much from a second thread, and two threads
-# contend with other processes on a busy machine (1,000 events: 6.6 s against 0.28 s on one).
+# contend with other processes on a busy machine (1000_at_2_threads in benchmarks/results/serving.json).
 SERVING_THREADS = 1
 
 
