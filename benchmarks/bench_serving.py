@@ -13,7 +13,8 @@ logged from code, the ``processor`` package as its code) into a temporary MLflow
   http       -- the same requests as ``{"inputs": [...]}`` to ``mlflow models serve`` on 127.0.0.1 (one
                 kept-alive connection), after a warm-up
   floor      -- the bare forward pass of the loaded package's model on pre-tokenized events: what no
-                serving path can beat
+                serving path can beat; and the other steps of a 1,000-event request timed alone
+                (contract check, rendering, tokenizing, drift)
   qwen       -- (``--qwen``) the Qwen2.5-0.5B stand-in (processor.qwen_standin, random weights) with a
                 fresh LoRA adapter (r 16, all linear layers), packaged and loaded like a run's zip:
                 events/s of ``PackagedModel.predict`` over a batch
@@ -207,9 +208,34 @@ def floor(zip_path: Path, events: list[dict[str, Any]], single: int) -> dict[str
         out["merged"] = not hasattr(model, "peft_config")
         out["torch_threads"] = torch.get_num_threads()
         print(f"  floor: {out}", flush=True)
+        out["stages_1000_ms"] = stages(packaged, events, batches)
         return out
     finally:
         packaged.close()
+
+
+def stages(packaged: Any, events: list[dict[str, Any]], batches: list[Any]) -> dict[str, float]:
+    """p50 ms of each step a request of these events goes through besides the forward pass."""
+    import pandas as pd
+
+    from processor.predict import check_frame
+
+    frame = pd.DataFrame(events)
+    checked = check_frame(frame)
+    serializer = packaged_serializer(packaged)
+    texts = serializer.render_all(checked)
+    tok, max_length = packaged.tokenizer, packaged.spec.max_length
+    steps = {
+        "contract_check": lambda: check_frame(frame),
+        "render": lambda: serializer.render_all(checked),
+        "tokenize": lambda: [tok(texts[i:i + 64], padding=True, truncation=True, max_length=max_length,
+                                 return_tensors="pt") for i in range(0, len(texts), 64)],
+        "drift": lambda: packaged.drift(checked),
+    }
+    out = {name: round(statistics.median(timed(step, 5, 10)) * 1000, 2) for name, step in steps.items()}
+    out["load_avg"] = load_avg()
+    print(f"  stages of {len(events)} events (ms): {out}", flush=True)
+    return out
 
 
 def packaged_serializer(packaged: Any) -> Any:
