@@ -87,3 +87,16 @@ def test_packages_from_before_words_v1_still_render_compact_v2():
     ]
     assert legacy.render(dict(EVENT, wave_strength=0.675, atr=123.456, mgann_leg_index=100)).endswith(
         "leg100 first1 pb1 ws68 atr123 london")
+
+
+@pytest.mark.parametrize("template", ["words-v1", "qwen-v1"])
+def test_render_all_renders_each_event_as_render_does(template):
+    # render_all looks the bins of all events up at once; the texts must be render's, in order,
+    # including values on a bin edge and beyond the outer edges.
+    fitted = Serializer(template=template, edges=FITTED.edges)
+    events = [dict(EVENT, wave_strength=w, atr=a) for w in (0.0, 0.25, 0.3, 0.5, 0.75, 1.0)
+              for a in (0.001, 1.0, 12.5)] + [EVENT_INTS]
+    assert fitted.render_all(events) == [fitted.render(e) for e in events]
+    assert len(set(fitted.render_all(events))) == 9  # 4 wave_strength bins x 2 atr bins, and EVENT_INTS
+    with pytest.raises(ValueError, match="not fitted"):
+        Serializer().render_all([EVENT])

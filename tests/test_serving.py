@@ -145,6 +145,19 @@ def test_a_huge_valid_number_is_served(served, events):
     assert [r["id"] for r in json.loads(text)["predictions"]] == [events[0]["id"], events[1]["id"]]
 
 
+@pytest.mark.slow  # trains the session's run
+def test_a_large_request_with_bad_rows_gets_a_short_answer_problems_first(served, events):
+    """MLflow would put the whole request before the problems (Failed to predict data '...'): not here."""
+    body = [dict(events[i % 3], id=f"big-{i}") for i in range(1000)]
+    for i in range(950, 1000):
+        body[i]["session"] = "tokyo"
+    status, text = post(served["url"], json.dumps({"inputs": body}))
+    assert status == 400 and len(text) < 4000, (status, len(text))
+    message = json.loads(text)["message"]
+    assert message.startswith("the input breaks the event contract (50 problems):\nrow 951 id=big-950 key=session")
+    assert message.endswith("... and 30 more problems") and "Failed to predict" not in message
+
+
 # ------------------------------------------------------------------------------------ clean output
 @pytest.mark.slow  # trains the session's run
 def test_loading_a_logged_model_prints_only_the_project_s_lines(trained_run, mlflow_server, events, tmp_path):

@@ -250,7 +250,7 @@ def predicted_labels(probs: Any, min_confidence: float | None, labels: Sequence[
     """Argmax labels with abstained events turned into ``no_trade``, and the abstained mask."""
     p, _ = _check(probs)
     mask = abstain(p, min_confidence)
-    names = [("no_trade" if m else labels[i]) for i, m in zip(p.argmax(axis=1), mask)]
+    names = np.where(mask, "no_trade", np.asarray(labels, dtype=object)[p.argmax(axis=1)]).tolist()
     return names, mask
 
 

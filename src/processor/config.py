@@ -44,6 +44,11 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Population stability index per feature at predict time: warn above this (processor.drift, which
 # also falls back to it for a profile that does not store its own level).
 PSI_WARN = 0.2
+# Torch's CPU threads when a packaged model is loaded to predict (processor.package; the serving host
+# overrides it with $PROCESSOR_TORCH_THREADS). 1, measured by benchmarks/bench_serving.py on 2 cores:
+# the demo model's forward pass is too small to gain much from a second thread, and two threads
+# contend with other processes on a busy machine (1000_at_2_threads in benchmarks/results/serving.json).
+SERVING_THREADS = 1
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ PSI of a small batch is noisy: with k bins and n events its expected value under
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,7 +67,7 @@ def _frame(events: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _categorical(feature: str, values: pd.Series) -> pd.Series:
     # check_frame gives Python values, load_events numpy dtypes: one type per feature before comparing.
-    return values.map(_CAST[_SPEC[feature]["type"]])
+    return values.astype(_CAST[_SPEC[feature]["type"]])
 
 
 def fit_profile(train: pd.DataFrame | Iterable[Mapping[str, Any]], *, psi_warn: float = PSI_WARN) -> dict[str, Any]:
@@ -188,11 +188,13 @@ def limit_message(report: DriftReport, max_psi: float) -> str:
 def psi(profile: Mapping[str, Any], events: pd.DataFrame | Iterable[Mapping[str, Any]], *,
         warn_at: float | None = None) -> DriftReport:
     """PSI per profiled feature of ``events`` (a frame or records with the contract features)."""
-    frame = _frame(events)
+    # Counted before any frame is built: a one-event request is never checked, so it pays nothing here.
+    n = len(events) if isinstance(events, (pd.DataFrame, Sequence)) else len(events := list(events))
     warn = float(profile.get("psi_warn", PSI_WARN) if warn_at is None else warn_at)
-    common = {"n_events": int(len(frame)), "warn_at": warn, "n_train": profile.get("n_events")}
-    if len(frame) < MIN_EVENTS:
+    common = {"n_events": int(n), "warn_at": warn, "n_train": profile.get("n_events")}
+    if n < MIN_EVENTS:
         return DriftReport(too_few=True, **common)
+    frame = _frame(events)
     values = {name: psi_value(_shares(entry, frame[name], name), np.asarray(entry["shares"]))
               for name, entry in profile["features"].items()}
     return DriftReport(psi=values, **common)
@@ -203,7 +205,7 @@ def check(profile: Mapping[str, Any] | None, events: pd.DataFrame | Iterable[Map
     """:func:`psi` against a model's training profile (``ServingSpec.feature_profile``); a model without
     one gets a report that says so (never an error: old packages still predict)."""
     if not profile:
-        frame = _frame(events)
-        return DriftReport(n_events=int(len(frame)), no_profile=True,
+        n = len(events) if isinstance(events, (pd.DataFrame, Sequence)) else len(list(events))
+        return DriftReport(n_events=int(n), no_profile=True,
                            warn_at=PSI_WARN if warn_at is None else float(warn_at))
     return psi(profile, events, warn_at=warn_at)

@@ -91,10 +91,15 @@ class Serializer:
         """Render one (already validated) event as model input text."""
         if self.template == "compact-v2":
             return _compact_v2(event)
+        self._check_fitted()
+        return self._render(event, {key: self._bin(key, event) for key in N_BINS})
+
+    def _check_fitted(self) -> None:
         _check_template(self.template)
         if set(self.edges) != set(N_BINS):
             raise ValueError(f"serializer {self.template!r} is not fitted (bin edges for {sorted(N_BINS)} needed)")
-        bins = {key: self._bin(key, event) for key in N_BINS}
+
+    def _render(self, event: Mapping[str, Any], bins: Mapping[str, int]) -> str:
         if self.template == QWEN_TEMPLATE:
             return " ".join(_qwen_word(key, event, bins) for key in QWEN_WORDS)
         words = [f"ext{_DIRECTION[int(event['ext_dir'])]}", f"int{_DIRECTION[int(event['int_dir'])]}"]
@@ -109,7 +114,13 @@ class Serializer:
         return " ".join(words)
 
     def render_all(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
-        return [self.render(e) for e in events]
+        """:meth:`render` of each event, the bins of all events looked up at once."""
+        events = list(events)
+        if self.template == "compact-v2" or not events:
+            return [self.render(e) for e in events]
+        self._check_fitted()
+        bins = {key: bin_index(self.edges[key], np.array([float(e[key]) for e in events])).tolist() for key in N_BINS}
+        return [self._render(e, {key: b[i] for key, b in bins.items()}) for i, e in enumerate(events)]
 
     def _bin(self, key: str, event: Mapping[str, Any]) -> int:
         return int(bin_index(self.edges[key], float(event[key])))

@@ -31,6 +31,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 
 from processor.names import ZIP_ARTIFACT  # also read by tracking.log_pyfunc as serving.ZIP_ARTIFACT
@@ -55,10 +56,32 @@ REQUEST_FORMAT = ('expected {"inputs": [event, ...]}: a non-empty list of event 
 _log = logging.getLogger(__name__)
 
 
-def contract_message(problems: list[Any]) -> str:
-    """``row N id=… key=…: what was wrong``, one line per problem, under a one-line summary."""
+class ServingError(MlflowException):
+    """An error answered to the client with its message as written.
+
+    MLflow's scoring server rewrites the message of an exception raised by ``predict`` to ``Failed to
+    predict data '<the whole request>'. Error: <message>``: for a 1,000-event request with one bad row
+    that is a ~350 KB body with the problem at its very end. This keeps the first message set (the
+    constructor's) and ignores later rewrites, so the body is the problems alone."""
+
+    @property  # type: ignore[override]
+    def message(self) -> str:
+        return self.__dict__["_kept_message"]
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.__dict__.setdefault("_kept_message", value)
+
+
+# Problems listed in one served answer; the rest are counted ("... and 12 more problems").
+MAX_PROBLEMS_SHOWN = 20
+
+
+def contract_message(problems: list[Any], max_shown: int = MAX_PROBLEMS_SHOWN) -> str:
+    """``row N id=… key=…: what was wrong``, one line per problem (the first ``max_shown``, then how
+    many more), under a one-line summary."""
     lines = []
-    for p in problems:
+    for p in problems[:max_shown]:
         where = [f"row {p.line}" if p.line is not None else "input"]
         if p.id is not None:
             where.append(f"id={p.id}")
@@ -66,6 +89,8 @@ def contract_message(problems: list[Any]) -> str:
             where.append(f"key={p.key}")
         lines.append(" ".join(where) + f": {p.message}")
     n = len(problems)
+    if n > len(lines):
+        lines.append(f"... and {n - len(lines)} more problem{'s' if n - len(lines) != 1 else ''}")
     return f"the input breaks the event contract ({n} problem{'s' if n != 1 else ''}):\n" + "\n".join(lines)
 
 
@@ -90,10 +115,9 @@ def model_signature(outputs: Any) -> Any:
 
 
 def _request_error(what: str) -> Exception:
-    from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    return MlflowException(f"{what}; {REQUEST_FORMAT}", error_code=INVALID_PARAMETER_VALUE)
+    return ServingError(f"{what}; {REQUEST_FORMAT}", error_code=INVALID_PARAMETER_VALUE)
 
 
 def as_frame(model_input: Any) -> pd.DataFrame:
@@ -119,6 +143,21 @@ def as_frame(model_input: Any) -> pd.DataFrame:
     return pd.DataFrame.from_records(model_input)
 
 
+def check_events(model_input: Any) -> list[dict[str, Any]]:
+    """A request's events checked against the contract (processor.data.ContractError otherwise), in
+    memory. A list of event objects, as served, is checked as sent, the way the same records in a JSONL
+    file would be; anything else goes through :func:`as_frame` and the frame check."""
+    from processor.data import check_records
+    from processor.predict import FRAME_SOURCE, check_frame
+
+    if isinstance(model_input, dict) and not (model_input and all(isinstance(v, list) for v in model_input.values())):
+        model_input = [model_input]  # one event
+    # (Only empty objects: a frame with no columns, which as_frame's path reports as no events.)
+    if isinstance(model_input, list) and all(isinstance(item, dict) for item in model_input) and any(model_input):
+        return check_records(model_input, source=FRAME_SOURCE)
+    return check_frame(as_frame(model_input))
+
+
 class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
     """Input: contract events (a DataFrame, one row per event, unlabeled); output: ``id``, the
     predicted ``label``, one calibrated probability column ``p_<class>`` per class and ``abstained``
@@ -133,7 +172,6 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
     # model_input: a DataFrame through mlflow.pyfunc, a request's raw "inputs" when served (as_frame).
     # Hinted as a DataFrame: the one hint MLflow neither validates input against nor infers a schema from.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 
         from processor.cli import first_line
@@ -145,46 +183,43 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         except Exception as exc:  # noqa: BLE001 - a fault of this model, not of the request
             # MLflow would answer with the traceback in the body: it goes to the server's log instead.
             _log.exception("prediction failed")
-            raise MlflowException(f"the model failed on this request ({type(exc).__name__}: {first_line(exc)}); "
-                                  "the server log has the details", error_code=INTERNAL_ERROR) from None
+            raise ServingError(f"the model failed on this request ({type(exc).__name__}: {first_line(exc)}); "
+                               "the server log has the details", error_code=INTERNAL_ERROR) from None
 
     def _predict(self, model_input: Any, params: dict[str, Any] | None) -> pd.DataFrame:
-        from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         from processor.calibrate import check_min_confidence
         from processor.data import ContractError
-        from processor.predict import check_frame
 
         min_confidence = (params or {}).get("min_confidence")  # None: PackagedModel uses the model's own
         if min_confidence is not None:
             try:
                 min_confidence = check_min_confidence(min_confidence)
             except ValueError as exc:
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+                raise ServingError(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         try:
-            events = check_frame(as_frame(model_input))
+            events = check_events(model_input)
         except ContractError as exc:
             # A user mistake, not a server fault: HTTP 400 with every problem, and no traceback.
-            raise MlflowException(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None
+            raise ServingError(contract_message(exc.problems), error_code=INVALID_PARAMETER_VALUE) from None
         self._check_drift(events, (params or {}).get("max_psi"))
-        return pd.DataFrame(self._model.predict(events, min_confidence=min_confidence))
+        return pd.DataFrame(self._model.predict_columns(events, min_confidence=min_confidence))
 
     def _check_drift(self, events: list[dict[str, Any]], max_psi: float | None) -> None:
         """Warn (log) when the batch has drifted past the warning level; refuse it past ``max_psi``."""
-        from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         from processor.drift import describe, limit_message
 
         if max_psi is not None and not max_psi >= 0:
-            raise MlflowException(f"max_psi must be a number >= 0, got {max_psi!r}", error_code=INVALID_PARAMETER_VALUE)
+            raise ServingError(f"max_psi must be a number >= 0, got {max_psi!r}", error_code=INVALID_PARAMETER_VALUE)
         report = self._model.drift(events)
         if report.warnings:
             _log.warning("input drift: PSI > %g over %d events: %s", report.warn_at, report.n_events,
                          describe(report.warnings))
         if max_psi is not None and report.over(max_psi):
-            raise MlflowException(limit_message(report, max_psi), error_code=INVALID_PARAMETER_VALUE)
+            raise ServingError(limit_message(report, max_psi), error_code=INVALID_PARAMETER_VALUE)
 
 
 set_model(EventClassifierPyfunc())
