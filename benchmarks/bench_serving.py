@@ -15,7 +15,7 @@ logged from code, the ``processor`` package as its code) into a temporary MLflow
   floor      -- the bare forward pass of the loaded package's model on pre-tokenized events: what no
                 serving path can beat; and the other steps of a 1,000-event request timed alone
                 (contract check, rendering, tokenizing, drift)
-  qwen       -- (``--qwen``) the Qwen2.5-0.5B stand-in (processor.qwen_standin, random weights) with a
+  qwen       -- (``--qwen``) the Qwen2.5-0.5B stand-in (demo_kit.qwen_standin, random weights) with a
                 fresh LoRA adapter (r 16, all linear layers), packaged and loaded like a run's zip:
                 events/s of ``PackagedModel.predict`` over a batch
 
@@ -253,7 +253,7 @@ def qwen_row(work: Path, standin: Path | None, sample_dir: Path, n_events: int) 
     from processor.io import weights_sha256
     from processor.model import apply_lora, load_for_classification, resolve_model
     from processor.package import load_packaged_model, write_package
-    from processor.qwen_standin import build_standin
+    from demo_kit.qwen_standin import build_standin
     from processor.schema import FEATURES, LABELS, schema_fingerprint
     from processor.serialize import Serializer
 
@@ -299,7 +299,7 @@ def main() -> int:
     p.add_argument("--no-http", action="store_true", help="skip mlflow models serve")
     p.add_argument("--qwen", action="store_true", help="add the Qwen2.5-0.5B stand-in row (builds ~1 GB)")
     p.add_argument("--qwen-only", action="store_true", help="measure only the stand-in row (keeps the label's other figures)")
-    p.add_argument("--standin", type=Path, help="reuse a 0.5b stand-in directory (python -m processor.qwen_standin)")
+    p.add_argument("--standin", type=Path, help="reuse a 0.5b stand-in directory (python -m demo_kit.qwen_standin)")
     p.add_argument("--qwen-events", type=int, default=128, help="events in the stand-in's batch (default 128)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(HERE.parent)})")
     args = p.parse_args()
@@ -316,7 +316,7 @@ def main() -> int:
         if not args.qwen_only:
             demo(args, work, run)
         if args.qwen or args.qwen_only:
-            from processor.sample_data import write_sample_data
+            from demo_kit.sample_data import write_sample_data
 
             write_sample_data(work / "data", seed=0)
             run["qwen_standin_0.5b"] = qwen_row(work, args.standin, work / "data", args.qwen_events)
