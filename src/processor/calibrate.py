@@ -38,15 +38,16 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 from processor.io import write_png_atomic
+# The transforms that ship (re-exported: callers fit and apply them from here).
+from processor.probs import apply_prior_bias, apply_temperature
+from processor.probs import log_probs as _log_probs
 from processor.schema import LABEL2ID, LABELS
 
 # Search range of log T: T in [0.05, 20] covers any sane model; a bound hit is reported as such.
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
-# Probabilities of 0 (a float32 softmax underflows) would give log 0 = -inf.
-_TINY = np.finfo(np.float64).tiny
 # The classes whose calls a trader acts on; no_trade is the "do nothing" answer.
 CALLS: tuple[str, ...] = ("long", "short")
 
@@ -72,11 +73,6 @@ def _check(probs: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
 def _renormalised(p: np.ndarray) -> np.ndarray:
     # A float32 softmax sums to 1 within ~1e-7, and sklearn's scorers warn at that already.
     return p / p.sum(axis=1, keepdims=True)
-
-
-def _log_probs(p: np.ndarray) -> np.ndarray:
-    # log p is the logits up to a per-row constant, which softmax ignores.
-    return np.log(np.clip(p, _TINY, None))
 
 
 # ------------------------------------------------------------------------------------- measurement
@@ -147,26 +143,7 @@ def prior_logit_bias(train_counts: Any, alpha: float) -> np.ndarray | None:
     return alpha * np.log(counts / counts.sum())
 
 
-def apply_prior_bias(probs: Any, logit_bias: Any | None) -> np.ndarray:
-    """``softmax(log p + bias)``, which equals ``softmax(logits + bias)``; no bias returns ``probs``."""
-    p = np.asarray(probs)
-    if logit_bias is None:
-        return p
-    return softmax(_log_probs(p.astype(np.float64)) + np.asarray(logit_bias, dtype=np.float64),
-                   axis=1).astype(p.dtype, copy=False)
-
-
 # ------------------------------------------------------------------------------ temperature scaling
-def apply_temperature(probs: Any, temperature: float) -> np.ndarray:
-    """``softmax(log p / T)``, which equals ``softmax(logits / T)``. ``T == 1`` returns the input as is."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    p = np.asarray(probs)
-    if temperature == 1.0:
-        return p
-    return softmax(_log_probs(p.astype(np.float64)) / temperature, axis=1).astype(p.dtype, copy=False)
-
-
 def fit_temperature(probs: Any, y: Any) -> float:
     """The T minimising the NLL of ``softmax(log p / T)`` on ``(probs, y)``; searched over log T
     (bounded Brent, T in [0.05, 20]) so T stays positive and the search is symmetric in T and 1/T."""

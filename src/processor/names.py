@@ -12,6 +12,10 @@ from __future__ import annotations
 ZIP_NAME = "model_final.zip"
 # The key under which the logged pyfunc model carries that zip (``context.artifacts``, MLmodel).
 ZIP_ARTIFACT = "model_final"
+# The key under which it carries the base checkpoint, when one is bundled (processor.serving loads it).
+BASE_ARTIFACT = "base"
+# The pyfunc's code, logged by path from the package (models from code), never imported to log it.
+PYFUNC_MODULE = "serving.py"
 # The name the run's pyfunc model is logged under (and the gate looks for).
 PYFUNC_NAME = "model"
 # The run's resolved configuration, beside metrics.json in the output directory and the run's artifacts.

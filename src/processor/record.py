@@ -128,7 +128,7 @@ class ShippedHead:
         """Shipped probabilities from the classifier's softmax ``raw`` (or its logits, ``logits=True``)."""
         from scipy.special import softmax
 
-        from processor.calibrate import apply_prior_bias, apply_temperature
+        from processor.probs import apply_prior_bias, apply_temperature
 
         p = softmax(np.asarray(raw, dtype=np.float64), axis=-1) if logits else raw
         return apply_temperature(apply_prior_bias(p, self.logit_bias), self.temperature)

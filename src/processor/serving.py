@@ -34,21 +34,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 
-from processor.names import ZIP_ARTIFACT  # also read by tracking.log_pyfunc as serving.ZIP_ARTIFACT
+from processor.names import BASE_ARTIFACT, ZIP_ARTIFACT
+from processor.signature import PYFUNC_PARAMS, model_signature  # noqa: F401 (the pyfunc's signature, re-exported)
 from processor.schema import FEATURES
 
-# Names under which log_pyfunc stores the files the model needs (``context.artifacts`` keys; the zip's
-# is ZIP_ARTIFACT).
-BASE_ARTIFACT = "base"
-# Predict-time params (``model.predict(frame, params={...})``; JSON ``"params"`` of a serving request):
-# name -> (MLflow param type, default). tracking.log_pyfunc puts them in the signature, without which
-# MLflow drops every param. None = not given.
-PYFUNC_PARAMS: dict[str, tuple[str, Any]] = {
-    # Refuse (HTTP 400) a batch of >= processor.drift.MIN_EVENTS events where a feature's PSI exceeds it.
-    "max_psi": ("double", None),
-    # Abstain below this top probability; not given = the model's own (trust.min_confidence at training).
-    "min_confidence": ("double", None),
-}
 # What a request must look like; ends every message about a request of the wrong shape.
 REQUEST_FORMAT = ('expected {"inputs": [event, ...]}: a non-empty list of event objects, each with "id", '
                   '"timestamp" and "symbol" optional, and the 13 features ' + ", ".join(FEATURES))
@@ -92,26 +81,6 @@ def contract_message(problems: list[Any], max_shown: int = MAX_PROBLEMS_SHOWN) -
     if n > len(lines):
         lines.append(f"... and {n - len(lines)} more problem{'s' if n - len(lines) != 1 else ''}")
     return f"the input breaks the event contract ({n} problem{'s' if n != 1 else ''}):\n" + "\n".join(lines)
-
-
-def model_signature(outputs: Any) -> Any:
-    """The pyfunc's signature: the contract's keys with their types (processor.schema.signature_columns),
-    ``outputs`` as given, and the predict-time params (:data:`PYFUNC_PARAMS`)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    from processor.schema import signature_columns
-
-    # Params spelled out as ParamSpecs: infer_signature(params=...) cannot type a None default (off).
-    signature = ModelSignature(
-        inputs=Schema([ColSpec(c["type"], c["name"], required=c["required"]) for c in signature_columns()]),
-        outputs=outputs,
-        params=ParamSchema([ParamSpec(name, dtype, default) for name, (dtype, default) in PYFUNC_PARAMS.items()]))
-    # The flag MLflow sets for a signature taken from predict's type hints, meaning "the model checks
-    # its input": MLflow neither casts nor filters the request (see the module docstring). Stored in
-    # MLmodel as ``is_signature_from_type_hint``; the gate refuses a signature without it.
-    signature._is_signature_from_type_hint = True
-    return signature
 
 
 def _request_error(what: str) -> Exception:

@@ -18,7 +18,7 @@ import mlflow
 import pandas as pd
 from transformers import TrainerCallback
 
-from processor.names import PYFUNC_NAME
+from processor.names import BASE_ARTIFACT, PYFUNC_MODULE, PYFUNC_NAME, ZIP_ARTIFACT
 from processor.schema import FEATURES
 
 
@@ -121,8 +121,9 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
 
     from mlflow.models import infer_signature
 
-    from processor import serving
+    import processor
     from processor.quiet import no_artifact_progress, no_mlflow_info
+    from processor.signature import model_signature
 
     example = example[["id", *FEATURES]].reset_index(drop=True)
     # no_artifact_progress: MLflow validates the input example by downloading the model back.
@@ -132,14 +133,14 @@ def log_pyfunc(zip_path: Path, example: pd.DataFrame, example_output: pd.DataFra
         # the output signature and for the input example: contract events never have missing values (a
         # missing key is a contract error, reported as such), so it never applies.
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        # Inputs: the contract's keys and types, checked by the model itself (serving.model_signature).
-        signature = serving.model_signature(infer_signature(example, example_output).outputs)
-        artifacts = {serving.ZIP_ARTIFACT: str(zip_path)}
+        # Inputs: the contract's keys and types, checked by the model itself (processor.signature).
+        signature = model_signature(infer_signature(example, example_output).outputs)
+        artifacts = {ZIP_ARTIFACT: str(zip_path)}
         if base_dir is not None:
-            artifacts[serving.BASE_ARTIFACT] = str(base_dir)
+            artifacts[BASE_ARTIFACT] = str(base_dir)
         return mlflow.pyfunc.log_model(
             name=PYFUNC_NAME,
-            python_model=Path(serving.__file__),
+            python_model=Path(processor.__file__).parent / PYFUNC_MODULE,
             code_paths=[str(_code_dir(Path(stage)))],
             artifacts=artifacts,
             signature=signature,

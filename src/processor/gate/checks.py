@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from processor.record import number
@@ -16,7 +17,7 @@ from processor.schema import (ALL_KEYS, FEATURES, LABELS, SCHEMA_FILE, fingerpri
                               signature_columns)
 
 from processor.names import ZIP_NAME
-from processor.gate.evidence import Evidence, describe_mismatch, serving_json
+from processor.gate.evidence import Evidence, describe_mismatch, evidence_from_dir, serving_json
 from processor.gate.thresholds import DEFAULT_CHECKS, Thresholds
 
 # The contract files the code is compared with: the copy the repository carries (exported from
@@ -339,3 +340,27 @@ def format_table(checks: Sequence[CheckResult]) -> str:
             lines.append(f"  {c.name}: {c.detail}")
     return "\n".join(lines)
 
+
+# ------------------------------------------------------------------------------------ the verdict
+@dataclass
+class GateOutcome:
+    """The exit code (0 passed, 1 failed) and gate_report.json's content."""
+
+    exit_code: int
+    report: dict[str, Any]
+
+
+def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
+    """The verdict on a local output directory (``--output-dir``; each trial of a sweep): checks only, no registry."""
+    ev = evidence_from_dir(out)
+    checks = run_checks(ev, th, strict=strict)
+    passed = all(c.passed for c in checks)
+    report = gate_report(ev, checks, th, strict, "passed" if passed else "failed")
+    return GateOutcome(0 if passed else 1, report)
+
+
+def gate_report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict: bool, status: str,
+            **extra: Any) -> dict[str, Any]:
+    return {"status": status, "source": ev.source, "metrics_source": ev.metrics_source, "strict": strict,
+            "thresholds": asdict(th),
+            "checks": [asdict(c) for c in checks], **extra}

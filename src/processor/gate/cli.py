@@ -55,7 +55,6 @@ import argparse
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +63,9 @@ from processor.cli import first_line, parse_bool
 from processor.cli import run as run_command
 from processor.io import write_json_atomic
 
-from processor.gate.checks import CheckResult, format_table, run_checks
+from processor.gate.checks import CheckResult, GateOutcome, format_table, gate_output_dir, gate_report, run_checks
 from processor.gate.describe import NOTE_TAG, gate_paragraph, run_note, version_description
-from processor.gate.evidence import Evidence, evidence_from_dir, evidence_from_run, serving_json
+from processor.gate.evidence import Evidence, evidence_from_run, serving_json
 from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
 from processor.gate.registry import (GateInfraError, describe, is_not_found, mark_done, promote,
@@ -76,12 +75,6 @@ from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds
 DEFAULT_MODEL_NAME = "train-loop-v3"
 DEFAULT_ALIAS = "champion"
 REPORT_NAME = "gate_report.json"
-
-
-@dataclass
-class GateOutcome:
-    exit_code: int
-    report: dict[str, Any]
 
 
 def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, strict: bool) -> dict[str, str]:
@@ -116,21 +109,6 @@ def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence, 
     client.set_tag(run_id, NOTE_TAG, run_note(ev.run_tags.get(NOTE_TAG), ev, paragraph))
 
 
-def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
-    ev = evidence_from_dir(out)
-    checks = run_checks(ev, th, strict=strict)
-    passed = all(c.passed for c in checks)
-    report = _report(ev, checks, th, strict, "passed" if passed else "failed")
-    return GateOutcome(0 if passed else 1, report)
-
-
-def _report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict: bool, status: str,
-            **extra: Any) -> dict[str, Any]:
-    return {"status": status, "source": ev.source, "metrics_source": ev.metrics_source, "strict": strict,
-            "thresholds": asdict(th),
-            "checks": [asdict(c) for c in checks], **extra}
-
-
 def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alias: str,
              require_better: bool, margin: float, checks_file: Path = DEFAULT_CHECKS,
              bundle_base: bool = False) -> GateOutcome:
@@ -152,7 +130,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         passed = all(c.passed for c in checks)
         tracking = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": run_id}
         if not passed:
-            report = _report(ev, checks, th, strict, "failed", **tracking, registration=None)
+            report = gate_report(ev, checks, th, strict, "failed", **tracking, registration=None)
             _log_to_run(client, run_id, report, ev, checks_file)
             return GateOutcome(1, report)
         f1 = ev.record.macro_f1
@@ -173,7 +151,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
                         "require_better": require_better, "margin": margin, "base_bundled": bundled,
                         **decision, "repairs": repairs,
                         "uri": f"models:/{model_name}@{decision['alias']}"}
-        report = _report(ev, checks, th, strict, "passed", **tracking, registration=registration)
+        report = gate_report(ev, checks, th, strict, "passed", **tracking, registration=registration)
         _log_to_run(client, run_id, report, ev, checks_file)
         return GateOutcome(0, report)
 

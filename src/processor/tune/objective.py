@@ -6,12 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,9 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
 from processor.cli import first_line
-from processor.config import Config, ConfigError
-from processor.tune.space import NOT_COUNTED_ATTR, OBJECTIVE, Sweep, SweepError, make_sampler, trial_config
-from processor.tune.storage import TrialLock, counted
+from processor.config import ConfigError
+from processor.tune.space import NOT_COUNTED_ATTR, OBJECTIVE, SweepError, make_sampler, trial_config
+from processor.tune.context import Context, Gate, fmt_value, mlflow_client
+from processor.tune.storage import counted
 
 
 class TrialFailed(Exception):
@@ -30,17 +29,13 @@ class TrialFailed(Exception):
 
 
 
-@dataclass
-class Gate:
-    checks: Path
-    thresholds: Any
+def gate_verdict(gate: Gate, output_dir: Path) -> tuple[bool, list[str]]:
+    """Would the gate pass this trial's output directory, and the checks it fails (``name: detail``)."""
+    from processor.gate.checks import gate_output_dir
 
-    def verdict(self, output_dir: Path) -> tuple[bool, list[str]]:
-        from processor.gate.cli import gate_output_dir
-
-        outcome = gate_output_dir(output_dir, self.thresholds, strict=self.thresholds.strict)
-        failed = [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
-        return outcome.exit_code == 0, failed
+    outcome = gate_output_dir(output_dir, gate.thresholds, strict=gate.thresholds.strict)
+    failed = [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
+    return outcome.exit_code == 0, failed
 
 
 def open_gate(checks: Path | None) -> Gate:
@@ -97,26 +92,6 @@ def captured(log_path: Path, enabled: bool) -> Iterator[None]:
     with open(log_path, "a", encoding="utf-8", buffering=1) as fh, \
             contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
         yield
-
-
-@dataclass
-class Context:
-    study: optuna.Study
-    sweep: Sweep
-    base: Config
-    output_dir: Path
-    lock: TrialLock
-    gate: Gate | None
-    mlflow_on: bool
-    quiet: bool
-    keep_checkpoints: bool
-    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-
-
-def mlflow_client():
-    from mlflow import MlflowClient
-
-    return MlflowClient()
 
 
 def _tag_run(run_id: str | None, tags: dict[str, Any], status: str | None = None) -> None:
@@ -186,7 +161,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
     tags = {"optuna.state": "COMPLETE"}
     if ctx.gate is not None:
         try:
-            passed, failures = ctx.gate.verdict(out)
+            passed, failures = gate_verdict(ctx.gate, out)
         except Exception as exc:  # noqa: BLE001 - the verdict is advisory; the trial itself succeeded
             print(f"note: trial {trial.number}: gate check failed to run: {first_line(exc)}", file=sys.stderr)
         else:
@@ -226,12 +201,6 @@ def run_worker(ctx: Context, n_trials: int, timeout: float | None, seed: int, tr
             ctx.study.sampler = make_sampler(ctx.sweep.sampler, seed + len(trials))
             ctx.study.optimize(lambda t: trial_fn(ctx, t), n_trials=1, catch=(TrialFailed,),
                                callbacks=[lambda study, t: _progress(ctx, study, t)])
-
-
-def fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4g}"
-    return str(value)
 
 
 def _progress(ctx: Context, study: optuna.Study, t: FrozenTrial) -> None:

@@ -17,7 +17,8 @@ from processor.cli import first_line
 from processor.io import write_json_atomic, write_text_atomic
 from processor.tune.space import NOT_COUNTED_ATTR, OBJECTIVE, PARENT_ATTR
 from processor.tune.storage import counted, retried_numbers
-from processor.tune.objective import Context, Gate, mlflow_client, fmt_value
+from processor.tune.context import Context, Gate, fmt_value, mlflow_client
+
 
 def trials_table(study: optuna.Study):
     import pandas as pd
