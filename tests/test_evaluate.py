@@ -11,14 +11,8 @@ import pytest
 from matplotlib.image import imread
 from sklearn.metrics import f1_score
 
-from processor.evaluate import (
-    FLAG_FEATURES,
-    _macro_and_class_f1,
-    baselines,
-    bootstrap_ci,
-    compute_metrics,
-    plot_confusion_matrix,
-)
+from processor.evaluate import FLAG_FEATURES, baselines, plot_confusion_matrix
+from processor.scores import _macro_and_class_f1, bootstrap_ci, compute_metrics
 from processor import tuned_tree
 from processor.schema import FEATURES, LABELS, SESSIONS
 from processor.tuned_tree import Search

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -270,14 +270,17 @@ class TrustResult:
     temperature: float  # what ships in the package (1.0 when calibration is off)
     calibration: dict[str, Any]  # metrics.json "calibration"
     abstention: dict[str, Any]  # metrics.json "abstention"
-    pngs: list[Path]
+    # The two figures, file name -> what draws it at a given path: the run's recorder writes them.
+    plots: dict[str, Callable[[Path], Path]]
+    pngs: list[Path] = field(default_factory=list)  # the figures written, when out_dir was given
 
 
 def evaluate_trust(probs: Any, y: Any, *, calibrate: bool, folds: int, n_bins: int, grid: Sequence[float],
-                   min_confidence: float | None, seed: int, out_dir: Path) -> TrustResult:
+                   min_confidence: float | None, seed: int, out_dir: Path | None = None) -> TrustResult:
     """What training reports on the validation probabilities: calibration before/after (out-of-fold),
     the packaged temperature (fitted on all of val), the abstention table on the out-of-fold
-    probabilities, and the two PNGs (``reliability_diagram.png``, ``abstention.png``)."""
+    probabilities, and the two PNGs (``reliability_diagram.png``, ``abstention.png``; written into
+    ``out_dir`` when given)."""
     p, ids = _check(probs, y)
     block: dict[str, Any] = {"method": "none", "n_bins": n_bins,
                              "ece_before": expected_calibration_error(p, ids, n_bins),
@@ -303,11 +306,12 @@ def evaluate_trust(probs: Any, y: Any, *, calibrate: bool, folds: int, n_bins: i
     abstention = {"min_confidence": min_confidence,
                   "probabilities": "out-of-fold calibrated" if calibrate else "uncalibrated",
                   **abstention_table(scored, ids, grid)}
-    out_dir = Path(out_dir)
-    pngs = [plot_reliability(p, scored if calibrate else None, ids, out_dir / "reliability_diagram.png",
-                             n_bins=n_bins),
-            plot_abstention(abstention, out_dir / "abstention.png")]
-    return TrustResult(temperature=temperature, calibration=block, abstention=abstention, pngs=pngs)
+    after = scored if calibrate else None
+    plots: dict[str, Callable[[Path], Path]] = {
+        "reliability_diagram.png": lambda path: plot_reliability(p, after, ids, path, n_bins=n_bins),
+        "abstention.png": lambda path: plot_abstention(abstention, path)}
+    pngs = [] if out_dir is None else [draw(Path(out_dir) / name) for name, draw in plots.items()]
+    return TrustResult(temperature=temperature, calibration=block, abstention=abstention, plots=plots, pngs=pngs)
 
 
 # ------------------------------------------------------------------------------------------ plots

@@ -37,6 +37,7 @@ import pandas as pd
 from processor.bins import bin_index, quantile_edges
 from processor.cli import DataError
 from processor.config import PSI_WARN  # the default; a profile stores the level its run was trained with
+from processor.record import ValDrift
 from processor.schema import FEATURES, contract_spec
 
 PROFILE_VERSION = 1
@@ -149,6 +150,10 @@ class DriftReport:
     @property
     def max_psi(self) -> float | None:
         return max(self.psi.values()) if self.psi else None
+
+    def val_drift(self) -> ValDrift:
+        """metrics.json's ``drift`` block, for the val split checked against the training profile."""
+        return ValDrift(val_psi=self.psi, max_psi=self.max_psi, note=self.note)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -1,14 +1,17 @@
-"""Validation metrics, bootstrap confidence intervals, confusion-matrix plot and classic baselines.
+"""The evaluate phase of a training run, in one place: :func:`evaluate_run` scores the shipped
+predictions on val (processor.scores: accuracy, macro-F1, per-class scores, bootstrap CIs), fits the
+classic baselines (here; the tuned tree from processor.tuned_tree), measures calibration and abstention
+(processor.calibrate) and the val split's drift (processor.drift), reads the per-epoch history off the
+Trainer (processor.trainer), and says which figures the run shows. It returns metrics.json's pieces as
+their typed records (processor.record); the run's recorder writes the figures.
 
-Everything returned is plain Python (``float``/``int``/``str``/``list``/``dict``) so it can go to
-JSON and MLflow as-is. Class order is always ``processor.schema.LABELS`` (rows of the confusion
-matrix are the true class).
+Class order is always ``processor.schema.LABELS`` (rows of the confusion matrix are the true class).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +23,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from scipy.stats import DegenerateDataWarning, bootstrap
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from processor import tuned_tree
+from processor import drift, tuned_tree
+from processor.calibrate import evaluate_trust
+from processor.config import Config
 from processor.io import write_png_atomic
 from processor.names import BASELINES
+from processor.record import BaselineScore, Bootstrap, ShippedHead, ValDrift
 from processor.schema import FEATURES, LABELS, SESSIONS
+# The scores, re-exported: callers of the evaluate step find them here.
+from processor.scores import ArrayLike, bootstrap_ci, bootstrap_intervals, compute_metrics  # noqa: F401
+from processor.scores import _to_names
 
 # How the 13 contract features are fed to the sklearn baselines.
 CATEGORICAL_FEATURES: tuple[str, ...] = ("session",)
@@ -40,150 +47,6 @@ NUMERIC_FEATURES: tuple[str, ...] = ("ext_dir", "int_dir", "mgann_leg_index", "w
 FLAG_FEATURES: tuple[str, ...] = tuple(
     f for f in FEATURES if f not in CATEGORICAL_FEATURES and f not in NUMERIC_FEATURES
 )
-
-ArrayLike = Sequence[Any] | np.ndarray | pd.Series
-
-
-def _to_names(y: ArrayLike, labels: Sequence[str], what: str) -> np.ndarray:
-    """Label names as an object array; integer inputs are class ids indexing ``labels``."""
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
-    if np.issubdtype(arr.dtype, np.integer):
-        bad = sorted({int(v) for v in arr if not 0 <= v < len(labels)})
-        if bad:
-            raise ValueError(f"{what}: class ids {bad[:5]} are outside 0..{len(labels) - 1}")
-        return np.asarray(labels, dtype=object)[arr]
-    arr = arr.astype(object)
-    unknown = sorted({str(v) for v in arr.tolist() if v not in labels})
-    if unknown:
-        raise ValueError(f"{what}: unknown labels {unknown[:5]}; expected one of {list(labels)}")
-    return arr
-
-
-def _pair(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    t = _to_names(y_true, labels, "y_true")
-    p = _to_names(y_pred, labels, "y_pred")
-    if len(t) != len(p):
-        raise ValueError(f"y_true and y_pred differ in length: {len(t)} vs {len(p)}")
-    if len(t) == 0:
-        raise ValueError("cannot compute metrics on zero examples")
-    return t, p
-
-
-def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """Accuracy, macro-F1 over all ``labels`` (absent classes count as F1 0), per-class
-    precision/recall/F1/support and the confusion matrix (rows = true class, columns = predicted).
-
-    ``y_true``/``y_pred`` hold label names, or integer class ids indexing ``labels``.
-    """
-    labels = list(labels)
-    t, p = _pair(y_true, y_pred, labels)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        t, p, labels=labels, average=None, zero_division=0
-    )
-    cm = confusion_matrix(t, p, labels=labels)
-    return {
-        "val_accuracy": float(accuracy_score(t, p)),
-        "val_macro_f1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(labels)
-        },
-        "confusion_matrix": {"labels": labels, "matrix": [[int(v) for v in row] for row in cm]},
-    }
-
-
-def _macro_and_class_f1(t: np.ndarray, p: np.ndarray, n_classes: int) -> np.ndarray:
-    """Vectorised F1 over the last axis: returns ``[macro, f1_0, ..., f1_{K-1}]`` stacked on axis 0.
-
-    Same definition as sklearn with ``zero_division=0``: ``F1_k = 2 TP / (2 TP + FP + FN)``, 0 when the
-    class is neither present nor predicted. Written by hand only because sklearn scores one resample
-    per call, which is ~100x slower for 1000 resamples.
-    """
-    per_class = []
-    for k in range(n_classes):
-        is_t, is_p = t == k, p == k
-        tp = np.sum(is_t & is_p, axis=-1)
-        denom = np.sum(is_t, axis=-1) + np.sum(is_p, axis=-1)
-        per_class.append(np.divide(2.0 * tp, denom, out=np.zeros(np.shape(tp)), where=denom > 0))
-    f1 = np.stack(per_class, axis=0)
-    return np.concatenate([f1.mean(axis=0, keepdims=True), f1], axis=0)
-
-
-def bootstrap_ci(
-    y_true: ArrayLike,
-    y_pred: ArrayLike,
-    *,
-    labels: Sequence[str] = LABELS,
-    confidence: float = 0.90,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    method: str = "percentile",
-) -> dict[str, Any]:
-    """Paired bootstrap confidence intervals (``scipy.stats.bootstrap``) for macro-F1 and per-class F1.
-
-    Events are resampled with their prediction (``paired=True``). ``method`` is passed to scipy;
-    ``"percentile"`` (default) is always defined. If ``"BCa"`` or ``"basic"`` is asked for and the
-    interval comes out NaN (degenerate bootstrap distribution, e.g. perfect predictions), the same
-    resamples are re-used for a percentile interval and ``"method"`` in the result says so.
-
-    Returns ``{"confidence", "n_resamples", "method", "val_macro_f1": {"low", "high"},
-    "f1": {label: {"low", "high"}}}``.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    labels = list(labels)
-    t, p = _pair(y_true, y_pred, labels)
-    if len(t) < 2:
-        raise ValueError("bootstrap needs at least 2 examples")
-    index = {name: i for i, name in enumerate(labels)}
-    t_ids = np.array([index[v] for v in t], dtype=np.int64)
-    p_ids = np.array([index[v] for v in p], dtype=np.int64)
-
-    def statistic(t_s: np.ndarray, p_s: np.ndarray, axis: int = -1) -> np.ndarray:
-        # scipy always resamples along the last axis for paired data; axis is part of its protocol.
-        return _macro_and_class_f1(np.moveaxis(t_s, axis, -1), np.moveaxis(p_s, axis, -1), len(labels))
-
-    kwargs = dict(paired=True, vectorized=True, confidence_level=confidence, axis=-1)
-    with warnings.catch_warnings():
-        # A degenerate distribution makes BCa divide by zero and warn; the NaN it yields is handled
-        # below, so the warnings would only be noise (or errors under ``-W error``).
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", DegenerateDataWarning)
-        res = bootstrap(
-            (t_ids, p_ids), statistic, n_resamples=n_resamples, method=method,
-            rng=np.random.default_rng(seed), **kwargs,
-        )
-    used = method
-    low, high = np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
-    if np.isnan(low).any() or np.isnan(high).any():
-        # Re-using the bootstrap distribution costs no new resamples and keeps the seed's draws.
-        res = bootstrap(
-            (t_ids, p_ids), statistic, n_resamples=0, method="percentile",
-            bootstrap_result=res, rng=np.random.default_rng(seed), **kwargs,
-        )
-        used = "percentile"
-        low, high = np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
-
-    def interval(i: int) -> dict[str, float]:
-        return {"low": float(low[i]), "high": float(high[i])}
-
-    return {
-        "confidence": float(confidence),
-        "n_resamples": int(n_resamples),
-        "method": used,
-        "val_macro_f1": interval(0),
-        "f1": {name: interval(i + 1) for i, name in enumerate(labels)},
-    }
-
 
 def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusion matrix (validation)") -> Path:
     """Write ``cm`` (as returned in ``compute_metrics()["confusion_matrix"]``) to a PNG with the
@@ -273,14 +136,21 @@ def _xy(df: pd.DataFrame, what: str) -> tuple[pd.DataFrame, np.ndarray]:
 
 def baselines(train_df: pd.DataFrame, val_df: pd.DataFrame, *, seed: int, names: Sequence[str] = BASELINES,
               search: tuned_tree.Search = tuned_tree.Search()) -> dict[str, dict[str, Any]]:
+    """:func:`fit_baselines` as plain dicts: ``{model: {"val_accuracy", "val_macro_f1", "per_class_f1":
+    {label: f1}}}``; ``tuned_gbdt`` adds ``cv_macro_f1``, ``params``, ``search`` and ``seconds``."""
+    scored = fit_baselines(train_df, val_df, seed=seed, names=names, search=search)
+    return {name: score.to_dict() for name, score in scored.items()}
+
+
+def fit_baselines(train_df: pd.DataFrame, val_df: pd.DataFrame, *, seed: int, names: Sequence[str] = BASELINES,
+                  search: tuned_tree.Search = tuned_tree.Search()) -> dict[str, BaselineScore]:
     """Fit the classic models ``names`` (of :data:`BASELINES`) on the 13 features of ``train_df`` and
     score them on ``val_df``.
 
     A reference point for the LM: ``logistic_regression`` (one-hot session, standardised numeric
     features, raw 0/1 flags), ``hist_gradient_boosting`` (sklearn's defaults) and ``tuned_gbdt``
     (LightGBM tuned by CV on ``train_df`` only, ``search`` says how hard; processor.tuned_tree), all
-    with balanced class weights. Returns ``{model: {"val_accuracy", "val_macro_f1", "per_class_f1":
-    {label: f1}}}``; ``tuned_gbdt`` adds ``cv_macro_f1``, ``params`` and ``seconds``.
+    with balanced class weights. Returns metrics.json's ``baselines`` records, by model.
     """
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
@@ -299,7 +169,7 @@ def baselines(train_df: pd.DataFrame, val_df: pd.DataFrame, *, seed: int, names:
             ("model", HistGradientBoostingClassifier(class_weight="balanced", random_state=seed)),
         ]),
     }
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, BaselineScore] = {}
     for name in names:
         if name == "tuned_gbdt":
             out[name] = _tuned_gbdt(x_train, y_train, x_val, y_val, seed=seed, search=search)
@@ -314,25 +184,111 @@ def baselines(train_df: pd.DataFrame, val_df: pd.DataFrame, *, seed: int, names:
     return out
 
 
-def _scored(y_val: np.ndarray, predicted: Any) -> dict[str, Any]:
+def _scored(y_val: np.ndarray, predicted: Any, **extra: Any) -> BaselineScore:
     m = compute_metrics(y_val, predicted)
-    return {
-        "val_accuracy": m["val_accuracy"],
-        "val_macro_f1": m["val_macro_f1"],
-        "per_class_f1": {label: m["per_class"][label]["f1"] for label in LABELS},
-    }
+    return BaselineScore(val_accuracy=m["val_accuracy"], val_macro_f1=m["val_macro_f1"],
+                         per_class_f1={label: m["per_class"][label]["f1"] for label in LABELS}, extra=extra)
 
 
 def _tuned_gbdt(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame, y_val: np.ndarray, *,
-                seed: int, search: tuned_tree.Search) -> dict[str, Any]:
+                seed: int, search: tuned_tree.Search) -> BaselineScore:
     """Tuned on the training split alone: validation only scores the refitted tree."""
     features = _preprocessor(scale_numeric=False).fit(x_train)
     ids = {name: i for i, name in enumerate(LABELS)}
     tree = tuned_tree.fit(features.transform(x_train), np.array([ids[v] for v in y_train]), seed=seed,
                           search=search)
     predicted = np.asarray(LABELS, dtype=object)[tree.predict(features.transform(x_val), offsets=search.offsets)]
-    return {**_scored(y_val, predicted), "cv_macro_f1": tree.cv_macro_f1,
-            "params": {**tree.params, "offsets": tree.offsets if search.offsets else None},
-            "search": {"trials": search.trials, "folds": search.folds, "max_trees": search.max_trees,
-                       "cv_macro_f1_offsets": tree.cv_macro_f1_offsets},
-            "seconds": tree.seconds}
+    return _scored(y_val, predicted, cv_macro_f1=tree.cv_macro_f1,
+                   params={**tree.params, "offsets": tree.offsets if search.offsets else None},
+                   search={"trials": search.trials, "folds": search.folds, "max_trees": search.max_trees,
+                           "cv_macro_f1_offsets": tree.cv_macro_f1_offsets},
+                   seconds=tree.seconds)
+
+
+# ------------------------------------------------------------------------------ the evaluate phase
+# The figures every run shows beside metrics.json; calibration adds its two (processor.calibrate).
+PLOTS = ("confusion_matrix.png", "learning_curve.png")
+# A figure: what draws it at a given path (the run's recorder chooses the path and writes it).
+Draw = Callable[[Path], Path]
+
+
+@dataclass
+class Evaluation:
+    """What the evaluate phase measured, as metrics.json's blocks (typed records where the block has
+    one), the temperature that ships, and the run's figures by file name."""
+
+    scores: dict[str, Any]  # val_accuracy, val_macro_f1, per_class, confusion_matrix (processor.scores)
+    bootstrap: Bootstrap
+    baselines: dict[str, BaselineScore] | None  # None: eval.baselines is empty
+    epoch_history: list[dict[str, Any]]
+    best_epoch: int
+    epochs_run: int
+    drift: ValDrift
+    trust: Any  # processor.calibrate.TrustResult: calibration, abstention, the temperature
+    plots: dict[str, Draw] = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        return self.trust.temperature
+
+    def metrics_fields(self) -> dict[str, Any]:
+        """The fields of processor.record.Metrics that this phase fills."""
+        return {**self.scores, "bootstrap": self.bootstrap, "best_epoch": self.best_epoch,
+                "epochs_run": self.epochs_run, "epoch_history": self.epoch_history, "drift": self.drift,
+                "calibration": self.trust.calibration, "abstention": self.trust.abstention,
+                "baselines": self.baselines}
+
+
+def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, train: pd.DataFrame, val: pd.DataFrame,
+                 profile: Mapping[str, Any], trainer: Any, metric: str) -> Evaluation:
+    """Score the restored best model's val ``logits`` as they ship (``head``: prior correction; the
+    temperature keeps the argmax) with their bootstrap CIs, beside the classic baselines fitted on
+    ``train``; calibration and abstention (the temperature cross-fitted over val folds); val's drift
+    from the training ``profile``; the per-epoch history and best epoch by ``metric`` (the Trainer's
+    name) from ``trainer``. Writes nothing: the figures are returned for the recorder."""
+    from processor.trainer import best_epoch, epoch_history
+
+    y_true = list(val["label"])
+    probs = head.probabilities(logits, logits=True)
+    y_pred = [LABELS[i] for i in probs.argmax(axis=1)]
+    history = epoch_history(trainer.state.log_history)
+    t = cfg.trust
+    trust = evaluate_trust(probs, y_true, calibrate=t.calibrate, folds=t.calibration_folds, n_bins=t.ece_bins,
+                           grid=t.abstention_grid, min_confidence=t.min_confidence, seed=cfg.seed)
+    done = Evaluation(
+        scores=compute_metrics(y_true, y_pred),
+        bootstrap=bootstrap_intervals(y_true, y_pred, confidence=cfg.eval.confidence,
+                                      n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
+        baselines=_run_baselines(cfg, train, val),
+        epoch_history=history,
+        best_epoch=best_epoch(trainer.state, history, metric),
+        epochs_run=int(round(trainer.state.epoch or 0)),
+        drift=drift.psi(profile, val).val_drift(),  # sanity: val should look like train
+        trust=trust)
+    done.plots = {**_figures(cfg.model, done), **trust.plots}
+    return done
+
+
+def _run_baselines(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, BaselineScore] | None:
+    """The classic models of eval.baselines on the same split (None when the list is empty)."""
+    names, e = cfg.eval.baseline_names(), cfg.eval
+    search = tuned_tree.Search(trials=e.tuned_trials, folds=e.tuned_folds, max_trees=e.tuned_max_trees,
+                               offsets=e.tuned_offsets)
+    return fit_baselines(train, val, seed=cfg.seed, names=names, search=search) if names else None
+
+
+def _figures(model: str, done: Evaluation) -> dict[str, Draw]:
+    """The confusion matrix and the learning curve, with a baseline's macro-F1 as the reference line:
+    the tuned tree, the rival a quant would ship; the default tree when the tuned one was not fitted."""
+    fitted = done.baselines or {}
+    name = next((n for n in ("tuned_gbdt", "hist_gradient_boosting")
+                 if n in fitted and fitted[n].val_macro_f1 is not None), "")
+    reference = fitted[name].val_macro_f1 if name else None
+    macro_f1 = done.scores["val_macro_f1"]
+    return {
+        PLOTS[0]: lambda path: plot_confusion_matrix(done.scores["confusion_matrix"], path,
+                                                     title=f"{model} val (macro-F1 {macro_f1:.3f})"),
+        PLOTS[1]: lambda path: plot_learning_curve(done.epoch_history, path, best_epoch=done.best_epoch,
+                                                   baseline_f1=reference, baseline_label=f"{name} baseline",
+                                                   title=f"{model}: train loss and val macro-F1 per epoch"),
+    }

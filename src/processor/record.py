@@ -215,6 +215,10 @@ class ServingSpec:
 
 
 # ------------------------------------------------------------------------------ metrics.json
+# The nested blocks the gate and the model card read, each a small record: built by the module that
+# computes it (processor.scores, processor.evaluate, processor.drift, the train loop's data phase), written
+# by its to_dict (the keys and their order in metrics.json), read back leniently by its from_dict (a
+# missing or malformed value reads as None or empty; keys this version does not know are kept).
 @dataclass
 class Interval:
     low: float | None = None
@@ -225,18 +229,164 @@ class Interval:
         d = _map(d)
         return cls(number(d.get("low")), number(d.get("high")))
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high}
+
+
+@dataclass
+class ClassScores:
+    """``per_class.<label>``."""
+
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    support: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ClassScores:
+        d = _map(d)
+        return cls(number(d.get("precision")), number(d.get("recall")), number(d.get("f1")), _int(d.get("support")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "support": self.support}
+
+
+@dataclass
+class Bootstrap:
+    """``bootstrap``: the CI settings actually used, macro-F1's interval and each class's F1 interval."""
+
+    confidence: float | None = None
+    n_resamples: int | None = None
+    method: str | None = None
+    val_macro_f1: Interval = field(default_factory=Interval)
+    f1: dict[str, Interval] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Bootstrap:
+        d = _map(d)
+        return cls(number(d.get("confidence")), _int(d.get("n_resamples")), _str(d.get("method")),
+                   Interval.from_dict(d.get("val_macro_f1")),
+                   {str(k): Interval.from_dict(v) for k, v in _map(d.get("f1")).items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"confidence": self.confidence, "n_resamples": self.n_resamples, "method": self.method,
+                "val_macro_f1": self.val_macro_f1.to_dict(), "f1": {k: v.to_dict() for k, v in self.f1.items()}}
+
+
+def _shares(x: Any) -> dict[str, float | None] | None:
+    return {str(k): number(v) for k, v in x.items()} if isinstance(x, Mapping) else None
+
+
+@dataclass
+class ClassBalance:
+    """``class_balance``: was the training split oversampled, its class shares before and after."""
+
+    applied: bool | None = None
+    before: dict[str, float | None] | None = None
+    after: dict[str, float | None] | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ClassBalance:
+        d = _map(d)
+        return cls(_bool(d.get("applied")), _shares(d.get("before")), _shares(d.get("after")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "before": self.before, "after": self.after}
+
+
+@dataclass
+class BaselineScore:
+    """``baselines.<name>``: a classic model's scores on the same val split; ``extra`` holds what one
+    model adds, as written (the tuned tree's ``cv_macro_f1``, ``params``, ``search``, ``seconds``)."""
+
+    val_accuracy: float | None = None
+    val_macro_f1: float | None = None
+    per_class_f1: dict[str, float | None] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> BaselineScore:
+        d = _map(d)
+        known = ("val_accuracy", "val_macro_f1", "per_class_f1")
+        return cls(number(d.get("val_accuracy")), number(d.get("val_macro_f1")), _shares(d.get("per_class_f1")) or {},
+                   {k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"val_accuracy": self.val_accuracy, "val_macro_f1": self.val_macro_f1,
+                "per_class_f1": self.per_class_f1, **self.extra}
+
+
+@dataclass
+class DataBlock:
+    """``data``: the files trained and scored on, their sizes and class counts, time ranges, and the data
+    card's Bayes ceiling when the card describes exactly these files."""
+
+    train_file: str | None = None
+    val_file: str | None = None
+    train_sha256: str | None = None
+    val_sha256: str | None = None
+    n_train: int | None = None
+    n_train_fit: int | None = None
+    n_val: int | None = None
+    train_counts: dict[str, int] | None = None
+    val_counts: dict[str, int] | None = None
+    time_range: dict[str, list[str] | None] | None = None
+    bayes_ceiling: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DataBlock:
+        d = _map(d)
+        counts = (lambda x: {str(k): _int(v) for k, v in x.items()} if isinstance(x, Mapping) else None)
+        return cls(_str(d.get("train_file")), _str(d.get("val_file")), _str(d.get("train_sha256")),
+                   _str(d.get("val_sha256")), _int(d.get("n_train")), _int(d.get("n_train_fit")), _int(d.get("n_val")),
+                   counts(d.get("train_counts")), counts(d.get("val_counts")),
+                   d.get("time_range") if isinstance(d.get("time_range"), Mapping) else None,
+                   number(d.get("bayes_ceiling")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class ValDrift:
+    """``drift``: the val split's PSI per feature against the training profile (processor.drift)."""
+
+    val_psi: dict[str, float] = field(default_factory=dict)
+    max_psi: float | None = None
+    note: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ValDrift:
+        d = _map(d)
+        psi = {str(k): v for k, v in _map(d.get("val_psi")).items() if number(v) is not None}
+        return cls(psi, number(d.get("max_psi")), _str(d.get("note")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"val_psi": self.val_psi, "max_psi": self.max_psi, "note": self.note}
+
+
+def _plain(value: Any) -> Any:
+    """A block as JSON: a typed block (or a mapping of them) as its to_dict, anything else as given."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Mapping) and any(hasattr(v, "to_dict") for v in value.values()):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
 
 @dataclass
 class Metrics:
     """``metrics.json``. Fields hold the values as written (a doctored file may hold anything); the
-    accessors below read them leniently, so callers get a number or None, never a KeyError."""
+    accessors below read them leniently through the blocks' records, so callers get a number or None,
+    never a KeyError. Training hands the blocks over as records (:class:`Bootstrap`, ...): they are kept
+    as their JSON, what the file holds, so a record read back and one just built are alike."""
 
     val_accuracy: Any = None
     val_macro_f1: Any = None
-    per_class: Any = None  # {label: {precision, recall, f1, support}}
+    per_class: Any = None  # {label: ClassScores}
     confusion_matrix: Any = None  # {labels, matrix}
-    bootstrap: Any = None  # {confidence, n_resamples, method, val_macro_f1: {low, high}, f1: {label: {low, high}}}
-    class_balance: Any = None  # {applied, before, after}
+    bootstrap: Any = None  # Bootstrap
+    class_balance: Any = None  # ClassBalance
     class_weights: Any = None  # {label: weight} or None (unweighted)
     best_epoch: Any = None
     epochs_run: Any = None
@@ -244,18 +394,22 @@ class Metrics:
     schema_fingerprint: Any = None
     tokens_per_event: Any = None  # under the trained base's tokenizer
     tokens_per_event_qwen: Any = None  # under Qwen's own vocabulary
-    data: Any = None  # {train_file, val_file, *_sha256, n_train, n_train_fit, n_val, *_counts, time_range, bayes_ceiling}
+    data: Any = None  # DataBlock
     model: Any = None  # {name, base_id, revision, is_demo, lora_r, lora_alpha}
     loss: Any = None  # {type, gamma, mae}
     prior_correction: Any = None  # {alpha, logit_bias}
     seed: Any = None
     leakage: Any = None  # processor.leakage report (absent when the check is off)
-    drift: Any = None  # {val_psi, max_psi, note}
+    drift: Any = None  # ValDrift
     calibration: Any = None  # processor.calibrate.evaluate_trust
     abstention: Any = None
-    baselines: Any = None  # {name: {val_macro_f1, val_accuracy, per_class_f1}} (absent when off)
+    baselines: Any = None  # {name: BaselineScore} (absent when off)
     record_version: int = RECORD_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as written
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _plain(getattr(self, f.name)))
 
     # -- the scores
     @property
@@ -266,38 +420,46 @@ class Metrics:
     def accuracy(self) -> float | None:
         return number(self.val_accuracy)
 
-    def _class(self, label: str) -> dict[str, Any]:
-        return _map(_map(self.per_class).get(label))
+    def class_scores(self, label: str) -> ClassScores:
+        return ClassScores.from_dict(_map(self.per_class).get(label))
 
     def class_f1(self, label: str) -> float | None:
-        return number(self._class(label).get("f1"))
+        return self.class_scores(label).f1
 
     def support(self, label: str) -> int | None:
         """How many val events of ``label`` its F1 rests on (None where missing)."""
-        return _int(self._class(label).get("support"))
+        return self.class_scores(label).support
 
     # -- their uncertainty
     @property
+    def intervals(self) -> Bootstrap:
+        return Bootstrap.from_dict(self.bootstrap)
+
+    @property
     def confidence(self) -> float | None:
-        return number(_map(self.bootstrap).get("confidence"))
+        return self.intervals.confidence
 
     @property
     def macro_f1_ci(self) -> Interval:
-        return Interval.from_dict(_map(self.bootstrap).get("val_macro_f1"))
+        return self.intervals.val_macro_f1
 
     def class_f1_ci(self, label: str) -> Interval:
-        return Interval.from_dict(_map(_map(self.bootstrap).get("f1")).get(label))
+        return self.intervals.f1.get(label) or Interval()
 
     # -- how the run got there
+    @property
+    def balance(self) -> ClassBalance:
+        return ClassBalance.from_dict(self.class_balance)
+
     def shares_after(self) -> dict[str, float | None] | None:
         """The training-class shares after oversampling, per label (None where missing); None when
         the run recorded none."""
-        after = _map(self.class_balance).get("after")
-        return {n: number(after.get(n)) for n in LABELS} if isinstance(after, Mapping) else None
+        after = self.balance.after
+        return None if after is None else {n: after.get(n) for n in LABELS}
 
     @property
     def oversampled(self) -> bool | None:
-        return _bool(_map(self.class_balance).get("applied"))
+        return self.balance.applied
 
     def block(self, name: str) -> dict[str, Any]:
         """A whole nested block (``data``, ``model``, ``loss``, ``calibration``, ``abstention``, ``drift``,
@@ -315,8 +477,11 @@ class Metrics:
         """One finite number of a block (None when missing or not a number)."""
         return number(self.block(block).get(key))
 
+    def baseline(self, name: str) -> BaselineScore:
+        return BaselineScore.from_dict(_map(self.baselines).get(name))
+
     def baseline_f1(self, name: str) -> float | None:
-        return number(_map(_map(self.baselines).get(name)).get("val_macro_f1"))
+        return self.baseline(name).val_macro_f1
 
     def baseline_scores(self) -> dict[str, float | None]:
         return {name: self.baseline_f1(name) for name in _map(self.baselines)}

@@ -1,7 +1,11 @@
-"""Where a training run's phases report to: the one place that writes the run's files and tracks it.
+"""Where a training run's phases report to: the one place that writes the run's records and figures and
+tracks the run.
 
 The phases of ``processor.train_loop`` never ask "am I rank 0?" or "is MLflow on?": they hand what they
-produced to a recorder.
+produced to a recorder: the resolved config, the validation report, metrics.json and the figures (each
+handed over as what draws it; processor.evaluate). Two files are written by the step that makes them and
+only logged here: ``model_final.zip`` (processor.package, which writes it whole or not at all) and the
+Trainer's checkpoints.
 
 - :class:`Recorder` (rank 0 of a job, ``--no-mlflow``): writes the run's files in the output directory.
 - :class:`MlflowRecorder` (rank 0, MLflow on): the same files, each also logged to the run, plus params,
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from processor.config import Config, save_config
@@ -44,7 +49,9 @@ class NullRecorder:
     def leakage(self, report: Any) -> None: ...
     def class_weights(self, used: str) -> None: ...
     def base_model(self, resolved: Any) -> None: ...
-    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "") -> None: ...
+    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "",
+                plots: Mapping[str, Callable[[Path], Path]] | None = None) -> list[Path]:
+        return []
     def pyfunc(self, **kwargs: Any) -> None: ...
 
     def callbacks(self) -> list[Any]:
@@ -76,9 +83,12 @@ class Recorder(NullRecorder):
         if report is not None and report.leakage_risk:
             print(f"WARNING: {report.summary()} (the val scores may overstate the model)", file=sys.stderr)
 
-    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "") -> None:
-        # metrics.json is written last: its presence marks a finished run.
-        self._write(self.out / METRICS_FILE, metrics.write)
+    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "",
+                plots: Mapping[str, Callable[[Path], Path]] | None = None) -> list[Path]:
+        """The run's figures (``plots``: file name -> what draws it at a path), then metrics.json, last: its
+        presence marks a finished run. ``files`` were written by their own steps (the zip): only logged."""
+        written = [self._write(self.out / name, draw) for name, draw in (plots or {}).items()]
+        return [self._write(self.out / METRICS_FILE, metrics.write), *written]
 
     def note(self, text: str) -> None:
         print(text, file=sys.stderr)
@@ -138,15 +148,17 @@ class MlflowRecorder(Recorder):
 
         return [MlflowEpochLogger()]
 
-    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "") -> None:
-        super().outputs(metrics, files)
+    def outputs(self, metrics: Metrics, files: list[Path], summary: str = "",
+                plots: Mapping[str, Callable[[Path], Path]] | None = None) -> list[Path]:
+        written = super().outputs(metrics, files, plots=plots)
         # The run page's description (the gate appends its verdict) and where the files are.
         self.mlflow.set_tags({"mlflow.note.content": summary, "output_dir": self.out.as_posix()})
         # Same step as the last epoch's eval, logged later: MLflow's "latest" value (what the run page,
         # search_runs and the sweep read) is then the restored best model's, not the last epoch's.
         self.mlflow.log_metrics(metrics.final_metrics(), step=int(metrics.epochs_run or 0))
-        for path in (self.out / METRICS_FILE, *files):
+        for path in (*written, *files):
             self.mlflow.log_artifact(str(path))
+        return written
 
     def pyfunc(self, **kwargs: Any) -> None:
         from processor.tracking import log_pyfunc

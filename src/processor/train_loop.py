@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from processor import distributed, drift
@@ -34,14 +34,16 @@ from processor.knobs import FLAGS, flag_values
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
 from processor.package import write_package
-from processor.record import METRICS_FILE, BaseModel, Metrics, ServingSpec, ShippedHead
+from processor.record import METRICS_FILE, BaseModel, ClassBalance, DataBlock, Metrics, ServingSpec, ShippedHead
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 from processor.serialize import Serializer, count_tokens
 from processor.trainable import require_trainable
-from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, epoch_history, greater_is_better,
+from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, greater_is_better,
                                last_complete_checkpoint, trainer_metrics)
-from processor.trainer import best_epoch as best_epoch_of
+
+if TYPE_CHECKING:  # imported by the evaluate phase when it runs (sklearn, matplotlib)
+    from processor.evaluate import Evaluation
 
 # Trainer reports eval metrics as eval_<name>; the config speaks of val_<name>.
 TRAINER_METRIC = {"val_macro_f1": "macro_f1", "val_accuracy": "accuracy", "val_loss": "loss"}
@@ -176,11 +178,11 @@ def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Seq
     zip_path = out / cfg.packaging.zip_final
     if not distributed.is_main_process():
         return RunResult(output_dir=out, zip_path=zip_path, run_id=None)
-    metrics, trust = evaluate(cfg, out, data, built, trainer, raw)
-    spec = serving_spec(cfg, data, built, trust.temperature)
+    metrics, evaluation = evaluate(cfg, data, built, trainer, raw)
+    spec = serving_spec(cfg, data, built, evaluation.temperature)
     write_package(zip_path, model=trainer.model, tokenizer=built.tokenizer, serving=spec.to_dict(),
                   metrics=metrics.to_dict())
-    rec.outputs(metrics, [*(out / name for name in PLOTS), *trust.pngs, zip_path], summary=run_summary(metrics))
+    rec.outputs(metrics, [zip_path], summary=run_summary(metrics), plots=evaluation.plots)
     if cfg.mlflow.log_model:
         rec.pyfunc(**pyfunc_args(cfg, data, built, trainer.model, spec, zip_path))
     return RunResult(output_dir=out, record=metrics, zip_path=zip_path, run_id=rec.run_id, model=trainer.model,
@@ -416,35 +418,18 @@ def predict_val(trainer: FocalTrainer, built: BuiltModel, data: PreparedData) ->
     return prediction.predictions
 
 
-PLOTS = ("confusion_matrix.png", "learning_curve.png")
+def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, trainer: FocalTrainer, logits: Any
+             ) -> tuple[Metrics, Evaluation]:
+    """The evaluate phase (processor.evaluate.evaluate_run: scores, bootstrap, baselines, calibration,
+    abstention, drift, history, the figures) and the run's record around it: what trained on what."""
+    from processor.evaluate import evaluate_run
 
-
-def evaluate(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, trainer: FocalTrainer, logits: Any
-             ) -> tuple[Metrics, Any]:
-    """Scores of the shipped predictions on val, their uncertainty, the baselines, calibration (the
-    temperature cross-fitted over val folds) and the abstention table, plus the plots."""
-    from processor import evaluate as ev
-    from processor.calibrate import evaluate_trust
-
-    y_true = list(data.val["label"])
-    probs = data.head.probabilities(logits, logits=True)  # prior-corrected; the temperature keeps the argmax
-    y_pred = [LABELS[i] for i in probs.argmax(axis=1)]
-    scores = ev.compute_metrics(y_true, y_pred)
-    history = epoch_history(trainer.state.log_history)
-    metric = TRAINER_METRIC[cfg.training.early_stop_metric]
-    trust = evaluate_trust(probs, y_true, calibrate=cfg.trust.calibrate, folds=cfg.trust.calibration_folds,
-                           n_bins=cfg.trust.ece_bins, grid=cfg.trust.abstention_grid,
-                           min_confidence=cfg.trust.min_confidence, seed=cfg.seed, out_dir=out)
-    val_drift = drift.psi(built.profile, data.val)  # sanity: val should look like train
+    done = evaluate_run(cfg, logits, head=data.head, train=data.train, val=data.val, profile=built.profile,
+                        trainer=trainer, metric=TRAINER_METRIC[cfg.training.early_stop_metric])
     metrics = Metrics(
-        **scores,
-        bootstrap=ev.bootstrap_ci(y_true, y_pred, confidence=cfg.eval.confidence,
-                                  n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
-        class_balance=data.class_balance,
+        **done.metrics_fields(),
+        class_balance=ClassBalance(**data.class_balance),
         class_weights=_weights_used(trainer),
-        best_epoch=best_epoch_of(trainer.state, history, metric),
-        epochs_run=int(round(trainer.state.epoch or 0)),
-        epoch_history=history,
         schema_fingerprint=schema_fingerprint(),
         tokens_per_event=round(float(built.tokens_per_event), 2),
         tokens_per_event_qwen=round(float(built.tokens_per_event_qwen), 2),
@@ -455,30 +440,8 @@ def evaluate(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, trai
         prior_correction=data.head.prior_block(),
         seed=cfg.seed,
         leakage=None if data.leakage is None else data.leakage.to_dict(),
-        drift={"val_psi": val_drift.psi, "max_psi": val_drift.max_psi, "note": val_drift.note},
-        calibration=trust.calibration,
-        abstention=trust.abstention,
-        baselines=_baselines(cfg, data),
     )
-    # The reference line: the tuned tree, the rival a quant would ship; the default tree when not fitted.
-    name = next((n for n in ("tuned_gbdt", "hist_gradient_boosting") if metrics.baseline_f1(n) is not None), "")
-    reference = metrics.baseline_f1(name) if name else None
-    ev.plot_confusion_matrix(metrics.confusion_matrix, out / PLOTS[0],
-                             title=f"{cfg.model} val (macro-F1 {metrics.macro_f1:.3f})")
-    ev.plot_learning_curve(history, out / PLOTS[1], best_epoch=metrics.best_epoch,
-                           baseline_f1=reference, baseline_label=f"{name} baseline",
-                           title=f"{cfg.model}: train loss and val macro-F1 per epoch")
-    return metrics, trust
-
-
-def _baselines(cfg: Config, data: PreparedData) -> dict[str, Any] | None:
-    """The classic models of eval.baselines on the same split (None when the list is empty)."""
-    from processor import evaluate as ev
-    from processor.tuned_tree import Search
-
-    names, e = cfg.eval.baseline_names(), cfg.eval
-    search = Search(trials=e.tuned_trials, folds=e.tuned_folds, max_trees=e.tuned_max_trees, offsets=e.tuned_offsets)
-    return ev.baselines(data.train, data.val, seed=cfg.seed, names=names, search=search) if names else None
+    return metrics, done
 
 
 # -- phase 5: package -------------------------------------------------------------------------
@@ -568,14 +531,14 @@ def _weights_used(trainer: FocalTrainer) -> dict[str, float] | None:
     return None if weight is None else dict(zip(LABELS, map(float, weight.tolist())))
 
 
-def _data_block(data: PreparedData) -> dict[str, Any]:
+def _data_block(data: PreparedData) -> DataBlock:
     train_df, val_df = data.train, data.val
-    return {"train_file": str(data.paths["train"]), "val_file": str(data.paths["val"]),
-            "train_sha256": data.digests["train"], "val_sha256": data.digests["val"],
-            "n_train": int(len(train_df)), "n_train_fit": int(len(data.fit)), "n_val": int(len(val_df)),
-            "train_counts": _counts(train_df["label"]), "val_counts": _counts(val_df["label"]),
-            "time_range": {"train": _time_range(train_df), "val": _time_range(val_df)},
-            "bayes_ceiling": _bayes_ceiling(data.paths["train"], data.digests)}
+    return DataBlock(train_file=str(data.paths["train"]), val_file=str(data.paths["val"]),
+                     train_sha256=data.digests["train"], val_sha256=data.digests["val"],
+                     n_train=int(len(train_df)), n_train_fit=int(len(data.fit)), n_val=int(len(val_df)),
+                     train_counts=_counts(train_df["label"]), val_counts=_counts(val_df["label"]),
+                     time_range={"train": _time_range(train_df), "val": _time_range(val_df)},
+                     bayes_ceiling=_bayes_ceiling(data.paths["train"], data.digests))
 
 
 def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, Any]:

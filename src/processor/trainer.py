@@ -62,7 +62,7 @@ class EpochProgress(ProgressCallback):
 def trainer_metrics(eval_pred: Any, head: ShippedHead) -> dict[str, float]:
     """Per-epoch val metrics of the predictions as they will ship (``head``: the prior correction), so
     early stopping picks the epoch whose shipped predictions score best."""
-    from processor.evaluate import compute_metrics
+    from processor.scores import compute_metrics
 
     probs = head.probabilities(eval_pred.predictions, logits=True)
     m = compute_metrics([LABELS[i] for i in eval_pred.label_ids], [LABELS[i] for i in np.argmax(probs, axis=1)])
