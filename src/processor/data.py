@@ -292,11 +292,29 @@ def _check_column(key: str, values: Sequence[Any], required: bool, line_nos: lis
     Missing keys are skipped here (reported once by the key check); cleaned values of bad cells are
     valid placeholders.
     """
-    spec = _SPEC[key]
-    kind = spec["type"]
+    kind = _SPEC[key]["type"]
+    fast = _fast_column(kind, values)
+    if fast is not None:
+        return fast
+    rule = describe_rule(key)
+    out: list[Any] = []
+    for row, v in enumerate(values):
+        if v is _MISSING:
+            out.append(_fill_value(key, line_nos[row]) if required else None)
+            continue
+        clean, msg = _check_value(kind, rule, v)
+        if msg is None:
+            out.append(clean)
+        else:
+            bad.append((row, msg))
+            out.append(_fill_value(key, line_nos[row]))
+    return out
+
+
+def _fast_column(kind: str, values: Sequence[Any]) -> Sequence[Any] | np.ndarray | None:
+    """The column as is or as an array when every value has an allowed JSON type and value, with no
+    per-value Python work; None otherwise (None and the _MISSING marker always fall through)."""
     types = set(map(type, values))
-    # Fast paths: a column whose values all have an allowed JSON type and value needs no per-value
-    # Python work here. None and the _MISSING marker always fall through to the per-value path.
     if kind == "boolean" and types <= {bool, int, float} and set(values) <= {0, 1}:
         # True == 1 == 1.0 in Python sets, so this admits exactly true/false, 0/1 and 0.0/1.0.
         return np.asarray(values, dtype=bool)
@@ -306,68 +324,56 @@ def _check_column(key: str, values: Sequence[Any], required: bool, line_nos: lis
         try:
             return np.asarray(values, dtype=np.float64)
         except OverflowError:
-            pass  # an integer too big for a float; the per-value path says which
+            return None  # an integer too big for a float; the per-value path says which
     if kind == "integer" and types <= {float, int}:
         if types == {int}:
             if -_INT64_MAX <= min(values) and max(values) <= _INT64_MAX:
                 return np.asarray(values, dtype=np.int64)
-        else:
-            try:
-                arr = np.asarray(values, dtype=np.float64)
-            except OverflowError:
-                arr = None
-            # Below 2**53 a float holds every integer exactly, so 2.0 -> 2 loses nothing.
-            if (arr is not None and np.isfinite(arr).all() and (arr == np.trunc(arr)).all()
-                    and np.abs(arr).max() < 2.0**53):
-                return arr.astype(np.int64)
+            return None
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except OverflowError:
+            return None
+        # Below 2**53 a float holds every integer exactly, so 2.0 -> 2 loses nothing.
+        if np.isfinite(arr).all() and (arr == np.trunc(arr)).all() and np.abs(arr).max() < 2.0**53:
+            return arr.astype(np.int64)
+    return None
 
-    rule = describe_rule(key)
-    out: list[Any] = []
-    for row, v in enumerate(values):
-        if v is _MISSING:
-            out.append(_fill_value(key, line_nos[row]) if required else None)
-            continue
-        ok, clean = False, None
-        t = type(v)
-        if kind == "boolean":
-            if t is bool:
-                ok, clean = True, v
-            elif (t is int or t is float) and v in (0, 1):
-                ok, clean = True, bool(v)
-        elif kind == "integer":
-            ok, clean = _check_int(v)
-            if not ok and (t is int or (t is float and math.isfinite(v) and v.is_integer())):
-                bad.append((row, f"{rule}, got {_show(v)} (out of range)"))
-                out.append(_fill_value(key, line_nos[row]))
-                continue
-        elif kind == "number":
-            if t is float:
-                ok, clean = True, v
-            elif t is int:
-                try:
-                    ok, clean = True, float(v)
-                except OverflowError:
-                    bad.append((row, f"{rule}, got {_show(v)} (too large)"))
-                    out.append(_fill_value(key, line_nos[row]))
-                    continue
-        elif kind == "string":
-            ok, clean = t is str, v
+
+def _check_value(kind: str, rule: str, v: Any) -> tuple[Any, str | None]:
+    """One present value of a column of JSON type ``kind``: (cleaned value, None), or (None, what was
+    wrong, after ``rule``)."""
+    t = type(v)
+    if kind == "boolean":
+        if t is bool:
+            return v, None
+        if (t is int or t is float) and v in (0, 1):
+            return bool(v), None
+    elif kind == "integer":
+        ok, clean = _check_int(v)
         if ok:
-            out.append(clean)
-            continue
-        if v is None:
-            msg = "must not be null"
-        elif t is _NonFinite:
-            msg = f"{rule}, got {v.literal} (NaN and Infinity are not allowed)"
-        elif kind == "integer" and t is float:
-            msg = f"{rule}, got {_show(v)} ({'not an integer' if math.isfinite(v) else 'not finite'})"
-        elif kind in ("integer", "number") and t is bool:
-            msg = f"{rule}, got boolean {_show(v)} (booleans are not numbers)"
-        else:
-            msg = f"{rule}, got {_json_type(v)} {_show(v)}"
-        bad.append((row, msg))
-        out.append(_fill_value(key, line_nos[row]))
-    return out
+            return clean, None
+        if t is int or (t is float and math.isfinite(v) and v.is_integer()):
+            return None, f"{rule}, got {_show(v)} (out of range)"
+    elif kind == "number":
+        if t is float:
+            return v, None
+        if t is int:
+            try:
+                return float(v), None
+            except OverflowError:
+                return None, f"{rule}, got {_show(v)} (too large)"
+    elif kind == "string" and t is str:
+        return v, None
+    if v is None:
+        return None, "must not be null"
+    if t is _NonFinite:
+        return None, f"{rule}, got {v.literal} (NaN and Infinity are not allowed)"
+    if kind == "integer" and t is float:
+        return None, f"{rule}, got {_show(v)} ({'not an integer' if math.isfinite(v) else 'not finite'})"
+    if kind in ("integer", "number") and t is bool:
+        return None, f"{rule}, got boolean {_show(v)} (booleans are not numbers)"
+    return None, f"{rule}, got {_json_type(v)} {_show(v)}"
 
 
 # --------------------------------------------------------------------------------------------- loading

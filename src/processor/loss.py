@@ -38,6 +38,26 @@ def _check_mae(mae: float) -> float:
     return float(mae)
 
 
+def _checked_weight(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
+                    reduction: str) -> torch.Tensor | None:
+    """The shapes focal_loss needs (a clear error otherwise); ``weight`` on the logits' device and dtype."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape [N, C], got {tuple(logits.shape)}")
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"targets must have shape [N] = [{logits.shape[0]}], got {tuple(targets.shape)}"
+        )
+    if weight is None:
+        return None
+    if weight.shape != (logits.shape[1],):
+        raise ValueError(
+            f"weight must have shape [C] = [{logits.shape[1]}], got {tuple(weight.shape)}"
+        )
+    return weight.to(device=logits.device, dtype=logits.dtype)
+
+
 def focal_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -68,21 +88,7 @@ def focal_loss(
     """
     gamma = _check_gamma(gamma)
     mae = _check_mae(mae)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if logits.ndim != 2:
-        raise ValueError(f"logits must have shape [N, C], got {tuple(logits.shape)}")
-    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"targets must have shape [N] = [{logits.shape[0]}], got {tuple(targets.shape)}"
-        )
-    if weight is not None:
-        if weight.shape != (logits.shape[1],):
-            raise ValueError(
-                f"weight must have shape [C] = [{logits.shape[1]}], got {tuple(weight.shape)}"
-            )
-        weight = weight.to(device=logits.device, dtype=logits.dtype)
-
+    weight = _checked_weight(logits, targets, weight, reduction)
     log_p = F.log_softmax(logits, dim=1)
     scaled = log_p
     if gamma > 0:

@@ -110,10 +110,7 @@ def bootstrap_intervals(
 
     Returns metrics.json's ``bootstrap`` record (:func:`bootstrap_ci`: the same as a dict).
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    _check_settings(confidence, n_resamples)
     labels = list(labels)
     t, p = _pair(y_true, y_pred, labels)
     if len(t) < 2:
@@ -152,6 +149,13 @@ def bootstrap_intervals(
 
     return Bootstrap(confidence=float(confidence), n_resamples=int(n_resamples), method=used,
                      val_macro_f1=interval(0), f1={name: interval(i + 1) for i, name in enumerate(labels)})
+
+
+def _check_settings(confidence: float, n_resamples: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
 
 
 def bootstrap_ci(y_true: ArrayLike, y_pred: ArrayLike, **kwargs: Any) -> dict[str, Any]:

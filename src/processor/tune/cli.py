@@ -164,15 +164,7 @@ def _main(args: argparse.Namespace) -> int:
             raise SweepError(f"study {args.study_name!r} in {redact(url)} minimises; use another --study-name")
         lock = make_lock(url, args.study_name)
         with lock.held():
-            stored = study.user_attrs.get(SPACE_ATTR)
-            if stored is None:
-                study.set_user_attr(SPACE_ATTR, sweep.fingerprint())
-            elif stored != sweep.fingerprint():
-                old, new = json.loads(stored), json.loads(sweep.fingerprint())
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise SweepError(f"study {args.study_name!r} in {redact(url)} was created with another search "
-                                 f"space (changed: {', '.join(changed)}); use a new --study-name or the "
-                                 "original sweep file")
+            _pin_space(study, sweep, args.study_name, url)
         ctx = Context(study=study, sweep=sweep, base=base, output_dir=output_dir, lock=lock, gate=gate,
                       mlflow_on=base.mlflow.enabled, quiet=not args.verbose, keep_checkpoints=args.keep_checkpoints)
         done_before = len(counted(study.get_trials(deepcopy=False)))
@@ -194,6 +186,20 @@ def _main(args: argparse.Namespace) -> int:
     if args.gate_best and gate is not None:
         return run_gate_best(data, gate, args.gate_model_name)
     return 0
+
+
+def _pin_space(study: optuna.Study, sweep: Any, name: str, url: str) -> None:
+    """A study keeps the search space it was created with: recorded by its first worker, compared by the
+    others (under the study's lock, so two first workers cannot both record theirs)."""
+    stored = study.user_attrs.get(SPACE_ATTR)
+    if stored is None:
+        study.set_user_attr(SPACE_ATTR, sweep.fingerprint())
+    elif stored != sweep.fingerprint():
+        old, new = json.loads(stored), json.loads(sweep.fingerprint())
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise SweepError(f"study {name!r} in {redact(url)} was created with another search "
+                         f"space (changed: {', '.join(changed)}); use a new --study-name or the "
+                         "original sweep file")
 
 
 def _sweep(ctx: Context, args: argparse.Namespace, url: str, seed: int) -> tuple[dict[str, Any], Any]:
