@@ -64,8 +64,9 @@ def test_torchrun_two_processes_one_run_one_set_of_outputs(ddp_data, mlflow_serv
     # Rank 0 alone wrote the run's files; rank 1 wrote none.
     lines = [line.split() for line in writes.read_text().splitlines()]
     assert {rank for rank, _ in lines} == {"0"}, lines
-    assert sorted(name for _, name in lines) == ["metrics.json", "mlflow_run_id", "resolved_config.yaml",
-                                                 "validation_report.json"]
+    assert sorted(name for _, name in lines) == ["abstention.png", "confusion_matrix.png", "learning_curve.png",
+                                                 "metrics.json", "mlflow_run_id", "reliability_diagram.png",
+                                                 "resolved_config.yaml", "validation_report.json"]
     # Only rank 0 prints the summary.
     assert proc.stdout.count("val_macro_f1=") == 1, proc.stdout[-2000:]
 

@@ -81,3 +81,34 @@ def test_the_recorder_writes_the_figures_before_metrics_json(tmp_path: Path) -> 
     other = NullRecorder(tmp_path / "rank1")
     other.outputs(Metrics(), [], plots={"a.png": _draw})
     assert other.written == [] and not (tmp_path / "rank1").exists()
+
+
+def test_the_gate_report_reads_back_what_it_wrote_and_survives_a_doctored_file() -> None:
+    from processor.gate.checks import CheckResult, GateReport
+
+    checks = [CheckResult("val_macro_f1", False, "0.41", ">= 0.5", "below the threshold", {"value": 0.41}),
+              CheckResult("schema", True, "ok", "same", "")]
+    local = GateReport("failed", "out/", "out/metrics.json", False, {"min_share": 0.2}, checks)
+    run = GateReport("passed", "run abc", None, True, {}, checks[1:],
+                     run={"tracking_uri": "sqlite:///m.db", "run_id": "abc", "registration": {"version": "3"}})
+    for report in (local, run):
+        doc = json.loads(json.dumps(report.to_dict()))
+        assert GateReport.from_dict(doc) == report and list(doc)[:6] == [
+            "status", "source", "metrics_source", "strict", "thresholds", "checks"]
+    assert "run_id" not in local.to_dict() and run.registration == {"version": "3"}
+    assert local.failures() == ["val_macro_f1: below the threshold"]
+    doctored = GateReport.from_dict({"status": 3, "checks": ["x", {"name": "schema", "passed": "yes"}], "strict": 1})
+    assert doctored.failures() == ["schema: "] and doctored.strict is False and doctored.run is None
+
+
+def test_the_validation_report_reads_back_what_it_wrote() -> None:
+    from types import SimpleNamespace
+
+    from processor.record import ValidationReport
+
+    problem = SimpleNamespace(file="val.jsonl", line=3, id="e3", key="atr", message="must be a number")
+    report = ValidationReport.of(False, [Path("train.jsonl"), Path("val.jsonl")], [problem])
+    assert report.to_dict() == {"valid": False, "files": ["train.jsonl", "val.jsonl"], "problems": [
+        {"file": "val.jsonl", "line": 3, "id": "e3", "key": "atr", "message": "must be a number"}]}
+    assert ValidationReport.from_dict(json.loads(dumps(report.to_dict()))) == report
+    assert ValidationReport.from_dict({"valid": "yes", "files": 3, "problems": ["x"]}) == ValidationReport(False)

@@ -34,7 +34,7 @@ def shipping_problems(output_dir: Path) -> list[str]:
     from processor.gate import gate_output_dir, load_thresholds
 
     outcome = gate_output_dir(output_dir, load_thresholds(), strict=False)
-    return [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
+    return outcome.report.failures()
 
 
 def m_template(run) -> str:

@@ -214,6 +214,33 @@ class ServingSpec:
                    head=ShippedHead.from_serving(d), format_version=_int(d.get("format_version")) or 1)
 
 
+# ------------------------------------------------------------------------------ validation_report.json
+@dataclass
+class ValidationReport:
+    """``validation_report.json``: did the run's files keep the event contract, and every problem
+    (file, line, id, key, message) when not. The train loop writes it before anything trains."""
+
+    valid: bool
+    files: list[str] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, valid: bool, paths: list[Path], problems: list[Any]) -> ValidationReport:
+        """From processor.data's problems (objects with file, line, id, key, message)."""
+        return cls(valid, [str(p) for p in paths],
+                   [{"file": p.file, "line": p.line, "id": p.id, "key": p.key, "message": p.message} for p in problems])
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ValidationReport:
+        d = _map(d)
+        files, problems = d.get("files"), d.get("problems")
+        return cls(d.get("valid") is True, [str(f) for f in files] if isinstance(files, list) else [],
+                   [dict(p) for p in problems if isinstance(p, Mapping)] if isinstance(problems, list) else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"valid": self.valid, "files": self.files, "problems": self.problems}
+
+
 # ------------------------------------------------------------------------------ metrics.json
 # The nested blocks the gate and the model card read, each a small record: built by the module that
 # computes it (processor.scores, processor.evaluate, processor.drift, the train loop's data phase), written

@@ -27,7 +27,7 @@ from typing import Any
 from processor.config import Config, save_config
 from processor.io import write_text_atomic
 from processor.names import RESOLVED_CONFIG
-from processor.record import METRICS_FILE, Metrics, write_json
+from processor.record import METRICS_FILE, Metrics, ValidationReport, write_json
 
 RUN_ID_FILE = "mlflow_run_id"  # beside the checkpoints: --resume continues the same MLflow run
 # Written as the first line of the run's files, so that a non-writing rank is visible in tests and logs.
@@ -44,7 +44,7 @@ class NullRecorder:
         self.written: list[Path] = []
 
     def config(self, cfg: Config) -> None: ...
-    def validation(self, report: dict[str, Any]) -> None: ...
+    def validation(self, report: ValidationReport) -> None: ...
     def datasets(self, frames: dict[str, Any], paths: dict[str, Path], digests: dict[str, str]) -> None: ...
     def leakage(self, report: Any) -> None: ...
     def class_weights(self, used: str) -> None: ...
@@ -76,8 +76,8 @@ class Recorder(NullRecorder):
     def config(self, cfg: Config) -> None:
         self._write(self.out / RESOLVED_CONFIG, lambda p: save_config(cfg, p))
 
-    def validation(self, report: dict[str, Any]) -> None:
-        self._write(self.out / "validation_report.json", lambda p: write_json(p, report))
+    def validation(self, report: ValidationReport) -> None:
+        self._write(self.out / "validation_report.json", lambda p: write_json(p, report.to_dict()))
 
     def leakage(self, report: Any) -> None:
         if report is not None and report.leakage_risk:
@@ -114,10 +114,10 @@ class MlflowRecorder(Recorder):
                               "template": cfg.data.template})
         self.mlflow.log_artifact(str(self.out / RESOLVED_CONFIG))
 
-    def validation(self, report: dict[str, Any]) -> None:
+    def validation(self, report: ValidationReport) -> None:
         super().validation(report)
         self.mlflow.log_artifact(str(self.out / "validation_report.json"))
-        self.mlflow.set_tag("validation", "passed" if report["valid"] else "failed")
+        self.mlflow.set_tag("validation", "passed" if report.valid else "failed")
 
     def datasets(self, frames: dict[str, Any], paths: dict[str, Path], digests: dict[str, str]) -> None:
         from processor.tracking import log_dataset

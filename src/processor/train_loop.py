@@ -34,7 +34,8 @@ from processor.knobs import FLAGS, flag_values
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
 from processor.package import write_package
-from processor.record import METRICS_FILE, BaseModel, ClassBalance, DataBlock, Metrics, ServingSpec, ShippedHead
+from processor.record import (METRICS_FILE, BaseModel, ClassBalance, DataBlock, Metrics, ServingSpec, ShippedHead,
+                              ValidationReport)
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 from processor.serialize import Serializer, count_tokens
@@ -541,10 +542,8 @@ def _data_block(data: PreparedData) -> DataBlock:
                      bayes_ceiling=_bayes_ceiling(data.paths["train"], data.digests))
 
 
-def _report(valid: bool, paths: list[Path], problems: list[Any]) -> dict[str, Any]:
-    return {"valid": valid, "files": [str(p) for p in paths],
-            "problems": [{"file": p.file, "line": p.line, "id": p.id, "key": p.key, "message": p.message}
-                         for p in problems]}
+def _report(valid: bool, paths: list[Path], problems: list[Any]) -> ValidationReport:
+    return ValidationReport.of(valid, paths, problems)
 
 
 if __name__ == "__main__":

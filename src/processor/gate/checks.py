@@ -342,12 +342,60 @@ def format_table(checks: Sequence[CheckResult]) -> str:
 
 
 # ------------------------------------------------------------------------------------ the verdict
+_RUN_KEYS = ("tracking_uri", "run_id", "registration")
+
+
+@dataclass
+class GateReport:
+    """``gate_report.json`` (and the ``--report`` file): the verdict, where the evidence came from, the
+    thresholds and every check; a gated MLflow run adds its tracking URI, its id and what was registered
+    (``registration``, None when the run failed). Written by :meth:`to_dict`, read leniently by
+    :meth:`from_dict` (a doctored report reads as failed checks and empty fields, never a KeyError)."""
+
+    status: str
+    source: str
+    metrics_source: str | None
+    strict: bool
+    thresholds: dict[str, Any]
+    checks: list[CheckResult]
+    run: dict[str, Any] | None = None  # {tracking_uri, run_id, registration}: gated from an MLflow run
+
+    @property
+    def registration(self) -> dict[str, Any] | None:
+        return (self.run or {}).get("registration")
+
+    def failures(self) -> list[str]:
+        """The failed checks as ``name: detail`` (the value when there is no detail)."""
+        return [f"{c.name}: {c.detail or c.value}" for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "source": self.source, "metrics_source": self.metrics_source,
+                "strict": self.strict, "thresholds": self.thresholds, "checks": [asdict(c) for c in self.checks],
+                **(self.run or {})}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> GateReport:
+        d = d if isinstance(d, dict) else {}
+        checks = [CheckResult(name=str(c.get("name", "")), passed=c.get("passed") is True,
+                              value=str(c.get("value", "")), threshold=str(c.get("threshold", "")),
+                              detail=str(c.get("detail") or ""),
+                              data=c.get("data") if isinstance(c.get("data"), dict) else {})
+                  for c in d.get("checks") or [] if isinstance(c, dict)]
+        run = {k: d.get(k) for k in _RUN_KEYS} if any(k in d for k in _RUN_KEYS) else None
+        metrics_source = d.get("metrics_source")
+        return cls(status=str(d.get("status", "unknown")), source=str(d.get("source", "")),
+                   metrics_source=metrics_source if isinstance(metrics_source, str) else None,
+                   strict=d.get("strict") is True,
+                   thresholds=d.get("thresholds") if isinstance(d.get("thresholds"), dict) else {},
+                   checks=checks, run=run)
+
+
 @dataclass
 class GateOutcome:
-    """The exit code (0 passed, 1 failed) and gate_report.json's content."""
+    """The exit code (0 passed, 1 failed) and the report."""
 
     exit_code: int
-    report: dict[str, Any]
+    report: GateReport
 
 
 def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
@@ -355,12 +403,10 @@ def gate_output_dir(out: Path, th: Thresholds, *, strict: bool) -> GateOutcome:
     ev = evidence_from_dir(out)
     checks = run_checks(ev, th, strict=strict)
     passed = all(c.passed for c in checks)
-    report = gate_report(ev, checks, th, strict, "passed" if passed else "failed")
-    return GateOutcome(0 if passed else 1, report)
+    return GateOutcome(0 if passed else 1, gate_report(ev, checks, th, strict, "passed" if passed else "failed"))
 
 
 def gate_report(ev: Evidence, checks: Sequence[CheckResult], th: Thresholds, strict: bool, status: str,
-            **extra: Any) -> dict[str, Any]:
-    return {"status": status, "source": ev.source, "metrics_source": ev.metrics_source, "strict": strict,
-            "thresholds": asdict(th),
-            "checks": [asdict(c) for c in checks], **extra}
+                run: dict[str, Any] | None = None) -> GateReport:
+    return GateReport(status=status, source=ev.source, metrics_source=ev.metrics_source, strict=strict,
+                      thresholds=asdict(th), checks=list(checks), run=run)

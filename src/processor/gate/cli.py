@@ -63,7 +63,8 @@ from processor.cli import first_line, parse_bool
 from processor.cli import run as run_command
 from processor.io import write_json_atomic
 
-from processor.gate.checks import CheckResult, GateOutcome, format_table, gate_output_dir, gate_report, run_checks
+from processor.gate.checks import (CheckResult, GateOutcome, GateReport, format_table, gate_output_dir, gate_report,
+                                   run_checks)
 from processor.gate.describe import NOTE_TAG, gate_paragraph, run_note, version_description
 from processor.gate.evidence import Evidence, evidence_from_run, serving_json
 from processor.gate.bundle import already_bundled
@@ -86,26 +87,25 @@ def _version_tags(run_id: str, checks: Sequence[CheckResult], ev: Evidence, stri
     return tags
 
 
-def _log_to_run(client: Any, run_id: str, report: dict[str, Any], ev: Evidence, checks_file: Path) -> None:
+def _log_to_run(client: Any, run_id: str, report: GateReport, ev: Evidence, checks_file: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="gate-report-") as tmp:
         path = Path(tmp) / REPORT_NAME
-        write_json_atomic(path, report, default=str, allow_nan=False)
+        write_json_atomic(path, report.to_dict(), default=str, allow_nan=False)
         client.log_artifact(run_id, str(path))
         # The model card again, now with the verdict (the zip's copy predates the gate).
         card = Path(tmp) / model_card.RUN_ARTIFACT
-        card.write_text(model_card.render(ev.record, serving_json(ev.zip_path)[0] or {}, gate=report,
+        card.write_text(model_card.render(ev.record, serving_json(ev.zip_path)[0] or {}, gate=report.to_dict(),
                                              run_id=run_id),
                         encoding="utf-8")
         client.log_artifact(run_id, str(card))
-    client.set_tag(run_id, "gate.status", report["status"])
-    for c in report["checks"]:
-        client.set_tag(run_id, f"gate.{c['name']}", "pass" if c["passed"] else "fail")
-    reg = report.get("registration") or {}
+    client.set_tag(run_id, "gate.status", report.status)
+    for c in report.checks:
+        client.set_tag(run_id, f"gate.{c.name}", "pass" if c.passed else "fail")
+    reg = report.registration or {}
     if reg.get("version"):
         client.set_tag(run_id, "gate.model_version", f"{reg['model_name']}/{reg['version']}")
     # The run page's description: training's own paragraph kept, the verdict appended (or replaced).
-    paragraph = gate_paragraph([CheckResult(**c) for c in report["checks"]], report["strict"], checks_file,
-                               report.get("registration"))
+    paragraph = gate_paragraph(report.checks, report.strict, checks_file, report.registration)
     client.set_tag(run_id, NOTE_TAG, run_note(ev.run_tags.get(NOTE_TAG), ev, paragraph))
 
 
@@ -130,7 +130,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
         passed = all(c.passed for c in checks)
         tracking = {"tracking_uri": mlflow.get_tracking_uri(), "run_id": run_id}
         if not passed:
-            report = gate_report(ev, checks, th, strict, "failed", **tracking, registration=None)
+            report = gate_report(ev, checks, th, strict, "failed", run={**tracking, "registration": None})
             _log_to_run(client, run_id, report, ev, checks_file)
             return GateOutcome(1, report)
         f1 = ev.record.macro_f1
@@ -151,7 +151,7 @@ def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alia
                         "require_better": require_better, "margin": margin, "base_bundled": bundled,
                         **decision, "repairs": repairs,
                         "uri": f"models:/{model_name}@{decision['alias']}"}
-        report = gate_report(ev, checks, th, strict, "passed", **tracking, registration=registration)
+        report = gate_report(ev, checks, th, strict, "passed", run={**tracking, "registration": registration})
         _log_to_run(client, run_id, report, ev, checks_file)
         return GateOutcome(0, report)
 
@@ -180,15 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_summary(outcome: GateOutcome) -> None:
     r = outcome.report
-    print(f"shipping gate: {r['source']}  strict={'yes' if r['strict'] else 'no'}")
-    checks = [CheckResult(**c) for c in r["checks"]]
+    print(f"shipping gate: {r.source}  strict={'yes' if r.strict else 'no'}")
+    checks = r.checks
     print(format_table(checks))
-    if r["strict"]:
+    if r.strict:
         print("  (* = the number compared with the threshold)")
     elif any(c.name in ("val_macro_f1", "class_f1") for c in checks):
         print("  (* = the number compared with the threshold; --strict compares the CI lower bound)")
-    reg = r.get("registration")
-    status = r["status"].upper()
+    reg = r.registration
+    status = r.status.upper()
     if reg:
         verb = {"challenger": f"registered as challenger (champion v{reg.get('holder_version')} scores higher)",
                 "already_holds_alias": f"already {reg['alias']}"}.get(reg.get("outcome"), f"alias {reg['alias']} -> this version")
@@ -196,7 +196,7 @@ def _print_summary(outcome: GateOutcome) -> None:
               f"({'new' if reg['created'] else 'existing'}), {verb}: {reg['uri']}")
         for repair in reg.get("repairs") or ():
             print(f"repaired: {repair}")
-    elif r["status"] == "failed":
+    elif r.status == "failed":
         print(f"status: {status}  nothing registered, no alias moved")
     else:
         print(f"status: {status}  (local check: nothing registered)")
@@ -231,7 +231,7 @@ def _gate(args: argparse.Namespace) -> int:
     _print_summary(outcome)
     if args.report is not None:
         try:
-            write_json_atomic(args.report, outcome.report, default=str, allow_nan=False)
+            write_json_atomic(args.report, outcome.report.to_dict(), default=str, allow_nan=False)
         except OSError as exc:
             raise GateUsageError(f"cannot write --report {args.report}: {exc}") from None
     return outcome.exit_code

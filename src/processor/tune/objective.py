@@ -34,8 +34,7 @@ def gate_verdict(gate: Gate, output_dir: Path) -> tuple[bool, list[str]]:
     from processor.gate.checks import gate_output_dir
 
     outcome = gate_output_dir(output_dir, gate.thresholds, strict=gate.thresholds.strict)
-    failed = [f"{c['name']}: {c['detail'] or c['value']}" for c in outcome.report["checks"] if not c["passed"]]
-    return outcome.exit_code == 0, failed
+    return outcome.exit_code == 0, outcome.report.failures()
 
 
 def open_gate(checks: Path | None) -> Gate:
