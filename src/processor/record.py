@@ -8,7 +8,10 @@
   call :meth:`ShippedHead.probabilities`.
 
 Training writes these records; the gate, the model card, the sweep, the demo and predict read them
-through this module, so no other module walks nested keys. Reading is lenient, because the gate judges
+through this module, so no other module walks nested keys. The nested blocks of ``metrics.json`` that
+the gate and the model card read (``per_class``, ``bootstrap``, ``class_balance``, ``baselines``) and
+``data`` and ``drift`` are small records of their own, and ``validation_report.json`` is
+:class:`ValidationReport`. Reading is lenient, because the gate judges
 runs whose files may be doctored or broken: a missing or malformed value reads as None (a check then
 fails on it) instead of raising. Documents written before ``record_version`` existed (version 1) load
 unchanged.
