@@ -110,10 +110,10 @@ def _ms(values: list[float]) -> str:
 
 
 def table(runs: list[dict]) -> tuple[str, list[dict]]:
-    lines = ["| rules | mix | LLM val macro-F1 | GBDT | tuned GBDT | logistic regression | Bayes ceiling | F1 long "
+    lines = ["| rules | mix | LLM val macro-F1 | lowest LLM run | GBDT | tuned GBDT | logistic regression | Bayes ceiling | F1 long "
              f"| F1 short | LLM ≥ GBDT | LLM ≥ tuned GBDT | passes gate | evidence (val support ≥ {MIN_SUPPORT}) "
              "| s / run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = []
     for rules in RULES:
         for mix in MIXES:
@@ -127,6 +127,8 @@ def table(runs: list[dict]) -> tuple[str, list[dict]]:
                    # None for runs recorded before the evidence was reported.
                    "evidence_sufficient": None if any("evidence_sufficient" not in r for r in rs)
                    else sum(r["evidence_sufficient"] for r in rs)}
+            row["llm_sd"] = statistics.stdev(col["llm"]) if len(rs) > 1 else 0.0
+            row["llm_min"] = min(col["llm"])  # a collapsed run shows here, not in the mean
             row["llm_at_least_gbdt"] = row["llm_mean"] >= row["gbdt_mean"]
             # The tuned tree (issue 26); None for runs recorded before it was fitted.
             tuned = [r.get("tuned_gbdt") for r in rs]
@@ -138,7 +140,7 @@ def table(runs: list[dict]) -> tuple[str, list[dict]]:
             evidence = "not recorded" if sufficient is None else f"{sufficient}/{len(rs)}"
             rows.append(row)
             versus = {True: "yes", False: "no", None: "not recorded"}
-            lines.append(f"| {rules} | {mix} | {_ms(col['llm'])} | {_ms(col['gbdt'])} "
+            lines.append(f"| {rules} | {mix} | {_ms(col['llm'])} | {row['llm_min']:.3f} | {_ms(col['gbdt'])} "
                          f"| {_ms(tuned) if known else 'not recorded'} | {_ms(col['logreg'])} "
                          f"| {_ms(col['ceiling'])} | {_ms(col['f1_long'])} | {_ms(col['f1_short'])} "
                          f"| {versus[row['llm_at_least_gbdt']]} | {versus[row['llm_at_least_tuned_gbdt']]} "

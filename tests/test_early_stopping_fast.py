@@ -99,3 +99,21 @@ def test_patience_reaches_the_early_stopping_callback(pieces, tmp_path):
         cfg = config_from_args(build_parser().parse_args([*argv, *data]))
         assert cfg.training.patience == want, argv
         assert _stopper(_trainer(pieces, cfg)).early_stopping_patience == want, argv
+
+
+@pytest.mark.parametrize("ratio", [0.0, 16.0])
+def test_loraplus_ratio_reaches_the_optimizer(pieces, ratio):
+    """training.loraplus_ratio > 1: the LoRA B matrices learn ratio x lr, A and the head lr (peft's LoRA+);
+    0: one learning rate for every trainable parameter (Trainer's own optimizer)."""
+    lr = 1e-3
+    cfg = tiny_config(pieces.sample_dir, pieces.out / "out", **{
+        "model": pieces.base, "mlflow.enabled": False, "training.lr": lr, "training.loraplus_ratio": ratio})
+    trainer = _trainer(pieces, cfg)
+    optimizer = trainer.create_optimizer()
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    b = {lr_of[id(p)] for n, p in named if "lora_B" in n}
+    rest = {lr_of[id(p)] for n, p in named if "lora_A" in n or "score" in n}
+    assert len(lr_of) == len(named)  # every trainable parameter is optimised, once
+    assert rest == {lr}
+    assert b == {lr * ratio if ratio > 1 else lr}

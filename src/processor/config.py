@@ -93,6 +93,7 @@ RANGES: dict[str, Range] = {
     "training.eval_batch_size": Range(1, 65536, typical=(1, 1024)),
     "training.prior_correction": Range(0.0, 1.0),
     "training.torch_threads": Range(0, 4096),
+    "training.loraplus_ratio": Range(0.0, 1024.0, typical=(0.0, 64.0)),
     "loss.gamma": Range(0.0, 10.0, typical=(0.0, 5.0)),
     "loss.mae": Range(0.0, 100.0, typical=(0.0, 10.0)),
     "loss.class_weights": Range(0.0, 1e6, lo_open=True, typical=(0.01, 100.0)),
@@ -147,6 +148,9 @@ class TrainingConfig:
     # CPU threads for torch (0 = torch's default, one per core). Small models run faster on one
     # thread, and so does any model when other processes share the cores.
     torch_threads: int = 0
+    # LoRA+ (processor.trainer.FocalTrainer.create_optimizer): the LoRA B matrices' learning rate is this
+    # many times lr. 0 or 1 = off (plain LoRA: one learning rate).
+    loraplus_ratio: float = 0.0
 
 
 @dataclass

@@ -361,6 +361,7 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.training.patience), *rec.callbacks(),
                    *callbacks],
         focal=focal,
+        loraplus_ratio=cfg.training.loraplus_ratio,
     )
 
 

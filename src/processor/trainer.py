@@ -38,11 +38,27 @@ class FocalTrainer(Trainer):
 
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, focal: torch.nn.Module, **kwargs: Any):
+    def __init__(self, *args: Any, focal: torch.nn.Module, loraplus_ratio: float = 0.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.focal = focal
+        self.loraplus_ratio = loraplus_ratio
         if self.pop_callback(ProgressCallback) is not None:  # only where Trainer shows a bar at all
             self.add_callback(EpochProgress)
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, or with ``loraplus_ratio`` > 1 peft's LoRA+ (Hayou et al., 2024): the
+        LoRA B matrices learn ``loraplus_ratio`` times faster than A and the head."""
+        if self.loraplus_ratio <= 1 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from peft.optimizers import create_loraplus_optimizer
+
+        opt_model = self.model if model is None else model
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        kwargs.pop("lr", None)
+        self.optimizer = create_loraplus_optimizer(opt_model, optimizer_cls, lr=self.args.learning_rate,
+                                                   loraplus_lr_ratio=self.loraplus_ratio,
+                                                   loraplus_weight_decay=self.args.weight_decay, **kwargs)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
