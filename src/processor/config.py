@@ -272,18 +272,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     from ``key=value`` overrides and are parsed as YAML scalars first."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} is not a valid value ({'; '.join(errors)})")
+        return _coerce_union(value, typing.get_args(tp), where)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # "a,b" from the command line; one name is a one-item list
@@ -291,43 +280,71 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        # "" is not a value here: a key given empty is a mistake, not "false".
-        if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
-            try:
-                return parse_bool(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, str):
-            try:
-                value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                pass
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, str):
-            try:
-                value = float(value)  # YAML 1.1 reads "3e-4" as a string; float() does not.
-            except ValueError:
-                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-        if not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not a user error
+    scalar = _SCALARS.get(tp)
+    if scalar is None:
+        raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not a user error
+    return scalar(value, where)
+
+
+def _coerce_union(value: Any, options: tuple[Any, ...], where: str) -> Any:
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(value, option, where)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(f"{where}: {value!r} is not a valid value ({'; '.join(errors)})")
+
+
+def _to_bool(value: Any, where: str) -> bool:
+    # "" is not a value here: a key given empty is a mistake, not "false".
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+        try:
+            return parse_bool(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+
+
+def _to_int(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads "3e-4" as a string; float() does not.
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _to_str(value: Any, where: str) -> str:
+    if isinstance(value, (dict, list)) or value is None:
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return str(value)
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def _hints(cls: type) -> dict[str, Any]:
