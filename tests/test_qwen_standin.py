@@ -23,6 +23,7 @@ def tokenizer(qwen_standin_dir):
     return AutoTokenizer.from_pretrained(qwen_standin_dir)
 
 
+@pytest.mark.slow  # loads Qwen's 150k-token vocabulary (~2 s): kept out of the 60 s fast tier
 def test_tokenizer_loads_with_qwens_encodings(tokenizer):
     assert type(tokenizer).__name__ == "Qwen2Tokenizer"
     assert tokenizer(" London")["input_ids"] == [7148]  # one token, Qwen's id
@@ -32,6 +33,7 @@ def test_tokenizer_loads_with_qwens_encodings(tokenizer):
     assert tokenizer("Hello<|im_end|>")["input_ids"][-1] == 151645  # added tokens are never split
 
 
+@pytest.mark.slow  # loads Qwen's 150k-token vocabulary (~2 s): kept out of the 60 s fast tier
 def test_special_tokens_are_qwen25s(tokenizer):
     assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
     assert tokenizer.eos_token_id == tokenizer.pad_token_id == 151643
@@ -61,6 +63,7 @@ def test_05b_config_is_qwen25_05bs_own():
     assert (config.max_position_embeddings, config.rms_norm_eps) == (32768, 1e-6)
 
 
+@pytest.mark.slow  # builds or runs a stand-in model: kept out of the 60 s fast tier
 def test_same_seed_same_weights(qwen_standin_dir, tmp_path):
     again = build_standin(tmp_path / "again", "tiny", seed=0)
     other = build_standin(tmp_path / "other", "tiny", seed=1)
@@ -120,6 +123,7 @@ def test_auto_precision_is_fp32_on_cpu_and_fp16_needs_a_gpu():
         resolve_precision("fp16", "cpu")
 
 
+@pytest.mark.slow  # builds or runs a stand-in model: kept out of the 60 s fast tier
 def test_bf16_standin_loads_as_fp32_on_cpu_and_runs(qwen_standin_dir, tokenizer):
     from processor.model import load_dtype, load_for_classification, resolve_model, resolve_precision
 
@@ -133,6 +137,7 @@ def test_bf16_standin_loads_as_fp32_on_cpu_and_runs(qwen_standin_dir, tokenizer)
     assert logits.shape == (2, len(LABELS)) and logits.dtype == torch.float32 and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow  # builds or runs a stand-in model: kept out of the 60 s fast tier
 def test_lora_on_a_half_base_trains_fp32_weights(qwen_standin_dir):
     from processor.model import apply_lora, load_for_classification, resolve_model
 

@@ -630,7 +630,7 @@ def test_property_valid_records_pass(ev: dict[str, Any]) -> None:
     assert df.loc[0, "label"] == ev["label"] and df.loc[0, "id"] == ev["id"]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(broken_events())
 def test_property_one_broken_field_is_rejected_naming_that_key(case: tuple[dict[str, Any], str]) -> None:
     ev, key = case
