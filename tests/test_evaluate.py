@@ -12,7 +12,8 @@ from matplotlib.image import imread
 from sklearn.metrics import f1_score
 
 from processor.evaluate import FLAG_FEATURES, baselines, plot_confusion_matrix
-from processor.scores import _macro_and_class_f1, bootstrap_ci, compute_metrics
+from processor.f1 import macro_and_class_f1
+from processor.scores import bootstrap_ci, compute_metrics
 from processor import tuned_tree
 from processor.schema import FEATURES, LABELS, SESSIONS
 from processor.tuned_tree import Search
@@ -115,7 +116,7 @@ def test_vectorised_statistic_matches_sklearn(seed):
     # Small samples so some resamples miss a class entirely.
     t = rng.integers(0, 3, (50, 8))
     p = rng.integers(0, 3, (50, 8))
-    got = _macro_and_class_f1(t, p, 3)
+    got = macro_and_class_f1(t, p, 3)
     for b in range(t.shape[0]):
         per = f1_score(t[b], p[b], labels=[0, 1, 2], average=None, zero_division=0)
         assert got[1:, b] == pytest.approx(per)

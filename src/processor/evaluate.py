@@ -36,10 +36,8 @@ from processor.config import Config
 from processor.io import write_png_atomic
 from processor.names import BASELINES
 from processor.record import BaselineScore, Bootstrap, ShippedHead, ValDrift
-from processor.schema import FEATURES, LABELS, SESSIONS
-# The scores, re-exported: callers of the evaluate step find them here.
-from processor.scores import ArrayLike, bootstrap_ci, bootstrap_intervals, compute_metrics  # noqa: F401
-from processor.scores import _to_names
+from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
+from processor.scores import bootstrap_intervals, compute_metrics, to_names
 
 # How the 13 contract features are fed to the sklearn baselines.
 CATEGORICAL_FEATURES: tuple[str, ...] = ("session",)
@@ -131,7 +129,7 @@ def _xy(df: pd.DataFrame, what: str) -> tuple[pd.DataFrame, np.ndarray]:
     for col in (*NUMERIC_FEATURES, *FLAG_FEATURES):
         x[col] = x[col].astype(np.float64)
     x["session"] = x["session"].astype(object)
-    return x, _to_names(df["label"].to_numpy(), LABELS, f"{what} label")
+    return x, to_names(df["label"].to_numpy(), LABELS, f"{what} label")
 
 
 def baselines(train_df: pd.DataFrame, val_df: pd.DataFrame, *, seed: int, names: Sequence[str] = BASELINES,
@@ -194,8 +192,7 @@ def _tuned_gbdt(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame,
                 seed: int, search: tuned_tree.Search) -> BaselineScore:
     """Tuned on the training split alone: validation only scores the refitted tree."""
     features = _preprocessor(scale_numeric=False).fit(x_train)
-    ids = {name: i for i, name in enumerate(LABELS)}
-    tree = tuned_tree.fit(features.transform(x_train), np.array([ids[v] for v in y_train]), seed=seed,
+    tree = tuned_tree.fit(features.transform(x_train), np.array([LABEL2ID[v] for v in y_train]), seed=seed,
                           search=search)
     predicted = np.asarray(LABELS, dtype=object)[tree.predict(features.transform(x_val), offsets=search.offsets)]
     return _scored(y_val, predicted, cv_macro_f1=tree.cv_macro_f1,

@@ -18,13 +18,14 @@ import pandas as pd
 from scipy.stats import DegenerateDataWarning, bootstrap
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from processor.f1 import macro_and_class_f1
 from processor.record import Bootstrap, ClassScores, Interval
 from processor.schema import LABELS
 
 ArrayLike = Sequence[Any] | np.ndarray | pd.Series
 
 
-def _to_names(y: ArrayLike, labels: Sequence[str], what: str) -> np.ndarray:
+def to_names(y: ArrayLike, labels: Sequence[str], what: str) -> np.ndarray:
     """Label names as an object array; integer inputs are class ids indexing ``labels``."""
     arr = np.asarray(y)
     if arr.ndim != 1:
@@ -42,8 +43,8 @@ def _to_names(y: ArrayLike, labels: Sequence[str], what: str) -> np.ndarray:
 
 
 def _pair(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    t = _to_names(y_true, labels, "y_true")
-    p = _to_names(y_pred, labels, "y_pred")
+    t = to_names(y_true, labels, "y_true")
+    p = to_names(y_pred, labels, "y_pred")
     if len(t) != len(p):
         raise ValueError(f"y_true and y_pred differ in length: {len(t)} vs {len(p)}")
     if len(t) == 0:
@@ -72,23 +73,6 @@ def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] 
         "per_class": {name: scores.to_dict() for name, scores in per_class.items()},
         "confusion_matrix": {"labels": labels, "matrix": [[int(v) for v in row] for row in cm]},
     }
-
-
-def _macro_and_class_f1(t: np.ndarray, p: np.ndarray, n_classes: int) -> np.ndarray:
-    """Vectorised F1 over the last axis: returns ``[macro, f1_0, ..., f1_{K-1}]`` stacked on axis 0.
-
-    Same definition as sklearn with ``zero_division=0``: ``F1_k = 2 TP / (2 TP + FP + FN)``, 0 when the
-    class is neither present nor predicted. Written by hand only because sklearn scores one resample
-    per call, which is ~100x slower for 1000 resamples.
-    """
-    per_class = []
-    for k in range(n_classes):
-        is_t, is_p = t == k, p == k
-        tp = np.sum(is_t & is_p, axis=-1)
-        denom = np.sum(is_t, axis=-1) + np.sum(is_p, axis=-1)
-        per_class.append(np.divide(2.0 * tp, denom, out=np.zeros(np.shape(tp)), where=denom > 0))
-    f1 = np.stack(per_class, axis=0)
-    return np.concatenate([f1.mean(axis=0, keepdims=True), f1], axis=0)
 
 
 def bootstrap_intervals(
@@ -121,7 +105,7 @@ def bootstrap_intervals(
 
     def statistic(t_s: np.ndarray, p_s: np.ndarray, axis: int = -1) -> np.ndarray:
         # scipy always resamples along the last axis for paired data; axis is part of its protocol.
-        return _macro_and_class_f1(np.moveaxis(t_s, axis, -1), np.moveaxis(p_s, axis, -1), len(labels))
+        return macro_and_class_f1(np.moveaxis(t_s, axis, -1), np.moveaxis(p_s, axis, -1), len(labels))
 
     kwargs = dict(paired=True, vectorized=True, confidence_level=confidence, axis=-1)
     with warnings.catch_warnings():

@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from processor.probs import log_probs
+from processor.f1 import macro_and_class_f1
+
 # Fractions of max_trees at which each fold's fit is scored (the number of trees is chosen among them).
 TREE_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1.0)
 # Log-probability offsets tried per class (the last class stays at 0: only differences matter).
@@ -65,7 +68,7 @@ class TunedTree:
 
     def predict(self, x: np.ndarray, *, offsets: bool = False) -> np.ndarray:
         """Class ids, with the per-class offsets added to the log-probabilities when ``offsets``."""
-        log_p = np.log(np.clip(self.model.predict_proba(x), 1e-12, None))
+        log_p = log_probs(self.model.predict_proba(x))
         return np.asarray(self.classes)[(log_p + (np.asarray(self.offsets) if offsets else 0.0)).argmax(axis=1)]
 
 
@@ -91,19 +94,14 @@ def _suggest(trial: Any) -> dict[str, Any]:
 
 def macro_f1_rows(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Macro-F1 of each row of ``pred`` (shape (m, n)) against ``y`` (n,), as sklearn with
-    zero_division=0; vectorised because the offset grid scores hundreds of candidates."""
-    f1 = np.zeros(pred.shape[0])
-    for k in range(n_classes):
-        is_t, is_p = (y == k)[None, :], pred == k
-        tp, denom = np.sum(is_t & is_p, axis=1), is_t.sum() + is_p.sum(axis=1)
-        f1 += np.divide(2.0 * tp, denom, out=np.zeros(len(denom)), where=denom > 0)
-    return f1 / n_classes
+    zero_division=0 (processor.f1): the offset grid scores hundreds of candidates."""
+    return macro_and_class_f1(y, pred, n_classes)[0]
 
 
 def best_offsets(y: np.ndarray, proba: np.ndarray) -> tuple[list[float], float]:
     """Per-class log-probability offsets maximising macro-F1 on ``proba`` (zeros unless one pays)."""
     n_classes = proba.shape[1]
-    log_p = np.log(np.clip(proba, 1e-12, None))
+    log_p = log_probs(proba)
     grids = np.meshgrid(*([OFFSET_GRID] * (n_classes - 1)), indexing="ij")
     cands = np.stack([g.ravel() for g in grids] + [np.zeros(grids[0].size)], axis=1)  # (m, K)
     scores = macro_f1_rows(y, (log_p[None, :, :] + cands[:, None, :]).argmax(axis=2), n_classes)
