@@ -85,12 +85,13 @@ def save_pyfunc(zip_path: Path, target: Path) -> Path:
     import mlflow
 
     from processor import serving
+    from processor.signature import model_signature
     from processor.tracking import _code_dir
 
     stage = target.parent / "code"
     mlflow.pyfunc.save_model(
         path=str(target), python_model=Path(serving.__file__), code_paths=[str(_code_dir(stage))],
-        artifacts={serving.ZIP_ARTIFACT: str(zip_path)}, signature=serving.model_signature(None),
+        artifacts={serving.ZIP_ARTIFACT: str(zip_path)}, signature=model_signature(None),
         pip_requirements=["mlflow"])
     return target
 

@@ -20,6 +20,7 @@ from processor import calibrate
 from processor.calibrate import (abstain, abstention_table, apply_temperature, brier_score, cross_fit,
                                  expected_calibration_error, fit_temperature, nll, reliability_bins)
 from processor.data import load_events
+from processor.probs import apply_prior_bias
 from processor.package import predict_texts, prediction_rows
 from processor.predict import main as predict_main
 from processor.schema import FEATURES, LABELS
@@ -301,12 +302,12 @@ def test_prior_bias_is_alpha_log_prior_added_to_the_logits():
     np.testing.assert_allclose(calibrate.prior_logit_bias(counts, 0.5), 0.5 * np.log([0.1, 0.3, 0.6]))
     logits = np.array([[3.0, 0.0, 1.0], [0.2, 0.1, 0.0]])
     bias = calibrate.prior_logit_bias(counts, 1.0)
-    got = calibrate.apply_prior_bias(softmax(logits, axis=1), bias)
+    got = apply_prior_bias(softmax(logits, axis=1), bias)
     np.testing.assert_allclose(got, softmax(logits + bias, axis=1), atol=1e-12)
     assert softmax(logits, axis=1).argmax(1).tolist() == [0, 0]
     assert got.argmax(1).tolist() == [0, 2]  # the rare class keeps a clear call, loses a close one
     plain = softmax(logits, axis=1)
-    np.testing.assert_array_equal(calibrate.apply_prior_bias(plain, None), plain)  # no bias: unchanged
+    np.testing.assert_array_equal(apply_prior_bias(plain, None), plain)  # no bias: unchanged
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="prior correction must be in"):
             calibrate.prior_logit_bias(counts, bad)

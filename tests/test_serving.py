@@ -17,7 +17,8 @@ from mlflow.exceptions import MlflowException
 
 from conftest import read_jsonl, tracking_at, model_server
 from processor.schema import FEATURES
-from processor.serving import as_frame, model_signature
+from processor.serving import as_frame
+from processor.signature import model_signature
 
 SERVE_MODEL = "serving-tests"
 # The request keys in contract order, and the MLflow type each contract type must show as.

@@ -15,7 +15,7 @@ import torch
 from mlflow import MlflowClient
 
 from processor.data import ContractError, load_events, records
-from processor.calibrate import apply_prior_bias, apply_temperature
+from processor.probs import apply_prior_bias, apply_temperature
 from processor.io import sha256_file
 from processor.evaluate import compute_metrics
 from processor.package import PackageError, load_packaged_model, predict_texts, verify_package

@@ -41,8 +41,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from processor.io import write_png_atomic
-# The transforms that ship (re-exported: callers fit and apply them from here).
-from processor.probs import apply_prior_bias, apply_temperature
+from processor.probs import apply_temperature
 from processor.probs import log_probs as _log_probs
 from processor.schema import LABEL2ID, LABELS
 

@@ -217,16 +217,14 @@ def predict_texts(model: Any, tokenizer: Any, texts: list[str], max_length: int,
     device = next(model.parameters()).device
     if not texts:
         return np.zeros((0, len(LABELS)), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # characters: a proxy for tokens
-    probs = np.empty((len(texts), 0), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")  # characters: a proxy for tokens
+    chunks = []
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(device)
-        chunk = torch.softmax(model(**enc).logits.float(), dim=-1).cpu().numpy()
-        if probs.shape[1] == 0:
-            probs = np.empty((len(texts), chunk.shape[1]), dtype=chunk.dtype)
-        probs[rows] = chunk
+        enc = tokenizer([texts[i] for i in order[start:start + batch_size]], padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt").to(device)
+        chunks.append(torch.softmax(model(**enc).logits.float(), dim=-1).cpu().numpy())
+    probs = np.empty_like(chunks[0], shape=(len(texts), chunks[0].shape[1]))
+    probs[order] = np.concatenate(chunks)  # back to the input order
     return probs
 
 

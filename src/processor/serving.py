@@ -35,7 +35,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 
 from processor.names import BASE_ARTIFACT, ZIP_ARTIFACT
-from processor.signature import PYFUNC_PARAMS, model_signature  # noqa: F401 (the pyfunc's signature, re-exported)
 from processor.schema import FEATURES
 
 # What a request must look like; ends every message about a request of the wrong shape.

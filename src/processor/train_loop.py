@@ -250,9 +250,9 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
     try:
         train_df, val_df = load_split(paths["train"], paths["val"])
     except ContractError as exc:
-        rec.validation(_report(False, list(paths.values()), exc.problems))
+        rec.validation(ValidationReport.of(False, list(paths.values()), exc.problems))
         raise
-    rec.validation(_report(True, list(paths.values()), []))
+    rec.validation(ValidationReport.of(True, list(paths.values()), []))
     # A split that meets the contract may still be unable to train three classes: stop before any model.
     require_trainable(train_df, val_df, cfg.trust.calibration_folds, names=(paths["train"].name, paths["val"].name))
     digests = {split: sha256_file(path) for split, path in paths.items()}
@@ -541,10 +541,6 @@ def _data_block(data: PreparedData) -> DataBlock:
                      train_counts=_counts(train_df["label"]), val_counts=_counts(val_df["label"]),
                      time_range={"train": _time_range(train_df), "val": _time_range(val_df)},
                      bayes_ceiling=_bayes_ceiling(data.paths["train"], data.digests))
-
-
-def _report(valid: bool, paths: list[Path], problems: list[Any]) -> ValidationReport:
-    return ValidationReport.of(valid, paths, problems)
 
 
 if __name__ == "__main__":

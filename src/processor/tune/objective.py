@@ -4,7 +4,6 @@ and the worker loop that runs trials until the study has its --n-trials."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import time
