@@ -240,7 +240,8 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
     temporal leakage, oversample the training set only, and derive the prior correction and the drift
     profile."""
     from processor.calibrate import prior_logit_bias
-    from processor.data import ContractError, load_split
+    from processor.contract_check import ContractError
+    from processor.data import load_split
     from processor.io import sha256_file
     from processor.leakage import time_overlap
     from processor.oversample import oversample
