@@ -281,7 +281,7 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
                         class_balance=class_balance, head=head, profile=profile, leakage=leakage)
 
 
-# -- phase 2: the model (phase 2b, the events as token ids: processor.encode) ----------------
+# -- phase 2: the model (phase 3, the events as token ids, is processor.encode) --------------
 @dataclass
 class BuiltModel:
     resolved: Any  # processor.model.ResolvedModel
@@ -310,7 +310,7 @@ def build_model(cfg: Config, rec: NullRecorder) -> BuiltModel:
     return BuiltModel(resolved=resolved, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 
-# -- phase 3: fit -----------------------------------------------------------------------------
+# -- phase 4: fit -----------------------------------------------------------------------------
 def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, encoded: EncodedData, rec: NullRecorder,
         *, resume: bool, callbacks: Sequence[Any]) -> FocalTrainer:
     """Train (from the newest complete checkpoint with ``resume``); the best epoch is restored at the end."""
@@ -393,7 +393,7 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel, *, n_train: in
     )
 
 
-# -- phase 4: evaluate ------------------------------------------------------------------------
+# -- phase 5: evaluate ------------------------------------------------------------------------
 def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData) -> Any:
     """The restored best model's logits on val. Every rank takes part (the prediction is sharded);
     Trainer's gather_for_metrics drops the distributed sampler's padding, so each val event counts once.
@@ -432,7 +432,7 @@ def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: Encode
     return metrics, done
 
 
-# -- phase 5: package -------------------------------------------------------------------------
+# -- phase 6: package -------------------------------------------------------------------------
 def serving_spec(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, temperature: float
                  ) -> ServingSpec:
     """What prediction needs besides the weights: base, template and bins, the shipped head."""
