@@ -40,10 +40,11 @@ def run_case(model_name: str, steps: int, batch: int, max_length: int, threads: 
 
     from bench_train import events
     from processor import distributed
+    from processor.encode import EncodedEvents
     from processor.loss import FocalLoss
     from processor.model import apply_lora, load_for_classification, resolve_model
     from processor.schema import LABELS
-    from processor.trainer import EncodedEvents, FocalTrainer
+    from processor.trainer import FocalTrainer
 
     torch.set_num_threads(threads)
     set_seed(0)

@@ -51,12 +51,13 @@ def run_case(standin: str, template: str, mode: str, steps: int, batch: int) -> 
     import torch
     from transformers import DataCollatorWithPadding, TrainingArguments, set_seed
 
+    from processor.encode import EncodedEvents
     from processor.loss import FocalLoss
-    from processor.model import (apply_lora, count_tokens, load_dtype, load_for_classification, resolve_model,
-                                 resolve_precision)
+    from processor.model import apply_lora, load_dtype, load_for_classification, resolve_model, resolve_precision
     from processor.package import predict_texts
     from processor.schema import LABELS
-    from processor.trainer import EncodedEvents, FocalTrainer
+    from processor.serialize import count_tokens
+    from processor.trainer import FocalTrainer
 
     set_seed(0)
     load_before = os.getloadavg()[0]  # other jobs on the shared cores: the figure's context

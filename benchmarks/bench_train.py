@@ -74,12 +74,13 @@ def run_case(model_name: str, mode: str, steps: int, batch: int, max_length: int
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
+    from processor.encode import EncodedEvents
     from processor.loss import FocalLoss
     from processor.model import apply_lora, load_for_classification, resolve_model
     from processor.serialize import count_tokens
     from processor.package import predict_texts
     from processor.schema import LABELS
-    from processor.trainer import EncodedEvents, FocalTrainer
+    from processor.trainer import FocalTrainer
 
     set_seed(0)
     resolved = resolve_model(model_name)

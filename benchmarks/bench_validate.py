@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from processor.data import ContractError, load_events
+from processor.contract_check import ContractError
+from processor.data import load_events
 from processor.schema import FEATURES, LABELS, SESSIONS, schema_fingerprint
 
 RESULTS = Path(__file__).resolve().parent / "results" / "validate.json"

@@ -1,9 +1,9 @@
-"""The in-memory contract check (processor.data.check_records, behind predict.check_frame and the
+"""The in-memory contract check (processor.contract_check.check_records, behind predict.check_frame and the
 served model) against the file-based one it replaced: the same records give the same problems (file,
 line, id, key, message) or the same checked events, over the loader's malformed cases and fuzzed records.
 
 The reference, ``via_file``, is the old serving path itself (with the old path's own helpers, now in
-processor.data): each row written as the JSON record it
+processor.contract_check): each row written as the JSON record it
 stands for (a missing cell is an absent key) to a JSONL file and loaded by ``load_events``; what it
 accepts is also run through the Pandera schema directly, since both paths skip Pandera when the
 fast verdict (schema.meets_schema) finds nothing wrong.
@@ -23,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processor import data
-from processor.data import ContractError, _is_missing, _json_default, check_records, load_events
+from processor import contract_check
+from processor.contract_check import ContractError, _is_missing, _json_default, check_records
+from processor.data import load_events
 from processor.predict import FRAME_SOURCE, check_frame
 from processor.schema import FEATURES, LABELS, meets_schema
 from test_validate import BAD_CASES, broken_events, event, valid_events
@@ -45,7 +46,7 @@ def via_file(rows: list[dict[str, Any]], labeled: bool = False) -> list[dict[str
         except ContractError as exc:
             return [(SOURCE, p.line, p.id, p.key, p.message) for p in exc.problems]
     # Both paths skip Pandera when schema.meets_schema finds nothing wrong: Pandera itself must agree.
-    data._schema(labeled).validate(frame, lazy=True)
+    contract_check.frame_schema(labeled).validate(frame, lazy=True)
     return frame[["id", *FEATURES]].to_dict(orient="records")
 
 
@@ -122,9 +123,9 @@ def test_the_fast_verdict_passes_valid_columns_and_fails_each_value_rule():
     so for valid events (or every request pays Pandera's ~20 ms) and never for a broken value."""
     def passes(rows: list[dict[str, Any]]) -> bool:
         problems: list[Any] = []
-        columns, _ = data._check_records(rows, list(range(1, len(rows) + 1)), SOURCE, False, problems)
+        columns, _ = contract_check.check_columns(rows, list(range(1, len(rows) + 1)), SOURCE, False, problems)
         assert not problems
-        return meets_schema(data._schema(False), columns)
+        return meets_schema(contract_check.frame_schema(False), columns)
 
     assert passes([event(1), event(2, timestamp="2024-03-06T02:10:00+09:00")])
     for change in ({"ext_dir": 2}, {"mgann_leg_index": 101}, {"wave_strength": 1.5}, {"atr": 0.0},

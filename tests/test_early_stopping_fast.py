@@ -21,9 +21,10 @@ from processor.trainer import best_epoch
 
 @pytest.fixture(scope="module")
 def pieces(tiny_package, tmp_path_factory):
-    """The train loop's prepared data and built model (tiny base, 150 events, once): build_trainer
-    reads only the training section of the config it is given."""
+    """The train loop's prepared data, built model and encoded events (tiny base, 150 events, once):
+    build_trainer reads only the training section of the config it is given."""
     from demo_kit.sample_data import write_sample_data
+    from processor.encode import encode
     from processor.train_loop import build_model, prepare_data
 
     out = tmp_path_factory.mktemp("early-stopping")
@@ -33,14 +34,16 @@ def pieces(tiny_package, tmp_path_factory):
                                                   "lora.alpha": 4, "mlflow.enabled": False})
     rec = NullRecorder(out)
     data = prepare_data(cfg, rec)
-    return SimpleNamespace(out=out, data=data, built=build_model(cfg, data, rec), rec=rec, sample_dir=sample_dir,
+    built = build_model(cfg, rec)
+    encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
+    return SimpleNamespace(out=out, data=data, built=built, encoded=encoded, rec=rec, sample_dir=sample_dir,
                            base=str(tiny_package.base_dir))
 
 
 def _trainer(pieces, cfg):
     from processor.train_loop import build_trainer
 
-    return build_trainer(cfg, pieces.out / "out", pieces.data, pieces.built, pieces.rec)
+    return build_trainer(cfg, pieces.out / "out", pieces.data, pieces.built, pieces.encoded, pieces.rec)
 
 
 def _stopper(trainer) -> EarlyStoppingCallback:

@@ -18,7 +18,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from conftest import CONTRACT_DIR, read_jsonl, tracking_at
-from processor.data import ContractError, load_events
+from processor.contract_check import ContractError
+from processor.data import load_events
 from processor.predict import FRAME_SOURCE, check_frame, main
 from processor.schema import FEATURES, LABELS
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from processor.data import ContractError, load_events, records
+from processor.contract_check import ContractError
+from processor.data import load_events, records
 from processor.probs import apply_prior_bias, apply_temperature
 from processor.io import sha256_file
 from processor.evaluate import compute_metrics

@@ -70,6 +70,7 @@ def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir
     from sklearn.utils.class_weight import compute_class_weight
 
     from processor.recorder import NullRecorder
+    from processor.encode import encode
     from processor.train_loop import build_model, build_trainer, prepare_data
 
     cfg = tiny_config(sample_dir, tmp_path / "out", **{
@@ -77,7 +78,9 @@ def test_the_trainer_holds_the_loss_the_config_asks_for(tiny_package, sample_dir
         "loss.gamma": gamma, "loss.class_weights": weights, "loss.mae": mae})
     rec = NullRecorder(tmp_path)
     data = prepare_data(cfg, rec)
-    trainer = build_trainer(cfg, tmp_path / "out", data, build_model(cfg, data, rec), rec)
+    built = build_model(cfg, rec)
+    encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
+    trainer = build_trainer(cfg, tmp_path / "out", data, built, encoded, rec)
     assert trainer.focal.gamma == gamma and trainer.focal.mae == mae
     if weights == "none":
         assert trainer.focal.weight is None

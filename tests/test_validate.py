@@ -19,9 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processor.contract_check import ContractError, Problem
 from processor.data import (
-    ContractError,
-    Problem,
     UsageError,
     check_disjoint_ids,
     inspect_events,

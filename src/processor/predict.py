@@ -40,7 +40,8 @@ import pandas as pd
 from processor import drift
 from processor.calibrate import check_min_confidence
 from processor.cli import first_line, run
-from processor.data import ContractError, Problem, UsageError, check_records, load_events
+from processor.contract_check import ContractError, Problem, check_records
+from processor.data import UsageError, load_events
 from processor.io import write_json_atomic, write_text_atomic
 from processor.schema import FEATURES, LABELS
 
@@ -57,7 +58,7 @@ def check_frame(frame: pd.DataFrame, *, source: str = FRAME_SOURCE) -> list[dict
     """Check a DataFrame of unlabeled events against the contract; return ``[{"id", *FEATURES}]``.
 
     This is the serving-side twin of ``load_events(path, labeled=False)`` and runs the very same
-    checks, in memory (:func:`processor.data.check_records`): a frame passes exactly when the JSONL
+    checks, in memory (:func:`processor.contract_check.check_records`): a frame passes exactly when the JSONL
     file of its rows, each written as the JSON record it stands for, would. A missing cell
     (``None``/``NaN``, which is how a DataFrame shows a key absent from some records) counts as an
     absent key.

@@ -169,7 +169,7 @@ def _checks(key: str) -> list[pa.Check]:
     checks: list[pa.Check] = []
     if "enum" in spec:
         checks.append(pa.Check.isin(spec["enum"], error=rule))
-    # The two checks of the schema's own are element-wise: processor.data's fast verdict runs them on
+    # The two checks of the schema's own are element-wise: the contract check's fast verdict runs them on
     # plain values, without building a Series per column and request.
     if spec.get("finite"):
         checks.append(pa.Check(math.isfinite, element_wise=True, error=rule))
@@ -230,12 +230,12 @@ _FAST_CHECKS: dict[str, Any] = {
 def meets_schema(schema: pa.DataFrameSchema, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> bool:
     """True when every column (key -> values, None where absent) meets its column of ``schema``
     (presence, nulls, uniqueness, each check), read from the Pandera schema itself and run on the
-    values directly; False means: let Pandera validate the frame (processor.data does).
+    values directly; False means: let Pandera validate the frame (processor.contract_check does).
 
     Only a speed-up: Pandera's lazy validation costs ~20 ms per frame even when it finds nothing, and
     stays the one that decides and words every problem. A check this cannot tell (an unknown built-in)
     counts as failed, so the worst a gap here can do is cost that time, never pass a bad frame. The
-    columns' dtypes are the loader's own (processor.data builds the frame from DTYPES) and not re-checked."""
+    columns' dtypes are the loader's own (processor.contract_check builds the frame from DTYPES) and not re-checked."""
     for key, column in schema.columns.items():
         values = columns.get(key)
         if values is None:

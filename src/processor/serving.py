@@ -112,10 +112,10 @@ def as_frame(model_input: Any) -> pd.DataFrame:
 
 
 def check_events(model_input: Any) -> list[dict[str, Any]]:
-    """A request's events checked against the contract (processor.data.ContractError otherwise), in
+    """A request's events checked against the contract (processor.contract_check.ContractError otherwise), in
     memory. A list of event objects, as served, is checked as sent, the way the same records in a JSONL
     file would be; anything else goes through :func:`as_frame` and the frame check."""
-    from processor.data import check_records
+    from processor.contract_check import check_records
     from processor.predict import FRAME_SOURCE, check_frame
 
     if isinstance(model_input, dict) and not (model_input and all(isinstance(v, list) for v in model_input.values())):
@@ -158,7 +158,7 @@ class EventClassifierPyfunc(mlflow.pyfunc.PythonModel):
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         from processor.calibrate import check_min_confidence
-        from processor.data import ContractError
+        from processor.contract_check import ContractError
 
         min_confidence = (params or {}).get("min_confidence")  # None: PackagedModel uses the model's own
         if min_confidence is not None:

@@ -30,6 +30,7 @@ from processor import distributed, drift
 from processor.cli import nothing_trained, parse_bool, run
 from processor.config import Config, resolve_config
 from processor.data import UsageError, records
+from processor.encode import EncodedData, encode
 from processor.knobs import FLAGS, flag_values
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
@@ -38,10 +39,9 @@ from processor.record import (METRICS_FILE, BaseModel, ClassBalance, DataBlock, 
                               ValidationReport)
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
-from processor.serialize import Serializer, count_tokens
 from processor.trainable import require_trainable
-from processor.trainer import (EncodedEvents, FocalTrainer, check_whole_val_set, greater_is_better,
-                               last_complete_checkpoint, trainer_metrics)
+from processor.trainer import (FocalTrainer, check_whole_val_set, greater_is_better, last_complete_checkpoint,
+                               trainer_metrics)
 
 if TYPE_CHECKING:  # imported by the evaluate phase when it runs (sklearn, matplotlib)
     from processor.evaluate import Evaluation
@@ -128,7 +128,7 @@ def _tracking_uri() -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# The run: prepare data -> build the model -> fit -> evaluate -> package, each phase filling the record
+# The run: prepare data -> build the model -> encode -> fit -> evaluate -> package, each phase filling the record
 # --------------------------------------------------------------------------------------------
 def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Any] = (),
           nested: bool = False, run_name: str | None = None) -> RunResult:
@@ -173,19 +173,20 @@ def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Seq
     set_seed(cfg.seed)
     rec.config(cfg)
     data = prepare_data(cfg, rec)
-    built = build_model(cfg, data, rec)
-    trainer = fit(cfg, out, data, built, rec, resume=resume, callbacks=callbacks)
-    raw = predict_val(trainer, built, data)
+    built = build_model(cfg, rec)
+    encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
+    trainer = fit(cfg, out, data, built, encoded, rec, resume=resume, callbacks=callbacks)
+    raw = predict_val(trainer, encoded, data)
     zip_path = out / cfg.packaging.zip_final
     if not distributed.is_main_process():
         return RunResult(output_dir=out, zip_path=zip_path, run_id=None)
-    metrics, evaluation = evaluate(cfg, data, built, trainer, raw)
-    spec = serving_spec(cfg, data, built, evaluation.temperature)
+    metrics, evaluation = evaluate(cfg, data, built, encoded, trainer, raw)
+    spec = serving_spec(cfg, data, built, encoded, evaluation.temperature)
     write_package(zip_path, model=trainer.model, tokenizer=built.tokenizer, serving=spec.to_dict(),
                   metrics=metrics.to_dict())
     rec.outputs(metrics, [zip_path], summary=run_summary(metrics), plots=evaluation.plots)
     if cfg.mlflow.log_model:
-        rec.pyfunc(**pyfunc_args(cfg, data, built, trainer.model, spec, zip_path))
+        rec.pyfunc(**pyfunc_args(cfg, data, built, encoded, trainer.model, spec, zip_path))
     return RunResult(output_dir=out, record=metrics, zip_path=zip_path, run_id=rec.run_id, model=trainer.model,
                      tokenizer=built.tokenizer)
 
@@ -230,14 +231,17 @@ class PreparedData:
     fit: Any  # what the model trains on: train, oversampled when a class is under 25 %
     class_balance: dict[str, Any]
     head: ShippedHead  # the prior correction; the temperature comes after evaluation
+    profile: dict[str, Any]  # the training feature profile (processor.drift), predict-time drift reference
     leakage: Any
 
 
 def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
     """Load and validate against the event contract (nothing trains on bad data), check the split for
-    temporal leakage, oversample the training set only, and derive the prior correction."""
+    temporal leakage, oversample the training set only, and derive the prior correction and the drift
+    profile."""
     from processor.calibrate import prior_logit_bias
-    from processor.data import ContractError, load_split
+    from processor.contract_check import ContractError
+    from processor.data import load_split
     from processor.io import sha256_file
     from processor.leakage import time_overlap
     from processor.oversample import oversample
@@ -271,34 +275,28 @@ def prepare_data(cfg: Config, rec: NullRecorder) -> PreparedData:
     bias = prior_logit_bias([_counts(train_df["label"])[n] for n in LABELS], cfg.training.prior_correction)
     head = ShippedHead(logit_bias=None if bias is None else tuple(float(b) for b in bias),
                        prior_alpha=cfg.training.prior_correction, min_confidence=cfg.trust.min_confidence)
+    # Fitted on the split as loaded too: oversampled duplicates would move the shares.
+    profile = drift.fit_profile(train_df, psi_warn=cfg.trust.psi_warn)
     return PreparedData(paths=paths, digests=digests, train=train_df, val=val_df, fit=fit_df,
-                        class_balance=class_balance, head=head, leakage=leakage)
+                        class_balance=class_balance, head=head, profile=profile, leakage=leakage)
 
 
-# -- phase 2: the model -----------------------------------------------------------------------
+# -- phase 2: the model (phase 3, the events as token ids, is processor.encode) --------------
 @dataclass
 class BuiltModel:
     resolved: Any  # processor.model.ResolvedModel
     model: Any  # base + LoRA + classification head
     tokenizer: Any
-    serializer: Serializer
-    profile: dict[str, Any]  # the training feature profile (processor.drift)
-    train_ds: EncodedEvents
-    val_ds: EncodedEvents
-    tokens_per_event: float  # under the base's own tokenizer
-    tokens_per_event_qwen: float  # under Qwen's vocabulary: what the same text costs on a real Qwen
     device: str  # cpu, cuda or mps (training.device resolved)
     precision: str  # bf16, fp16 or fp32 (training.precision resolved for that device)
 
 
-def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltModel:
-    """Qwen base + LoRA with a last-token classification head (``score``, trained via modules_to_save),
-    and the events rendered as text and tokenized."""
+def build_model(cfg: Config, rec: NullRecorder) -> BuiltModel:
+    """Qwen base + LoRA with a last-token classification head (``score``, trained via modules_to_save)."""
     from transformers import set_seed
 
     from processor.model import (apply_lora, load_dtype, load_for_classification, resolve_device, resolve_model,
                                  resolve_precision)
-    from processor.qwen_vocab import qwen_tokens_per_event
 
     with distributed.single_process():  # may build qwen-tiny (for this template) with a Trainer of its own
         resolved = resolve_model(cfg.model, revision=cfg.revision, template=cfg.data.template)
@@ -309,26 +307,14 @@ def build_model(cfg: Config, data: PreparedData, rec: NullRecorder) -> BuiltMode
     model = apply_lora(base, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                        target_modules=cfg.lora.target_modules)
     rec.base_model(resolved)
-    # Bins are fitted on the training split as loaded (before oversampling: duplicates must not move the
-    # edges) and travel in the package, so prediction renders events exactly as training did.
-    serializer = Serializer.fit(data.train, template=cfg.data.template)
-    profile = drift.fit_profile(data.train, psi_warn=cfg.trust.psi_warn)  # predict-time drift reference
-    val_texts = serializer.render_all(records(data.val))
-    texts = serializer.render_all(records(data.train)) + val_texts
-    return BuiltModel(
-        resolved=resolved, model=model, tokenizer=tokenizer, serializer=serializer, profile=profile,
-        train_ds=EncodedEvents(tokenizer, serializer.render_all(records(data.fit)), data.fit["label"],
-                               cfg.training.max_length),
-        val_ds=EncodedEvents(tokenizer, val_texts, data.val["label"], cfg.training.max_length),
-        tokens_per_event=count_tokens(tokenizer, texts), tokens_per_event_qwen=qwen_tokens_per_event(texts),
-        device=device, precision=precision)
+    return BuiltModel(resolved=resolved, model=model, tokenizer=tokenizer, device=device, precision=precision)
 
 
-# -- phase 3: fit -----------------------------------------------------------------------------
-def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: NullRecorder, *, resume: bool,
-        callbacks: Sequence[Any]) -> FocalTrainer:
+# -- phase 4: fit -----------------------------------------------------------------------------
+def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, encoded: EncodedData, rec: NullRecorder,
+        *, resume: bool, callbacks: Sequence[Any]) -> FocalTrainer:
     """Train (from the newest complete checkpoint with ``resume``); the best epoch is restored at the end."""
-    trainer = build_trainer(cfg, out, data, built, rec, callbacks)
+    trainer = build_trainer(cfg, out, data, built, encoded, rec, callbacks)
     rec.training_started(out / "checkpoints")
     checkpoint = last_complete_checkpoint(out / "checkpoints", say=rec.note) if resume else None
     if resume and not checkpoint:
@@ -337,8 +323,8 @@ def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: Null
     return trainer
 
 
-def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, rec: NullRecorder,
-                  callbacks: Sequence[Any] = ()) -> FocalTrainer:
+def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, encoded: EncodedData,
+                  rec: NullRecorder, callbacks: Sequence[Any] = ()) -> FocalTrainer:
     """Trainer with the class-weighted focal loss: accumulation, per-epoch eval and checkpoints, early
     stopping on the shipped predictions."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
@@ -352,9 +338,9 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
                       mae=cfg.loss.mae)
     return FocalTrainer(
         model=built.model,
-        args=training_arguments(cfg, out, built),
-        train_dataset=built.train_ds,
-        eval_dataset=built.val_ds,
+        args=training_arguments(cfg, out, built, n_train=len(encoded.train_ds)),
+        train_dataset=encoded.train_ds,
+        eval_dataset=encoded.val_ds,
         data_collator=DataCollatorWithPadding(built.tokenizer),
         compute_metrics=functools.partial(trainer_metrics, head=data.head),
         # The tracker's before the caller's: a pruning hook may raise.
@@ -365,7 +351,7 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
     )
 
 
-def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
+def training_arguments(cfg: Config, out: Path, built: BuiltModel, *, n_train: int) -> Any:
     from transformers import TrainingArguments
 
     from processor.model import checkpointing_args, precision_args
@@ -387,7 +373,7 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="steps",
-        logging_steps=max(1, len(built.train_ds) // (t.batch_size * t.grad_accum * processes * 4)),
+        logging_steps=max(1, n_train // (t.batch_size * t.grad_accum * processes * 4)),
         load_best_model_at_end=True,
         metric_for_best_model=metric,
         greater_is_better=greater_is_better(metric),
@@ -407,12 +393,12 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel) -> Any:
     )
 
 
-# -- phase 4: evaluate ------------------------------------------------------------------------
-def predict_val(trainer: FocalTrainer, built: BuiltModel, data: PreparedData) -> Any:
+# -- phase 5: evaluate ------------------------------------------------------------------------
+def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData) -> Any:
     """The restored best model's logits on val. Every rank takes part (the prediction is sharded);
     Trainer's gather_for_metrics drops the distributed sampler's padding, so each val event counts once.
     After it, the other ranks of a multi-process job are done: rank 0 alone goes on."""
-    prediction = trainer.predict(built.val_ds)
+    prediction = trainer.predict(encoded.val_ds)
     check_whole_val_set(prediction.label_ids, list(data.val["label"]))
     if distributed.world_size() > 1:
         distributed.barrier()
@@ -420,21 +406,21 @@ def predict_val(trainer: FocalTrainer, built: BuiltModel, data: PreparedData) ->
     return prediction.predictions
 
 
-def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, trainer: FocalTrainer, logits: Any
-             ) -> tuple[Metrics, Evaluation]:
+def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, trainer: FocalTrainer,
+             logits: Any) -> tuple[Metrics, Evaluation]:
     """The evaluate phase (processor.evaluate.evaluate_run: scores, bootstrap, baselines, calibration,
     abstention, drift, history, the figures) and the run's record around it: what trained on what."""
     from processor.evaluate import evaluate_run
 
-    done = evaluate_run(cfg, logits, head=data.head, train=data.train, val=data.val, profile=built.profile,
+    done = evaluate_run(cfg, logits, head=data.head, train=data.train, val=data.val, profile=data.profile,
                         trainer=trainer, metric=TRAINER_METRIC[cfg.training.early_stop_metric])
     metrics = Metrics(
         **done.metrics_fields(),
         class_balance=ClassBalance(**data.class_balance),
         class_weights=_weights_used(trainer),
         schema_fingerprint=schema_fingerprint(),
-        tokens_per_event=round(float(built.tokens_per_event), 2),
-        tokens_per_event_qwen=round(float(built.tokens_per_event_qwen), 2),
+        tokens_per_event=round(float(encoded.tokens_per_event), 2),
+        tokens_per_event_qwen=round(float(encoded.tokens_per_event_qwen), 2),
         data=_data_block(data),
         model={"name": cfg.model, "base_id": built.resolved.base_id, "revision": built.resolved.revision,
                "is_demo": built.resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
@@ -446,8 +432,9 @@ def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, trainer: FocalT
     return metrics, done
 
 
-# -- phase 5: package -------------------------------------------------------------------------
-def serving_spec(cfg: Config, data: PreparedData, built: BuiltModel, temperature: float) -> ServingSpec:
+# -- phase 6: package -------------------------------------------------------------------------
+def serving_spec(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, temperature: float
+                 ) -> ServingSpec:
     """What prediction needs besides the weights: base, template and bins, the shipped head."""
     from processor.io import weights_sha256
 
@@ -455,13 +442,13 @@ def serving_spec(cfg: Config, data: PreparedData, built: BuiltModel, temperature
     return ServingSpec(
         base=BaseModel(name=cfg.model, base_id=r.base_id, revision=r.revision, is_demo=r.is_demo,
                        weights_sha256=weights_sha256(r.path)),
-        template=built.serializer.template, serialization=built.serializer.to_dict(),
+        template=encoded.serializer.template, serialization=encoded.serializer.to_dict(),
         max_length=cfg.training.max_length, labels=LABELS, schema_fingerprint=schema_fingerprint(),
-        features=FEATURES, feature_profile=built.profile, head=replace(data.head, temperature=temperature))
+        features=FEATURES, feature_profile=data.profile, head=replace(data.head, temperature=temperature))
 
 
-def pyfunc_args(cfg: Config, data: PreparedData, built: BuiltModel, model: Any, spec: ServingSpec,
-                zip_path: Path) -> dict[str, Any]:
+def pyfunc_args(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, model: Any,
+                spec: ServingSpec, zip_path: Path) -> dict[str, Any]:
     """The logged pyfunc: the zip, an input example with the predictions it ships, pinned requirements.
     The demo base is small (< 1 MB) and rebuilding it on a serving host takes a minute: always bundled.
     A hub base is bundled on request; otherwise the host resolves it by id and revision."""
@@ -470,7 +457,7 @@ def pyfunc_args(cfg: Config, data: PreparedData, built: BuiltModel, model: Any, 
     from processor.package import prediction_rows, predict_texts
 
     example = data.val.head(3).copy()
-    texts = built.serializer.render_all(records(example))
+    texts = encoded.serializer.render_all(records(example))
     probs = spec.head.probabilities(predict_texts(model, built.tokenizer, texts, cfg.training.max_length))
     rows = pd.DataFrame(prediction_rows(list(example["id"]), probs, spec.head.min_confidence))
     requirements = []

@@ -1,5 +1,5 @@
-"""The Trainer pieces of the train loop: the tokenized dataset, the focal-loss Trainer, the metrics it
-reports per epoch, and reading its history back (per-epoch rows, the restored best epoch)."""
+"""The Trainer pieces of the train loop: the focal-loss Trainer, the metrics it reports per epoch, and
+reading its history back (per-epoch rows, the restored best epoch). Its dataset is processor.encode's."""
 
 from __future__ import annotations
 
@@ -13,23 +13,7 @@ from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
 from processor.record import ShippedHead
-from processor.schema import LABEL2ID, LABELS
-
-
-class EncodedEvents(torch.utils.data.Dataset):
-    """Tokenized once up front; padding is the collator's job (num_workers=0 safe, picklable)."""
-
-    def __init__(self, tokenizer: Any, texts: list[str], labels: Any, max_length: int):
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-        self.input_ids = enc["input_ids"]
-        self.attention_mask = enc["attention_mask"]
-        self.labels = [LABEL2ID[label] for label in labels]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.input_ids[i], "attention_mask": self.attention_mask[i], "labels": self.labels[i]}
+from processor.schema import LABELS
 
 
 class FocalTrainer(Trainer):

@@ -34,7 +34,8 @@ from typing import Any
 from processor.io import sha256_file, write_json_atomic
 from processor.cli import run
 from processor.config import TrustConfig
-from processor.data import Inspection, PathLike, Problem, UsageError, inspect_events
+from processor.contract_check import Problem
+from processor.data import Inspection, PathLike, UsageError, inspect_events
 from processor.leakage import LeakageReport, time_overlap
 from processor.schema import LABELS, schema_fingerprint
 from processor.trainable import check_trainable

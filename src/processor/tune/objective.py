@@ -114,7 +114,8 @@ def _mark_retried(ctx: Context, trial: optuna.Trial) -> None:
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
-    from processor.data import ContractError, UsageError
+    from processor.contract_check import ContractError
+    from processor.data import UsageError
     from processor.model import ModelNotAvailableError
     from processor.train_loop import train
 
