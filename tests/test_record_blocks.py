@@ -275,3 +275,30 @@ def test_the_validation_report_reads_back_what_it_wrote() -> None:
     assert ValidationReport.from_dict(json.loads(dumps(report.to_dict()))) == report
     assert ValidationReport.from_dict({"valid": "yes", "files": 3, "problems": ["x"]}) == ValidationReport(False)
 
+
+def test_the_study_summary_reads_back_what_it_wrote_and_survives_a_doctored_file() -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from processor.tune.report import StudySummary, TrialBrief
+
+    study = optuna.create_study(study_name="s", direction="maximize")
+    dist = {"gamma": FloatDistribution(0.0, 3.0)}
+    for value, gate_pass in ((0.7, True), (0.8, False), (0.75, True)):
+        study.add_trial(create_trial(value=value, params={"gamma": value}, distributions=dist,
+                                     user_attrs={"gate_pass": gate_pass, "mlflow_run_id": f"run{value}"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"gamma": 1.0}, distributions=dist))
+    summary = replace(StudySummary.of(study), mlflow_parent_run_id="parent")
+    doc = json.loads(json.dumps(summary.to_dict()))
+    assert list(doc) == ["study_name", "objective", "direction", "n_trials", "n_counted", "states", "best",
+                         "gate_checked", "gate_passing", "best_passing", "mlflow_parent_run_id"]
+    assert StudySummary.from_dict(doc) == summary and "mlflow_parent_run_id" not in StudySummary.of(study).to_dict()
+    assert (summary.n_trials, summary.states, summary.gate_passing) == (4, {"COMPLETE": 3, "FAIL": 1}, (2, 0))
+    assert summary.best.number == 1 and summary.best_passing.mlflow_run_id == "run0.75"
+    for doctored in ("oops", None, [1], {}):
+        assert StudySummary.from_dict(doctored) == StudySummary()
+    broken = StudySummary.from_dict({"n_trials": "4", "states": {"COMPLETE": "3"}, "best": "trial 1",
+                                     "gate_passing": "2,0", "best_passing": {"number": "2", "params": [1]}})
+    assert broken.n_trials is None and broken.states == {} and broken.best is None and broken.gate_passing == ()
+    assert broken.best_passing == TrialBrief()
