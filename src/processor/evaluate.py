@@ -31,11 +31,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from processor import drift, tuned_tree
+from processor.blocks import BaselineScore, Bootstrap, ConfusionMatrix, EpochRow, ValDrift
 from processor.calibrate import TrustResult, evaluate_trust
 from processor.config import Config
 from processor.io import write_png_atomic
 from processor.names import BASELINES
-from processor.blocks import BaselineScore, Bootstrap, ConfusionMatrix, EpochRow, ValDrift
 from processor.record import ShippedHead
 from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
 from processor.scores import Scores, bootstrap_intervals, score, to_names
