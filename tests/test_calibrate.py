@@ -158,8 +158,8 @@ def test_cross_fit_uses_fewer_folds_when_the_val_set_is_tiny(tmp_path):
     # One event per class: nothing to fit a fold's temperature on. Training still ends, uncalibrated.
     result = calibrate.evaluate_trust(probs[:3], [0, 1, 2], calibrate=True, folds=5, n_bins=10, grid=[0.5],
                                       min_confidence=None, seed=0, out_dir=tmp_path)
-    assert (result.temperature, result.calibration["method"]) == (1.0, "none")
-    assert "too few validation events" in result.calibration["skipped"]
+    assert (result.temperature, result.calibration.method) == (1.0, "none")
+    assert "too few validation events" in result.calibration.skipped
 
 
 # ---------------------------------------------------------------------------------------- abstention
@@ -204,11 +204,11 @@ def test_pngs_are_written(tmp_path):
         assert_png_has_content(png)
     # The "after" figures are out-of-fold: the packaged temperature is not what scored them.
     out_of_fold = cross_fit(probs, y, folds=5, seed=0).probs
-    assert result.calibration["ece_after"] == expected_calibration_error(out_of_fold, y)
-    assert result.calibration["temperature"] == fit_temperature(probs, y)
+    assert result.calibration.ece_after == expected_calibration_error(out_of_fold, y)
+    assert result.calibration.temperature == fit_temperature(probs, y)
     off = calibrate.evaluate_trust(probs, y, calibrate=False, folds=5, n_bins=10, grid=[0.5], min_confidence=0.5,
                                    seed=0, out_dir=tmp_path / "off")
-    assert off.temperature == 1.0 and off.calibration["method"] == "none" and "ece_after" not in off.calibration
+    assert off.temperature == 1.0 and off.calibration.method == "none" and "ece_after" not in off.calibration.to_dict()
 
 
 def test_a_zip_from_before_calibration_predicts_as_before(tiny_package, tiny_packaged):

@@ -15,6 +15,7 @@ import yaml
 from transformers import EarlyStoppingCallback
 
 from conftest import REPO, tiny_config
+from processor.blocks import EpochRow
 from processor.recorder import NullRecorder
 from processor.trainer import best_epoch
 
@@ -79,9 +80,10 @@ def test_the_trainer_keeps_the_better_epoch_in_the_metric_s_direction(pieces, me
     assert trainer.control.should_training_stop is not second_is_better
 
     # The metrics.json best epoch from the history alone (no checkpoint recorded) agrees.
-    history = [{"epoch": 1, "step": 10, metric: first}, {"epoch": 2, "step": 20, metric: second}]
+    name = metric.removeprefix("val_")
+    history = [EpochRow(epoch=1, step=10, val={name: first}), EpochRow(epoch=2, step=20, val={name: second})]
     no_checkpoint = SimpleNamespace(best_model_checkpoint=None)
-    assert best_epoch(no_checkpoint, history, metric.removeprefix("val_")) == (2 if second_is_better else 1)
+    assert best_epoch(no_checkpoint, history, name) == (2 if second_is_better else 1)
 
 
 def test_patience_reaches_the_early_stopping_callback(pieces, tmp_path):

@@ -11,9 +11,10 @@ import pytest
 from matplotlib.image import imread
 from sklearn.metrics import f1_score
 
+from processor.blocks import ConfusionMatrix
 from processor.evaluate import FLAG_FEATURES, baselines, plot_confusion_matrix
 from processor.f1 import macro_and_class_f1
-from processor.scores import bootstrap_ci, compute_metrics
+from processor.scores import bootstrap_ci, compute_metrics, score
 from processor import tuned_tree
 from processor.schema import FEATURES, LABELS, SESSIONS
 from processor.tuned_tree import Search
@@ -182,7 +183,7 @@ def test_bootstrap_needs_two_examples():
 # ---- plot_confusion_matrix -------------------------------------------------------------------
 
 def test_plot_writes_png_atomically(tmp_path):
-    cm = compute_metrics(*_from_confusion([[5, 2, 1], [1, 6, 3], [0, 2, 8]]))["confusion_matrix"]
+    cm = score(*_from_confusion([[5, 2, 1], [1, 6, 3], [0, 2, 8]])).confusion
     target = tmp_path / "nested" / "confusion.png"
     out = plot_confusion_matrix(cm, target, title="val")
     assert out == target
@@ -200,7 +201,7 @@ def test_plot_writes_png_atomically(tmp_path):
 
 def test_plot_rejects_malformed_matrix(tmp_path):
     with pytest.raises(ValueError, match="shape"):
-        plot_confusion_matrix({"labels": list(LABELS), "matrix": [[1, 2], [3, 4]]}, tmp_path / "x.png")
+        plot_confusion_matrix(ConfusionMatrix(LABELS, ((1, 2), (3, 4))), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 
 

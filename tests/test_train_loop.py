@@ -18,7 +18,7 @@ from processor.contract_check import ContractError
 from processor.data import load_events, records
 from processor.probs import apply_prior_bias, apply_temperature
 from processor.io import sha256_file
-from processor.evaluate import compute_metrics
+from processor.scores import compute_metrics
 from processor.package import PackageError, load_packaged_model, predict_texts, verify_package
 from processor.schema import LABELS, schema_fingerprint
 from processor.record import ServingSpec

@@ -87,12 +87,12 @@ def _demo(args: argparse.Namespace) -> int:
           f"tokens/event {m.tokens_per_event:g}")
     for name, f1 in m.baseline_scores().items():
         print(f"   baseline {name}: val macro-F1 {f1:.3f}")
-    if m.num("calibration", "ece_after") is not None:
-        cal = m.block("calibration")
-        print(f"   calibration: ECE {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} (out-of-fold), Brier "
-              f"{cal['brier_before']:.3f} -> {cal['brier_after']:.3f}, temperature {cal['temperature']:.2f}; "
-              f"drift: val PSI at most {m.num('drift', 'max_psi') or 0:.3f}; "
-              f"temporal leakage risk: {m.value('leakage', 'leakage_risk')}")
+    cal = m.calibration
+    if cal is not None and cal.ece_after is not None:
+        print(f"   calibration: ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f} (out-of-fold), Brier "
+              f"{cal.brier_before:.3f} -> {cal.brier_after:.3f}, temperature {cal.temperature:.2f}; "
+              f"drift: val PSI at most {(m.drift.max_psi if m.drift else None) or 0:.3f}; "
+              f"temporal leakage risk: {m.leakage.leakage_risk if m.leakage else None}")
     experiment = mlflow.get_run(run_id).info.experiment_id
     print(f"   outputs in {args.output_dir}/ ; browse runs with `mlflow ui` (tracking: {mlflow.get_tracking_uri()}), at "
           f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning")

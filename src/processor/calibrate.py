@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
+from processor.blocks import Abstention, AbstentionRow, Calibration
 from processor.io import write_png_atomic
 from processor.probs import apply_temperature
 from processor.probs import log_probs as _log_probs
@@ -235,40 +236,43 @@ def _none_if_nan(x: float) -> float | None:
 
 
 def abstention_table(probs: Any, y: Any, grid: Sequence[float], labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """:func:`abstention_rows` as ``{"no_threshold": row, "grid": [row, ...]}``, each row a dict."""
+    base, rows = abstention_rows(probs, y, grid, labels)
+    return {"no_threshold": base.to_dict(), "grid": [r.to_dict() for r in rows]}
+
+
+def abstention_rows(probs: Any, y: Any, grid: Sequence[float], labels: Sequence[str] = LABELS
+                    ) -> tuple[AbstentionRow, tuple[AbstentionRow, ...]]:
     """For each threshold in ``grid``: ``coverage`` (long/short calls kept / long/short calls with
     no threshold), precision of long and of short among the kept calls (None when there are none),
-    and the counts. ``no_threshold`` is the same row without abstention, for reference."""
+    and the counts; first the same row without abstention, for reference."""
     from sklearn.metrics import precision_score
 
     p, ids = _check(probs, y)
     truth = [labels[i] for i in ids]
     calls = list(CALLS)
 
-    def row(threshold: float | None) -> dict[str, Any]:
+    def row(threshold: float | None) -> AbstentionRow:
         pred, mask = predicted_labels(p, threshold, labels)
         kept = {c: sum(1 for v in pred if v == c) for c in calls}
         # Precision of long among the kept calls: abstained events are no_trade, so they are no call.
         prec = precision_score(truth, pred, labels=calls, average=None, zero_division=np.nan)
-        return {"min_confidence": threshold, "n_calls": kept["long"] + kept["short"],
-                "n_long": kept["long"], "n_short": kept["short"], "n_abstained": int(mask.sum()),
-                "precision_long": _none_if_nan(prec[0]), "precision_short": _none_if_nan(prec[1])}
+        return AbstentionRow(min_confidence=threshold, n_calls=kept["long"] + kept["short"], n_long=kept["long"],
+                             n_short=kept["short"], n_abstained=int(mask.sum()), precision_long=_none_if_nan(prec[0]),
+                             precision_short=_none_if_nan(prec[1]))
 
     base = row(None)
-    rows = []
-    for t in grid:
-        r = row(check_min_confidence(t))
-        r["coverage"] = r["n_calls"] / base["n_calls"] if base["n_calls"] else None
-        rows.append(r)
-    base["coverage"] = 1.0 if base["n_calls"] else None
-    return {"no_threshold": base, "grid": rows}
+    rows = tuple(replace(r, coverage=r.n_calls / base.n_calls if base.n_calls else None)
+                 for r in (row(check_min_confidence(t)) for t in grid))
+    return replace(base, coverage=1.0 if base.n_calls else None), rows
 
 
 # ------------------------------------------------------------------------------------------- the run
 @dataclass
 class TrustResult:
     temperature: float  # what ships in the package (1.0 when calibration is off)
-    calibration: dict[str, Any]  # metrics.json "calibration"
-    abstention: dict[str, Any]  # metrics.json "abstention"
+    calibration: Calibration
+    abstention: Abstention
     # The two figures, file name -> what draws it at a given path: the run's recorder writes them.
     plots: dict[str, Callable[[Path], Path]]
     pngs: list[Path] = field(default_factory=list)  # the figures written, when out_dir was given
@@ -281,30 +285,32 @@ def evaluate_trust(probs: Any, y: Any, *, calibrate: bool, folds: int, n_bins: i
     probabilities, and the two PNGs (``reliability_diagram.png``, ``abstention.png``; written into
     ``out_dir`` when given)."""
     p, ids = _check(probs, y)
-    block: dict[str, Any] = {"method": "none", "n_bins": n_bins,
-                             "ece_before": expected_calibration_error(p, ids, n_bins),
-                             "brier_before": brier_score(p, ids), "nll_before": nll(p, ids)}
+    block = Calibration(method="none", n_bins=n_bins, ece_before=expected_calibration_error(p, ids, n_bins),
+                        brier_before=brier_score(p, ids), nll_before=nll(p, ids))
     temperature, scored = 1.0, p
     if calibrate and cross_fit_folds(ids, folds) < 2:
         calibrate = False  # a val set this small cannot both fit and score a temperature
-        block["skipped"] = f"too few validation events to cross-fit (class counts {np.bincount(ids).tolist()})"
+        block = replace(block, skipped="too few validation events to cross-fit (class counts "
+                                       f"{np.bincount(ids).tolist()})")
     if calibrate:
         cf = cross_fit(p, ids, folds=folds, seed=seed)
         temperature = fit_temperature(p, ids)
         scored = cf.probs
-        block.update(
+        block = replace(
+            block,
             method="temperature_scaling",
             fitting=f"cross-fitted over {len(cf.temperatures)} stratified val folds; "
                     "packaged temperature fitted on all val events",
             temperature=temperature,
-            fold_temperatures=cf.temperatures,
+            fold_temperatures=tuple(cf.temperatures),
             ece_after=expected_calibration_error(scored, ids, n_bins),
             brier_after=brier_score(scored, ids),
             nll_after=nll(scored, ids),
         )
-    abstention = {"min_confidence": min_confidence,
-                  "probabilities": "out-of-fold calibrated" if calibrate else "uncalibrated",
-                  **abstention_table(scored, ids, grid)}
+    no_threshold, rows = abstention_rows(scored, ids, grid)
+    abstention = Abstention(min_confidence=min_confidence,
+                            probabilities="out-of-fold calibrated" if calibrate else "uncalibrated",
+                            no_threshold=no_threshold, grid=rows)
     after = scored if calibrate else None
     plots: dict[str, Callable[[Path], Path]] = {
         "reliability_diagram.png": lambda path: plot_reliability(p, after, ids, path, n_bins=n_bins),
@@ -359,22 +365,22 @@ def plot_reliability(before: Any, after: Any | None, y: Any, path: Path, *, n_bi
     return write_png_atomic(fig, path)
 
 
-def plot_abstention(table: dict[str, Any], path: Path, *, title: str = "Abstention (validation)") -> Path:
+def plot_abstention(table: Abstention, path: Path, *, title: str = "Abstention (validation)") -> Path:
     """Coverage and long/short precision against the min_confidence threshold. Atomic."""
-    rows = table["grid"]
+    rows = table.grid
     if not rows:
         raise ValueError("the abstention table has no thresholds")
-    x = [r["min_confidence"] for r in rows]
+    x = [r.min_confidence for r in rows]
 
     def series(key: str) -> list[float]:
-        return [np.nan if r[key] is None else r[key] for r in rows]
+        return [np.nan if getattr(r, key) is None else getattr(r, key) for r in rows]
 
     fig, ax = _figure((6.4, 4.0))
     ax.plot(x, series("coverage"), "o-", color="black", label="coverage (long/short calls kept)")
     ax.plot(x, series("precision_long"), "s-", color="tab:green", label="precision long")
     ax.plot(x, series("precision_short"), "^-", color="tab:red", label="precision short")
     for key, color in (("precision_long", "tab:green"), ("precision_short", "tab:red")):
-        ref = table["no_threshold"][key]
+        ref = getattr(table.no_threshold, key)
         if ref is not None:
             ax.axhline(ref, color=color, linestyle=":", linewidth=1,
                        label=f"{key.replace('_', ' ')} without a threshold")

@@ -37,7 +37,7 @@ import pandas as pd
 from processor.bins import bin_index, quantile_edges
 from processor.cli import DataError
 from processor.config import PSI_WARN  # the default; a profile stores the level its run was trained with
-from processor.record import ValDrift
+from processor.blocks import ValDrift
 from processor.schema import FEATURES, contract_spec
 
 PROFILE_VERSION = 1

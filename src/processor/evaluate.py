@@ -3,7 +3,7 @@ predictions on val (processor.scores: accuracy, macro-F1, per-class scores, boot
 classic baselines (here; the tuned tree from processor.tuned_tree), measures calibration and abstention
 (processor.calibrate) and the val split's drift (processor.drift), reads the per-epoch history off the
 Trainer (processor.trainer), and says which figures the run shows. It returns metrics.json's pieces as
-their typed records (processor.record); the run's recorder writes the figures.
+their typed records (processor.blocks); the run's recorder writes the figures.
 
 Class order is always ``processor.schema.LABELS`` (rows of the confusion matrix are the true class).
 """
@@ -31,13 +31,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from processor import drift, tuned_tree
-from processor.calibrate import evaluate_trust
+from processor.blocks import BaselineScore, Bootstrap, ConfusionMatrix, EpochRow, ValDrift
+from processor.calibrate import TrustResult, evaluate_trust
 from processor.config import Config
 from processor.io import write_png_atomic
 from processor.names import BASELINES
-from processor.record import BaselineScore, Bootstrap, ShippedHead, ValDrift
+from processor.record import ShippedHead
 from processor.schema import FEATURES, LABEL2ID, LABELS, SESSIONS
-from processor.scores import bootstrap_intervals, compute_metrics, to_names
+from processor.scores import Scores, bootstrap_intervals, score, to_names
 
 # How the 13 contract features are fed to the sklearn baselines.
 CATEGORICAL_FEATURES: tuple[str, ...] = ("session",)
@@ -46,11 +47,11 @@ FLAG_FEATURES: tuple[str, ...] = tuple(
     f for f in FEATURES if f not in CATEGORICAL_FEATURES and f not in NUMERIC_FEATURES
 )
 
-def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusion matrix (validation)") -> Path:
-    """Write ``cm`` (as returned in ``compute_metrics()["confusion_matrix"]``) to a PNG with the
-    counts written in the cells; rows are the true class. The file appears complete or not at all."""
-    labels = [str(v) for v in cm["labels"]]
-    matrix = np.asarray(cm["matrix"], dtype=np.int64)
+def plot_confusion_matrix(cm: ConfusionMatrix, path: Path, title: str = "Confusion matrix (validation)") -> Path:
+    """Write ``cm`` (processor.scores.score's) to a PNG with the counts written in the cells; rows are the
+    true class. The file appears complete or not at all."""
+    labels = list(cm.labels)
+    matrix = np.asarray(cm.matrix, dtype=np.int64)
     if matrix.shape != (len(labels), len(labels)):
         raise ValueError(f"confusion matrix has shape {matrix.shape}, expected {len(labels)}x{len(labels)}")
     path = Path(path)
@@ -77,24 +78,24 @@ def plot_confusion_matrix(cm: dict[str, Any], path: Path, title: str = "Confusio
     return path
 
 
-def plot_learning_curve(history: Sequence[dict[str, Any]], path: Path, *, best_epoch: int | None = None,
+def plot_learning_curve(history: Sequence[EpochRow], path: Path, *, best_epoch: int | None = None,
                         baseline_f1: float | None = None, baseline_label: str = "GBDT baseline",
                         title: str = "Learning curve") -> Path:
     """Per-epoch train loss (left axis) and val macro-F1 (right axis) to a PNG, with the restored best
     epoch and, when given, a baseline's macro-F1 (``baseline_label``) as reference lines. Written atomically."""
     if not history:
         raise ValueError("learning curve needs at least one evaluated epoch")
-    epochs = [int(row["epoch"]) for row in history]
+    epochs = [int(row.epoch) for row in history]
     fig = Figure(figsize=(6.4, 3.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    losses = [row.get("train_loss") for row in history]
+    losses = [row.train_loss for row in history]
     ax.plot(epochs, [np.nan if v is None else v for v in losses], "o-", color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss (focal)", color="tab:blue")
     ax.set_xticks(epochs)
     f1_ax = ax.twinx()
-    f1_ax.plot(epochs, [row["val_macro_f1"] for row in history], "s-", color="tab:orange", label="val macro-F1")
+    f1_ax.plot(epochs, [row.val["macro_f1"] for row in history], "s-", color="tab:orange", label="val macro-F1")
     if baseline_f1 is not None:
         f1_ax.axhline(baseline_f1, color="tab:green", linestyle="--", label=f"{baseline_label} {baseline_f1:.3f}")
     if best_epoch is not None:
@@ -183,9 +184,9 @@ def fit_baselines(train_df: pd.DataFrame, val_df: pd.DataFrame, *, seed: int, na
 
 
 def _scored(y_val: np.ndarray, predicted: Any, **extra: Any) -> BaselineScore:
-    m = compute_metrics(y_val, predicted)
-    return BaselineScore(val_accuracy=m["val_accuracy"], val_macro_f1=m["val_macro_f1"],
-                         per_class_f1={label: m["per_class"][label]["f1"] for label in LABELS}, extra=extra)
+    s = score(y_val, predicted)
+    return BaselineScore(val_accuracy=s.accuracy, val_macro_f1=s.macro_f1,
+                         per_class_f1={label: s.per_class[label].f1 for label in LABELS}, extra=extra)
 
 
 def _tuned_gbdt(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame, y_val: np.ndarray, *,
@@ -214,14 +215,14 @@ class Evaluation:
     """What the evaluate phase measured, as metrics.json's blocks (typed records where the block has
     one), the temperature that ships, and the run's figures by file name."""
 
-    scores: dict[str, Any]  # val_accuracy, val_macro_f1, per_class, confusion_matrix (processor.scores)
+    scores: Scores
     bootstrap: Bootstrap
     baselines: dict[str, BaselineScore] | None  # None: eval.baselines is empty
-    epoch_history: list[dict[str, Any]]
+    epoch_history: list[EpochRow]
     best_epoch: int
     epochs_run: int
     drift: ValDrift
-    trust: Any  # processor.calibrate.TrustResult: calibration, abstention, the temperature
+    trust: TrustResult  # calibration, abstention, the temperature
     plots: dict[str, Draw] = field(default_factory=dict)
 
     @property
@@ -230,8 +231,10 @@ class Evaluation:
 
     def metrics_fields(self) -> dict[str, Any]:
         """The fields of processor.record.Metrics that this phase fills."""
-        return {**self.scores, "bootstrap": self.bootstrap, "best_epoch": self.best_epoch,
-                "epochs_run": self.epochs_run, "epoch_history": self.epoch_history, "drift": self.drift,
+        s = self.scores
+        return {"val_accuracy": s.accuracy, "val_macro_f1": s.macro_f1, "per_class": s.per_class,
+                "confusion_matrix": s.confusion, "bootstrap": self.bootstrap, "best_epoch": self.best_epoch,
+                "epochs_run": self.epochs_run, "epoch_history": tuple(self.epoch_history), "drift": self.drift,
                 "calibration": self.trust.calibration, "abstention": self.trust.abstention,
                 "baselines": self.baselines}
 
@@ -253,7 +256,7 @@ def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, train: pd.DataF
     trust = evaluate_trust(probs, y_true, calibrate=t.calibrate, folds=t.calibration_folds, n_bins=t.ece_bins,
                            grid=t.abstention_grid, min_confidence=t.min_confidence, seed=cfg.seed)
     done = Evaluation(
-        scores=compute_metrics(y_true, y_pred),
+        scores=score(y_true, y_pred),
         bootstrap=bootstrap_intervals(y_true, y_pred, confidence=cfg.eval.confidence,
                                       n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
         baselines=_run_baselines(cfg, train, val),
@@ -281,9 +284,9 @@ def _figures(model: str, done: Evaluation) -> dict[str, Draw]:
     name = next((n for n in ("tuned_gbdt", "hist_gradient_boosting")
                  if n in fitted and fitted[n].val_macro_f1 is not None), "")
     reference = fitted[name].val_macro_f1 if name else None
-    macro_f1 = done.scores["val_macro_f1"]
+    macro_f1 = done.scores.macro_f1
     return {
-        PLOTS[0]: lambda path: plot_confusion_matrix(done.scores["confusion_matrix"], path,
+        PLOTS[0]: lambda path: plot_confusion_matrix(done.scores.confusion, path,
                                                      title=f"{model} val (macro-F1 {macro_f1:.3f})"),
         PLOTS[1]: lambda path: plot_learning_curve(done.epoch_history, path, best_epoch=done.best_epoch,
                                                    baseline_f1=reference, baseline_label=f"{name} baseline",

@@ -30,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from processor.blocks import Leakage, SymbolGap
+
 __all__ = ["LeakageReport", "SymbolOverlap", "time_overlap"]
 
 RULE = ("a val event overlaps when its timestamp (UTC) is not later than the latest train timestamp "
@@ -55,7 +57,8 @@ class SymbolOverlap:
 
 @dataclass(frozen=True)
 class LeakageReport:
-    """Result of :func:`time_overlap`; ``to_dict()`` is what metrics.json and validate's report hold."""
+    """Result of :func:`time_overlap`; :meth:`block` is metrics.json's ``leakage`` and its ``to_dict()``
+    what validate's report holds."""
 
     checked: bool  # every event of both splits had a timestamp
     leakage_risk: bool | None  # True: an overlap was found; False: checked, none; None: unknown
@@ -80,20 +83,15 @@ class LeakageReport:
         """The MLflow tag value: ``true``, ``false`` or ``unknown``."""
         return "unknown" if self.leakage_risk is None else str(self.leakage_risk).lower()
 
+    def block(self) -> Leakage:
+        return Leakage(checked=self.checked, leakage_risk=self.leakage_risk, reason=self.reason, rule=RULE,
+                       n_train=self.n_train, n_val=self.n_val, train_without_timestamp=self.train_without_timestamp,
+                       val_without_timestamp=self.val_without_timestamp, val_overlapping=self.val_overlapping,
+                       min_gap_seconds=self.min_gap_seconds,
+                       symbols=tuple(SymbolGap(**asdict(s), overlaps=s.overlaps) for s in self.symbols))
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "checked": self.checked,
-            "leakage_risk": self.leakage_risk,
-            "reason": self.reason,
-            "rule": RULE,
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "train_without_timestamp": self.train_without_timestamp,
-            "val_without_timestamp": self.val_without_timestamp,
-            "val_overlapping": self.val_overlapping,
-            "min_gap_seconds": self.min_gap_seconds,
-            "symbols": [{**asdict(s), "overlaps": s.overlaps} for s in self.symbols],
-        }
+        return self.block().to_dict()
 
     def summary(self) -> str:
         """One line: the verdict and the numbers behind it."""

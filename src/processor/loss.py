@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
+from processor.blocks import LossBlock
 from processor.schema import LABELS
 
 Reduction = Literal["mean", "sum", "none"]
@@ -136,6 +137,10 @@ class FocalLoss(torch.nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return focal_loss(logits, targets, gamma=self.gamma, weight=self.weight, reduction=self.reduction,
                           mae=self.mae)
+
+    def block(self) -> LossBlock:
+        """metrics.json's ``loss``: the settings this loss trained with."""
+        return LossBlock(type="focal", gamma=float(self.gamma), mae=float(self.mae))
 
     def extra_repr(self) -> str:
         w = None if self.weight is None else [round(v, 4) for v in self.weight.tolist()]

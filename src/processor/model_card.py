@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from processor.record import Metrics, ServingSpec, number
+from processor.blocks import DataBlock, ModelBlock, number
+from processor.record import Metrics, ServingSpec
 from processor.schema import LABELS
 
 FILE_IN_ZIP = "MODEL_CARD.md"
@@ -29,6 +30,10 @@ def _num(x: Any, fmt: str = ".3f") -> str:
     return format(x, fmt) if number(x) is not None else "n/a"
 
 
+def _or(x: Any, missing: str = "n/a") -> Any:
+    return missing if x is None else x
+
+
 def _ci(m: Metrics, label: str | None = None) -> str:
     """`` (CI low-high)`` of macro-F1 (or of one class's F1); nothing when the run has no CI."""
     ci = m.macro_f1_ci if label is None else m.class_f1_ci(label)
@@ -36,21 +41,21 @@ def _ci(m: Metrics, label: str | None = None) -> str:
 
 
 def _base(m: Metrics, spec: ServingSpec) -> list[str]:
-    base, model = spec.base, m.block("model")
-    is_demo = base.is_demo if base.is_demo is not None else model.get("is_demo")
-    lines = [f"- Base: `{base.base_id or model.get('base_id') or base.name or 'unknown'}` "
-             f"(asked for as `{base.name or model.get('name') or 'n/a'}`, revision "
-             f"`{base.revision or model.get('revision') or 'unknown'}`)"]
+    base, model = spec.base, m.model or ModelBlock()
+    is_demo = base.is_demo if base.is_demo is not None else model.is_demo
+    lines = [f"- Base: `{base.base_id or model.base_id or base.name or 'unknown'}` "
+             f"(asked for as `{base.name or model.name or 'n/a'}`, revision "
+             f"`{base.revision or model.revision or 'unknown'}`)"]
     if is_demo:
         lines.append("- **Demo base**: a small Qwen2-architecture model built and pretrained locally on synthetic "
                      "events, not Qwen's weights. It exists to run the pipeline end to end without a model hub.")
     else:
         lines.append("- Not the demo base: weights resolved by id/revision and checked against sha256 "
                      f"`{str(base.weights_sha256 or 'n/a')[:16]}`.")
-    lines.append(f"- Adapter: LoRA r={model.get('lora_r', 'n/a')}, alpha={model.get('lora_alpha', 'n/a')}; "
-                 f"last-token classification head; focal loss gamma {_num(m.value('loss', 'gamma'), 'g')}; "
-                 f"template `{spec.template or 'n/a'}`; seed {m.seed if m.seed is not None else 'n/a'}")
-    alpha = m.num("prior_correction", "alpha")
+    lines.append(f"- Adapter: LoRA r={_or(model.lora_r)}, alpha={_or(model.lora_alpha)}; "
+                 f"last-token classification head; focal loss gamma {_num(_gamma(m), 'g')}; "
+                 f"template `{spec.template or 'n/a'}`; seed {_or(m.seed)}")
+    alpha = m.prior_correction.alpha if m.prior_correction else None
     if alpha:
         lines.append(f"- Prior correction {_num(alpha, 'g')}: that fraction of log(training class shares before "
                      "oversampling) is added to the logits, so predictions follow the real class mix, not "
@@ -58,24 +63,29 @@ def _base(m: Metrics, spec: ServingSpec) -> list[str]:
     return lines
 
 
+def _gamma(m: Metrics) -> float | None:
+    return m.loss.gamma if m.loss else None
+
+
 def _data(m: Metrics) -> list[str]:
-    d = m.block("data")
+    d = m.data or DataBlock()
     lines = []
-    for split in ("train", "val"):
-        counts = _mapping(d.get(f"{split}_counts"))
-        total = sum(v for v in counts.values() if isinstance(v, (int, float))) or 0
+    for split, file, sha, size, counts in (("train", d.train_file, d.train_sha256, d.n_train, d.train_counts),
+                                           ("val", d.val_file, d.val_sha256, d.n_val, d.val_counts)):
+        counts = counts or {}
+        total = sum(v for v in counts.values() if v is not None)
         shares = (", ".join(f"{n} {counts.get(n, 0)} ({counts.get(n, 0) / total:.0%})" for n in LABELS)
-                  if total and all(isinstance(counts.get(n, 0), (int, float)) for n in LABELS) else "n/a")
-        span = _mapping(d.get("time_range")).get(split)
+                  if total and all(counts.get(n, 0) is not None for n in LABELS) else "n/a")
+        span = (d.time_range or {}).get(split)
         when = f"; time {span[0]} .. {span[1]}" if isinstance(span, list) and len(span) == 2 else "; no timestamps"
-        lines.append(f"- {split}: `{Path(str(d.get(f'{split}_file', '?'))).name}` sha256 "
-                     f"`{str(d.get(f'{split}_sha256', 'n/a'))[:16]}`, {d.get(f'n_{split}', 'n/a')} events: {shares}{when}")
+        lines.append(f"- {split}: `{Path(file or '?').name}` sha256 `{(sha or 'n/a')[:16]}`, {_or(size)} events: "
+                     f"{shares}{when}")
     after = m.shares_after() or {}
     if after:
         lines.append(f"- Training data after oversampling ({'applied' if m.oversampled else 'not needed'}): "
                      + ", ".join(f"{n} {_num(after.get(n), '.1%')}" for n in LABELS)
-                     + f" ({d.get('n_train_fit', 'n/a')} events)")
-    ceiling = d.get("bayes_ceiling")
+                     + f" ({_or(d.n_train_fit)} events)")
+    ceiling = d.bayes_ceiling
     lines.append(f"- Bayes ceiling (val macro-F1 of the noise-free labelling rules, from the data card): {_num(ceiling)}"
                  if ceiling is not None else "- Bayes ceiling: unknown (no data card describing these exact files)")
     return lines
@@ -97,32 +107,29 @@ def _scores(m: Metrics) -> list[str]:
 
 def _trust(m: Metrics) -> list[str]:
     lines = []
-    cal = m.block("calibration")
-    if m.has("calibration"):
-        lines.append(f"- calibration: temperature {_num(cal.get('temperature'))}; ECE {_num(cal.get('ece_before'))} "
-                     f"-> {_num(cal.get('ece_after'))}, Brier {_num(cal.get('brier_before'))} -> "
-                     f"{_num(cal.get('brier_after'))} ({cal.get('fitting') or cal.get('method') or 'temperature scaling'})")
+    cal = m.calibration
+    if cal is not None:
+        lines.append(f"- calibration: temperature {_num(cal.temperature)}; ECE {_num(cal.ece_before)} "
+                     f"-> {_num(cal.ece_after)}, Brier {_num(cal.brier_before)} -> "
+                     f"{_num(cal.brier_after)} ({cal.fitting or cal.method or 'temperature scaling'})")
     else:
         lines.append("- calibration: not measured by this run")
-    ab = m.block("abstention")
-    if m.has("abstention"):
-        mc = ab.get("min_confidence")
+    if m.abstention is not None:
+        mc = m.abstention.min_confidence
         lines.append(f"- abstention: min_confidence {'none (never abstains)' if mc is None else _num(mc, 'g')} by "
                      f"default; coverage/precision per threshold in metrics.json `abstention.grid`")
-    drift = m.block("drift")
-    if m.has("drift"):
+    if m.drift is not None:
         lines.append(f"- drift: the package carries the training feature profile; PSI of val vs train, "
-                     f"largest {_num(drift.get('max_psi'))}")
-    leak = m.block("leakage")
-    if m.has("leakage"):
-        risk = leak.get("leakage_risk")
-        if risk is True:
-            lines.append(f"- temporal leakage: **RISK**: {leak.get('val_overlapping', 'some')} val events are not later "
+                     f"largest {_num(m.drift.max_psi)}")
+    leak = m.leakage
+    if leak is not None:
+        if leak.leakage_risk is True:
+            lines.append(f"- temporal leakage: **RISK**: {_or(leak.val_overlapping, 'some')} val events are not later "
                          "than the latest train event of their symbol; the val scores may overstate the model")
-        elif risk is False:
+        elif leak.leakage_risk is False:
             lines.append("- temporal leakage: none (every val event is later than the training events of its symbol)")
         else:
-            lines.append(f"- temporal leakage: not established ({leak.get('reason') or 'not checked'})")
+            lines.append(f"- temporal leakage: not established ({leak.reason or 'not checked'})")
     else:
         lines.append("- temporal leakage: not checked by this run")
     return lines
@@ -144,14 +151,14 @@ def _verdict(gate: Mapping[str, Any] | None) -> list[str]:
 
 
 def _use(m: Metrics, spec: ServingSpec) -> list[str]:
-    is_demo = spec.base.is_demo if spec.base.is_demo is not None else m.value("model", "is_demo")
+    is_demo = spec.base.is_demo if spec.base.is_demo is not None else (m.model or ModelBlock()).is_demo
     lines = ["- Intended use: classify events of the upstream contract (same feature keys, schema fingerprint "
              f"`{str(m.schema_fingerprint or 'n/a')[:16]}`) as long / short / no_trade, as one input to a "
              "trading decision, with the probabilities (calibrated when a temperature is stored) and, if set, "
              "abstention.",
              "- Not for: events of another contract version (the pyfunc refuses them), instruments or regimes the "
              "training data did not cover (check the drift report), or trading on the label alone.",
-             f"- The val set has {m.value('data', 'n_val') or 'n/a'} events: the CIs above are the honest width "
+             f"- The val set has {(m.data or DataBlock()).n_val or 'n/a'} events: the CIs above are the honest width "
              "of these scores."]
     if is_demo:
         lines.append("- Built on the demo base: a pipeline demonstration, not a model to trade with.")
@@ -162,13 +169,14 @@ def run_summary(m: Metrics) -> str:
     """One paragraph: what the model is, what it was trained on, how it scored against the baselines on
     the same split. The run's description (written by training) and the registered version's (the
     gate's, which adds its verdict) both start with it."""
-    model, data = m.block("model"), m.block("data")
-    what = (f"{model.get('base_id') or model.get('name') or 'unknown base'}"
-            + (" (demo base, not Qwen's weights)" if model.get("is_demo") else "")
-            + f" + LoRA r={model.get('lora_r', 'n/a')}, focal loss gamma {_num(m.value('loss', 'gamma'), 'g')}.")
+    model, data = m.model or ModelBlock(), m.data or DataBlock()
+    what = (f"{model.base_id or model.name or 'unknown base'}"
+            + (" (demo base, not Qwen's weights)" if model.is_demo else "")
+            + f" + LoRA r={_or(model.lora_r)}, focal loss gamma {_num(_gamma(m), 'g')}.")
     trained = " ".join(
-        f"{split} {Path(str(data.get(f'{split}_file', '?'))).name} ({data.get(f'n_{split}', '?')} events, "
-        f"sha256 {str(data.get(f'{split}_sha256', ''))[:12]})" for split in ("train", "val"))
+        f"{split} {Path(file or '?').name} ({_or(n, '?')} events, sha256 {(sha or '')[:12]})"
+        for split, file, n, sha in (("train", data.train_file, data.n_train, data.train_sha256),
+                                    ("val", data.val_file, data.n_val, data.val_sha256)))
     ci = m.macro_f1_ci
     scored = (f"val macro-F1 {_num(m.macro_f1)} ({_num(m.confidence, '.0%')} bootstrap CI "
               f"{_num(ci.low)}-{_num(ci.high)}); "

@@ -3,7 +3,7 @@ the confusion matrix, and paired bootstrap confidence intervals for the F1s.
 
 Below the Trainer (its per-epoch eval scores with :func:`compute_metrics`) and the evaluate phase
 (processor.evaluate), so neither imports the other. The dict forms are plain Python for JSON and
-MLflow; the typed forms are metrics.json's records (processor.record). Class order is always
+MLflow; the typed forms are metrics.json's records (processor.blocks). Class order is always
 ``processor.schema.LABELS`` (rows of the confusion matrix are the true class).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from scipy.stats import DegenerateDataWarning, bootstrap
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from processor.f1 import macro_and_class_f1
-from processor.record import Bootstrap, ClassScores, Interval
+from processor.blocks import Bootstrap, ClassScores, ConfusionMatrix, Interval
 from processor.schema import LABELS
 
 ArrayLike = Sequence[Any] | np.ndarray | pd.Series
@@ -52,7 +53,22 @@ def _pair(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str]) -> tuple[
     return t, p
 
 
-def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] = LABELS) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Scores:
+    """metrics.json's point estimates: ``val_accuracy``, ``val_macro_f1``, ``per_class``, ``confusion_matrix``."""
+
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, ClassScores]
+    confusion: ConfusionMatrix
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"val_accuracy": self.accuracy, "val_macro_f1": self.macro_f1,
+                "per_class": {name: scores.to_dict() for name, scores in self.per_class.items()},
+                "confusion_matrix": self.confusion.to_dict()}
+
+
+def score(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] = LABELS) -> Scores:
     """Accuracy, macro-F1 over all ``labels`` (absent classes count as F1 0), per-class
     precision/recall/F1/support and the confusion matrix (rows = true class, columns = predicted).
 
@@ -67,12 +83,16 @@ def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] 
     per_class = {name: ClassScores(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
                                    support=int(support[i]))
                  for i, name in enumerate(labels)}
-    return {
-        "val_accuracy": float(accuracy_score(t, p)),
-        "val_macro_f1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
-        "per_class": {name: scores.to_dict() for name, scores in per_class.items()},
-        "confusion_matrix": {"labels": labels, "matrix": [[int(v) for v in row] for row in cm]},
-    }
+    return Scores(accuracy=float(accuracy_score(t, p)),
+                  macro_f1=float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+                  per_class=per_class,
+                  confusion=ConfusionMatrix(tuple(labels), tuple(tuple(int(v) for v in row) for row in cm)))
+
+
+def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """:func:`score` as metrics.json writes it: ``{"val_accuracy", "val_macro_f1", "per_class": {label:
+    {"precision", "recall", "f1", "support"}}, "confusion_matrix": {"labels", "matrix"}}``."""
+    return score(y_true, y_pred, labels).to_dict()
 
 
 def bootstrap_intervals(

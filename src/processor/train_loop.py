@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from processor import distributed, drift
+from processor.blocks import ClassBalance, DataBlock, ModelBlock
 from processor.cli import nothing_trained, parse_bool, run
 from processor.config import Config, resolve_config
 from processor.data import UsageError, records
@@ -35,8 +36,7 @@ from processor.knobs import FLAGS, flag_values
 from processor.names import DATA_CARD
 from processor.model_card import run_summary
 from processor.package import write_package
-from processor.record import (METRICS_FILE, BaseModel, ClassBalance, DataBlock, Metrics, ServingSpec, ShippedHead,
-                              ValidationReport)
+from processor.record import METRICS_FILE, BaseModel, Metrics, ServingSpec, ShippedHead, ValidationReport
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 from processor.trainable import require_trainable
@@ -422,12 +422,12 @@ def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: Encode
         tokens_per_event=round(float(encoded.tokens_per_event), 2),
         tokens_per_event_qwen=round(float(encoded.tokens_per_event_qwen), 2),
         data=_data_block(data),
-        model={"name": cfg.model, "base_id": built.resolved.base_id, "revision": built.resolved.revision,
-               "is_demo": built.resolved.is_demo, "lora_r": cfg.lora.r, "lora_alpha": cfg.lora.alpha},
-        loss={"type": "focal", "gamma": float(trainer.focal.gamma), "mae": float(trainer.focal.mae)},
+        model=ModelBlock(name=cfg.model, base_id=built.resolved.base_id, revision=built.resolved.revision,
+                         is_demo=built.resolved.is_demo, lora_r=cfg.lora.r, lora_alpha=cfg.lora.alpha),
+        loss=trainer.focal.block(),
         prior_correction=data.head.prior_block(),
         seed=cfg.seed,
-        leakage=None if data.leakage is None else data.leakage.to_dict(),
+        leakage=None if data.leakage is None else data.leakage.block(),
     )
     return metrics, done
 

@@ -12,6 +12,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
+from processor.blocks import EpochRow
 from processor.record import ShippedHead
 from processor.schema import LABELS
 
@@ -62,28 +63,27 @@ class EpochProgress(ProgressCallback):
 def trainer_metrics(eval_pred: Any, head: ShippedHead) -> dict[str, float]:
     """Per-epoch val metrics of the predictions as they will ship (``head``: the prior correction), so
     early stopping picks the epoch whose shipped predictions score best."""
-    from processor.scores import compute_metrics
+    from processor.scores import score
 
     probs = head.probabilities(eval_pred.predictions, logits=True)
-    m = compute_metrics([LABELS[i] for i in eval_pred.label_ids], [LABELS[i] for i in np.argmax(probs, axis=1)])
-    out = {"macro_f1": m["val_macro_f1"], "accuracy": m["val_accuracy"]}
-    out.update({f"f1_{name}": m["per_class"][name]["f1"] for name in LABELS})
+    s = score([LABELS[i] for i in eval_pred.label_ids], [LABELS[i] for i in np.argmax(probs, axis=1)])
+    out = {"macro_f1": s.macro_f1, "accuracy": s.accuracy}
+    out.update({f"f1_{name}": s.per_class[name].f1 for name in LABELS})
     return out
 
 
-def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def epoch_history(log_history: list[dict[str, Any]]) -> list[EpochRow]:
     """One row per evaluated epoch: train loss (mean of that epoch's logs) and val metrics."""
     rows, losses = [], []
     for entry in log_history:
         if "loss" in entry:
             losses.append(entry["loss"])
         if "eval_macro_f1" in entry:
-            row = {"epoch": int(round(entry["epoch"])), "step": entry["step"],
-                   "train_loss": float(np.mean(losses)) if losses else None}
-            row.update({f"val_{k[5:]}": float(v) for k, v in entry.items()
-                        if k.startswith("eval_") and k[5:] in ("loss", "macro_f1", "accuracy", "f1_long",
-                                                               "f1_short", "f1_no_trade")})
-            rows.append(row)
+            val = {k[5:]: float(v) for k, v in entry.items()
+                   if k.startswith("eval_") and k[5:] in ("loss", "macro_f1", "accuracy", "f1_long", "f1_short",
+                                                          "f1_no_trade")}
+            rows.append(EpochRow(epoch=int(round(entry["epoch"])), step=entry["step"],
+                                 train_loss=float(np.mean(losses)) if losses else None, val=val))
             losses = []
     return rows
 
@@ -94,15 +94,14 @@ def greater_is_better(metric: str) -> bool:
     return metric != "loss"
 
 
-def best_epoch(state: Any, history: list[dict[str, Any]], metric: str) -> int:
+def best_epoch(state: Any, history: list[EpochRow], metric: str) -> int:
     if state.best_model_checkpoint:
         step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
         for row in history:
-            if row["step"] == step:
-                return row["epoch"]
-    key = f"val_{metric}"
-    best = (max if greater_is_better(metric) else min)(history, key=lambda r: r[key])
-    return best["epoch"]
+            if row.step == step:
+                return row.epoch
+    best = (max if greater_is_better(metric) else min)(history, key=lambda r: r.val[metric])
+    return best.epoch
 
 
 def check_whole_val_set(label_ids: Any, y_true: list[str]) -> None:

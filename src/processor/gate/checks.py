@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processor.record import number
+from processor.blocks import number
 from processor.io import sha256_file
 from processor.leakage import format_duration
 from processor.cli import first_line
@@ -263,22 +263,23 @@ def check_time_leakage(ev: Evidence) -> CheckResult:
     threshold = "val later than train per symbol"
     if ev.metrics is None:
         return CheckResult("time_leakage", False, "n/a", threshold, ev.metrics_problem or "no metrics")
-    block = ev.record.block("leakage")
-    if not ev.record.has("leakage"):
+    leak = ev.record.leakage
+    if leak is None:
         return CheckResult("time_leakage", False, "not checked", threshold,
                            "metrics.json has no leakage block (trained with trust.check_time_leakage=false, "
                            "or before the check existed)")
-    risk = block.get("leakage_risk")
-    data = {key: block.get(key) for key in ("checked", "leakage_risk", "val_overlapping", "min_gap_seconds")}
+    risk = leak.leakage_risk
+    data = {"checked": leak.checked, "leakage_risk": risk, "val_overlapping": leak.val_overlapping,
+            "min_gap_seconds": leak.min_gap_seconds}
     if risk is True:
-        overlapping = [str(s.get("symbol")) for s in block.get("symbols") or [] if s.get("overlaps")]
-        return CheckResult("time_leakage", False, f"overlap: {block.get('val_overlapping')} val events",
-                           threshold, f"{block.get('val_overlapping')} of {block.get('n_val')} val events are not "
+        overlapping = [str(s.symbol) for s in leak.symbols if s.overlaps]
+        return CheckResult("time_leakage", False, f"overlap: {leak.val_overlapping} val events",
+                           threshold, f"{leak.val_overlapping} of {leak.n_val} val events are not "
                            f"later than the latest train event of their symbol ({', '.join(overlapping)})", data)
     if risk is not False:
         return CheckResult("time_leakage", False, "not checked", threshold,
-                           f"not checked: {block.get('reason') or 'leakage_risk is unknown'}", data)
-    gap = number(block.get("min_gap_seconds"))
+                           f"not checked: {leak.reason or 'leakage_risk is unknown'}", data)
+    gap = leak.min_gap_seconds
     value = "no overlap" + (f" (min gap {format_duration(gap)})" if gap is not None else "")
     return CheckResult("time_leakage", True, value, threshold, "", data)
 

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from processor.cli import UserError
-from processor.record import number
+from processor.blocks import number
 
 CHALLENGER_ALIAS = "challenger"
 OUTCOME_TAG = "gate.outcome"  # written last: the gate finished with this version

@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,7 +50,7 @@ from processor.tune.space import (DEFAULT_STUDY, OBJECTIVE, PRUNER_KEYS, SPACE_A
 from processor.tune.storage import (TrialLock, counted, make_lock, open_storage, redact, storage_url,
                                     sweep_output_dir)
 from processor.tune.objective import Context, open_gate, run_worker
-from processor.tune.report import log_summary, parent_run, print_summary, run_gate_best, summary, trials_table
+from processor.tune.report import StudySummary, log_summary, parent_run, print_summary, run_gate_best, trials_table
 
 # Train-loop flags the sweep accepts too: what data and which base model every trial trains on.
 TRAIN_FLAGS = ("train_file", "val_file", "model")
@@ -180,7 +181,7 @@ def _main(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(threads_before)
     print_summary(data, table, gate)
-    if not data["states"].get("COMPLETE"):
+    if not data.states.get("COMPLETE"):
         print("no trial completed", file=sys.stderr)
         return 1
     if args.gate_best and gate is not None:
@@ -202,10 +203,10 @@ def _pin_space(study: optuna.Study, sweep: Any, name: str, url: str) -> None:
                          "original sweep file")
 
 
-def _sweep(ctx: Context, args: argparse.Namespace, url: str, seed: int) -> tuple[dict[str, Any], Any]:
+def _sweep(ctx: Context, args: argparse.Namespace, url: str, seed: int) -> tuple[StudySummary, Any]:
     if not ctx.mlflow_on:
         run_worker(ctx, args.n_trials, args.timeout, seed)
-        data, table = summary(ctx.study), trials_table(ctx.study)
+        data, table = StudySummary.of(ctx.study), trials_table(ctx.study)
         log_summary(ctx, data, table)
         return data, table
     import mlflow
@@ -222,8 +223,7 @@ def _sweep(ctx: Context, args: argparse.Namespace, url: str, seed: int) -> tuple
                          "sweep.sampler": f"{ctx.sweep.sampler['type']} seed {seed}",
                          "sweep.pruner": json.dumps(ctx.sweep.pruner, sort_keys=True)})
         run_worker(ctx, args.n_trials, args.timeout, seed)
-        data, table = summary(ctx.study), trials_table(ctx.study)
-        data["mlflow_parent_run_id"] = run_id
+        data, table = replace(StudySummary.of(ctx.study), mlflow_parent_run_id=run_id), trials_table(ctx.study)
         log_summary(ctx, data, table)
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
