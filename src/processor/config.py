@@ -154,10 +154,11 @@ class TrainingConfig:
     # many times lr. 0 or 1 = off (plain LoRA: one learning rate).
     loraplus_ratio: float = 0.0
     # Epochs at the start that train the classification head alone, LoRA frozen (linear probe, then
-    # fine-tune; processor.trainer.HeadWarmup). 0 = off.
+    # fine-tune; processor.trainer.HeadWarmup). 0 = off: a tie on the v3 selection runs (docs/quality.md).
     head_warmup_epochs: int = 0
     # Evaluate and ship an exponential moving average of the trainable weights, this decay per optimizer
-    # step (processor.trainer.WeightAverage). 0 = off.
+    # step (processor.trainer.WeightAverage). 0 = off: a tie on the v3 selection runs (docs/quality.md).
+    # The average lives in memory: --resume restarts it from the checkpoint's (averaged) weights.
     weight_average: float = 0.0
 
 
