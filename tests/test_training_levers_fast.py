@@ -54,6 +54,7 @@ class Recorder(TrainerCallback):
 
 def _train(tiny_package, tmp_path, **overrides) -> SimpleNamespace:
     from demo_kit.sample_data import write_sample_data
+    from processor.encode import encode
     from processor.train_loop import build_model, build_trainer, prepare_data
 
     write_sample_data(tmp_path / "data", n=150, seed=3)
@@ -63,7 +64,9 @@ def _train(tiny_package, tmp_path, **overrides) -> SimpleNamespace:
     rec = NullRecorder(tmp_path)
     data = prepare_data(cfg, rec)
     recorder = Recorder()
-    trainer = build_trainer(cfg, tmp_path / "out", data, build_model(cfg, data, rec), rec, [recorder])
+    built = build_model(cfg, rec)
+    encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
+    trainer = build_trainer(cfg, tmp_path / "out", data, built, encoded, rec, [recorder])
     trainer.train()
     return SimpleNamespace(trainer=trainer, rec=recorder)
 
