@@ -94,6 +94,8 @@ RANGES: dict[str, Range] = {
     "training.prior_correction": Range(0.0, 1.0),
     "training.torch_threads": Range(0, 4096),
     "training.loraplus_ratio": Range(0.0, 1024.0, typical=(0.0, 64.0)),
+    "training.head_warmup_epochs": Range(0, 10000, typical=(0, 10)),
+    "training.weight_average": Range(0.0, 1.0, hi_open=True, typical=(0.0, 0.999)),
     "loss.gamma": Range(0.0, 10.0, typical=(0.0, 5.0)),
     "loss.mae": Range(0.0, 100.0, typical=(0.0, 10.0)),
     "loss.class_weights": Range(0.0, 1e6, lo_open=True, typical=(0.01, 100.0)),
@@ -151,6 +153,13 @@ class TrainingConfig:
     # LoRA+ (processor.trainer.FocalTrainer.create_optimizer): the LoRA B matrices' learning rate is this
     # many times lr. 0 or 1 = off (plain LoRA: one learning rate).
     loraplus_ratio: float = 0.0
+    # Epochs at the start that train the classification head alone, LoRA frozen (linear probe, then
+    # fine-tune; processor.trainer.HeadWarmup). 0 = off: a tie on the v3 selection runs (docs/quality.md).
+    head_warmup_epochs: int = 0
+    # Evaluate and ship an exponential moving average of the trainable weights, this decay per optimizer
+    # step (processor.trainer.WeightAverage). 0 = off: a tie on the v3 selection runs (docs/quality.md).
+    # The average lives in memory: --resume restarts it from the checkpoint's (averaged) weights.
+    weight_average: float = 0.0
 
 
 @dataclass

@@ -40,8 +40,8 @@ from processor.record import METRICS_FILE, BaseModel, Metrics, ServingSpec, Ship
 from processor.recorder import RUN_ID_FILE, MlflowRecorder, NullRecorder, Recorder
 from processor.schema import FEATURES, LABELS, schema_fingerprint
 from processor.trainable import require_trainable
-from processor.trainer import (FocalTrainer, check_whole_val_set, greater_is_better, last_complete_checkpoint,
-                               trainer_metrics)
+from processor.trainer import (FocalTrainer, HeadWarmup, WeightAverage, check_whole_val_set, greater_is_better,
+                               last_complete_checkpoint, trainer_metrics)
 
 if TYPE_CHECKING:  # imported by the evaluate phase when it runs (sklearn, matplotlib)
     from processor.evaluate import Evaluation
@@ -345,6 +345,8 @@ def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel,
         compute_metrics=functools.partial(trainer_metrics, head=data.head),
         # The tracker's before the caller's: a pruning hook may raise.
         callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.training.patience), *rec.callbacks(),
+                   *([HeadWarmup(cfg.training.head_warmup_epochs)] if cfg.training.head_warmup_epochs else []),
+                   *([WeightAverage(cfg.training.weight_average)] if cfg.training.weight_average else []),
                    *callbacks],
         focal=focal,
         loraplus_ratio=cfg.training.loraplus_ratio,

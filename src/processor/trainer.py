@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Trainer
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import ProgressCallback, TrainerCallback
 
 from processor.blocks import EpochRow
 from processor.record import ShippedHead
@@ -50,6 +50,61 @@ class FocalTrainer(Trainer):
         outputs = model(**inputs)
         loss = self.focal.to(outputs.logits.device)(outputs.logits.float(), labels)
         return (loss, outputs) if return_outputs else loss
+
+
+class HeadWarmup(TrainerCallback):
+    """The first ``epochs`` epochs train the classification head alone on the base's features, LoRA
+    frozen (linear probing, then fine-tuning: Kumar et al., 2022). A random head's gradients would
+    otherwise steer the adapters from the first step. AdamW skips a parameter without a gradient, so
+    the frozen adapters keep their init and their optimizer state starts when they join."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        # Decided from the epoch counter at every epoch, so a resumed run freezes what the uninterrupted
+        # one would have.
+        train_lora = int(round(state.epoch or 0)) >= self.epochs
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(train_lora)
+
+
+class WeightAverage(TrainerCallback):
+    """An exponential moving average of the trainable weights (LoRA and head), ``decay`` per optimizer
+    step: each epoch is evaluated, checkpointed and (as the best one) shipped with the averaged weights,
+    while training goes on from its own. Averaging smooths the step-to-step noise of small batches on
+    ~1,000 events (Polyak averaging; Izmailov et al., 2018 for SWA)."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.shadow: dict[str, torch.Tensor] = {}
+        self.raw: dict[str, torch.Tensor] = {}
+
+    def _params(self, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.shadow = {n: p.detach().clone() for n, p in self._params(model).items()}
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        for n, p in self._params(model).items():
+            self.shadow[n].lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        params = self._params(model)
+        self.raw = {n: p.detach().clone() for n, p in params.items()}
+        for n, p in params.items():
+            p.copy_(self.shadow[n])
+
+    @torch.no_grad()
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        for n, p in self._params(model).items():
+            if n in self.raw:
+                p.copy_(self.raw[n])
+        self.raw = {}
 
 
 class EpochProgress(ProgressCallback):
