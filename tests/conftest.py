@@ -44,6 +44,41 @@ def run_module(module: str, *args: str, timeout: float = 600, **kwargs: Any) -> 
                           timeout=timeout, **kwargs)
 
 
+# One interpreter runs several ``python -m module args...`` commands in turn, each as ``python -m`` runs it
+# (``runpy`` as ``__main__``; SystemExit's code is the exit code, an escaped exception exits 1 with its
+# traceback on stderr): torch, pandas and MLflow are imported once, not once per command.
+_MODULES_RUNNER = """
+import contextlib, io, json, runpy, sys, traceback
+results = []
+for argv in json.loads(sys.argv[1]):
+    sys.argv = list(argv)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc(file=err)
+            code = 1
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_modules(*commands: list[str], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
+    """Each ``[module, *args]`` of ``commands`` run as ``python -m module args`` would, all in one child
+    process of this interpreter (see _MODULES_RUNNER); one CompletedProcess per command."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _MODULES_RUNNER, json.dumps(commands)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [subprocess.CompletedProcess(command, r["returncode"], r["stdout"], r["stderr"])
+            for command, r in zip(commands, json.loads(proc.stdout.strip().splitlines()[-1]))]
+
+
 def read_jsonl(path: Path) -> list[Any]:
     from processor.io import read_jsonl as read
 
