@@ -24,7 +24,7 @@ from processor.record import ServingSpec
 from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
-from conftest import CONTRACT_DIR, REPO, assert_png_has_content, tiny_config
+from conftest import CONTRACT_DIR, REPO, assert_png_has_content, tiny_config, tiny_config_file
 
 pytestmark = pytest.mark.slow
 
@@ -338,8 +338,11 @@ def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir):
 
 def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     """`mlflow run . -e main` with -P values ends in a finished run; a bad -P value is a clear failure."""
+    # The shipped config without the classic baselines (this test reads none of their figures; the tuned
+    # tree alone costs seconds in every fresh process): -P config= takes any config file.
+    config = tiny_config_file(tmp_path / "tiny.yaml", **{"eval.baselines": False})
     base = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "mlproject",
-            "-P", "config=configs/tiny.yaml", "-P", f"train_file={sample_dir / 'train.jsonl'}",
+            "-P", f"config={config}", "-P", f"train_file={sample_dir / 'train.jsonl'}",
             "-P", f"val_file={sample_dir / 'val.jsonl'}", "-P", "max_epochs=1"]
     # mlflow.set_experiment (earlier tests, in this process) exports MLFLOW_EXPERIMENT_ID; a user's
     # shell would not have it, and `mlflow run` refuses it beside --experiment-name.
@@ -352,6 +355,7 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.params["loss.gamma"] == "2.0" and runs[0].data.params["training.epochs"] == "1"
+    assert "baseline_gbdt_macro_f1" not in runs[0].data.metrics  # the -P config file was the one read
     assert "val_macro_f1" in runs[0].data.metrics
     # Training logs the pyfunc model but never registers it: that is the gate's job.
     assert client.search_model_versions(f"run_id = '{runs[0].info.run_id}'") == []
@@ -369,7 +373,10 @@ def test_mlflow_run_twice_without_an_output_dir_gives_each_run_its_own(tracking,
     import shutil
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    # The note names the baselines: one cheap one (the tuned tree costs seconds in every fresh process).
+    config = tiny_config_file(tmp_path / "tiny.yaml", **{"eval.baselines": ["hist_gradient_boosting"]})
     argv = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "twice",
+            "-P", f"config={config}",
             "-P", f"train_file={sample_dir / 'train.jsonl'}", "-P", f"val_file={sample_dir / 'val.jsonl'}",
             "-P", "max_epochs=1", "-P", "gamma=1.5"]
     client, dirs = MlflowClient(tracking), []
