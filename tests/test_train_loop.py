@@ -285,7 +285,7 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert np.allclose(out[[f"p_{c}" for c in LABELS]].sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, tmp_path):
+def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, tmp_path, capsys):
     bad = tmp_path / "val.jsonl"
     lines = (sample_dir / "val.jsonl").read_text().splitlines()
     lines[4] = lines[4].replace('"session": "', '"session": "tokyo-')
@@ -302,12 +302,13 @@ def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, 
     report = json.loads(Path(client.download_artifacts(run.info.run_id, "validation_report.json", str(tmp_path))).read_text())
     assert report["valid"] is False
     assert {"file": str(bad), "line": 5, "key": "session"}.items() <= report["problems"][0].items()
-    # The CLI says the same with exit code 1 and no traceback.
-    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/tiny.yaml"),
-                           "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(bad), "--no-mlflow",
-                           "--output-dir", str(tmp_path / "cli")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1
-    assert "val.jsonl:5" in proc.stderr and "session" in proc.stderr and "Traceback" not in proc.stderr
+    # The CLI says the same with exit code 1 and no traceback (its function in process: how
+    # `python -m processor.train_loop` ends on a mistake is test_cli.py's).
+    capsys.readouterr()
+    assert main(["--config", str(REPO / "configs/tiny.yaml"), "--train-file", str(sample_dir / "train.jsonl"),
+                 "--val-file", str(bad), "--no-mlflow", "--output-dir", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert "val.jsonl:5" in err and "session" in err and "Traceback" not in err
 
 
 def test_finished_output_dir_is_never_overwritten_silently(trained_run, sample_dir):
@@ -327,13 +328,12 @@ def test_missing_data_file_is_a_usage_error(tmp_path, capsys):
     assert "data file not found" in capsys.readouterr().err
 
 
-def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir):
-    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/qwen.yaml"),
-                           "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
-                           "--no-mlflow", "--output-dir", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2
-    assert "Qwen/Qwen2.5-0.5B" in proc.stderr and "qwen-tiny" in proc.stderr and "Traceback" not in proc.stderr
+def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir, capsys):
+    # In process (conftest sets HF_HUB_OFFLINE=1 before anything imports huggingface_hub).
+    assert main(["--config", str(REPO / "configs/qwen.yaml"), "--train-file", str(sample_dir / "train.jsonl"),
+                 "--val-file", str(sample_dir / "val.jsonl"), "--no-mlflow", "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Qwen/Qwen2.5-0.5B" in err and "qwen-tiny" in err and "Traceback" not in err
 
 
 def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
