@@ -44,6 +44,41 @@ def run_module(module: str, *args: str, timeout: float = 600, **kwargs: Any) -> 
                           timeout=timeout, **kwargs)
 
 
+# One interpreter runs several ``python -m module args...`` commands in turn, each as ``python -m`` runs it
+# (``runpy`` as ``__main__``; SystemExit's code is the exit code, an escaped exception exits 1 with its
+# traceback on stderr): torch, pandas and MLflow are imported once, not once per command.
+_MODULES_RUNNER = """
+import contextlib, io, json, runpy, sys, traceback
+results = []
+for argv in json.loads(sys.argv[1]):
+    sys.argv = list(argv)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc(file=err)
+            code = 1
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+def run_modules(*commands: list[str], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
+    """Each ``[module, *args]`` of ``commands`` run as ``python -m module args`` would, all in one child
+    process of this interpreter (see _MODULES_RUNNER); one CompletedProcess per command."""
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", _MODULES_RUNNER, json.dumps(commands)], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [subprocess.CompletedProcess(command, r["returncode"], r["stdout"], r["stderr"])
+            for command, r in zip(commands, json.loads(proc.stdout.strip().splitlines()[-1]))]
+
+
 def read_jsonl(path: Path) -> list[Any]:
     from processor.io import read_jsonl as read
 
@@ -293,6 +328,22 @@ def tiny_config(data_dir: Path, output_dir: Path, **overrides):
     return load_config(REPO / "configs" / "tiny.yaml", flat)
 
 
+def tiny_config_file(path: Path, **overrides: Any) -> Path:
+    """configs/tiny.yaml with dotted overrides (``**{"eval.baselines": False}``) written to ``path``: for
+    commands that take a config file but no ``key=value`` overrides (``mlflow run -P config=...``)."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        *parents, key = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def trained_run(mlflow_server, sample_dir, tmp_path_factory):
     """One real tiny training run logged to the session's MLflow server (RunResult)."""
@@ -307,19 +358,32 @@ def trained_run(mlflow_server, sample_dir, tmp_path_factory):
 
 # early_stopped_run is also the run trained with an abstention threshold (trust.min_confidence).
 EARLY_STOPPED_MIN_CONFIDENCE = 0.5
+# early_stopped_run's settings over configs/tiny.yaml, also given on the command line by the resume tests
+# (test_resume.py), whose killed-and-resumed runs must end as this uninterrupted one: lr 1e-2 is too
+# high for the demo base, so val macro-F1 peaks at an early epoch and falls; patience 2 stops the run
+# two epochs later (on the seed-0 sample data: best epoch 1, stopped after epoch 3, of at most 8).
+# Patience 2, not 1: a run killed one epoch after its best has spent half its patience, so a resume
+# that forgot the counter would train an epoch more (with patience 1 nothing would tell).
+EARLY_STOPPED_OVERRIDES = {
+    "eval.baselines": False, "training.epochs": 8, "training.patience": 2, "training.lr": 1e-2,
+    "eval.confidence": 0.8, "eval.bootstrap_resamples": 200, "trust.min_confidence": EARLY_STOPPED_MIN_CONFIDENCE}
+
+
+def as_cli_overrides(overrides: dict[str, Any]) -> list[str]:
+    """``section.key=value`` arguments of the train CLI for a dict of dotted config overrides."""
+    return [f"{key}={str(value).lower() if isinstance(value, bool) else value}" for key, value in overrides.items()]
 
 
 @pytest.fixture(scope="session")
 def early_stopped_run(sample_dir, tmp_path_factory):
     """A run whose best epoch is strictly earlier than its last, with a strictly worse last epoch
-    (trained_run's best epochs tie on val macro-F1, so restoring the last one would pass unseen there):
-    lr 1e-2 is too high for the demo base, val macro-F1 peaks early and falls; patience 1 stops it."""
+    (trained_run's best epochs tie on val macro-F1, so restoring the last one would pass unseen there),
+    stopped by its patience (EARLY_STOPPED_OVERRIDES). A few epochs: it is also the resume tests'
+    uninterrupted reference."""
     from processor.train_loop import train
 
-    cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("early-stopped") / "out", **{
-        "mlflow.enabled": False, "eval.baselines": False, "training.epochs": 8, "training.patience": 1,
-        "training.lr": 1e-2, "eval.confidence": 0.8, "eval.bootstrap_resamples": 200,
-        "trust.min_confidence": EARLY_STOPPED_MIN_CONFIDENCE})
+    cfg = tiny_config(sample_dir, tmp_path_factory.mktemp("early-stopped") / "out",
+                      **{"mlflow.enabled": False, **EARLY_STOPPED_OVERRIDES})
     return train(cfg)
 
 

@@ -192,15 +192,17 @@ def test_the_package_carries_the_training_profile(trained_run):
 
 
 @pytest.mark.slow  # trains the session's run
-def test_predict_refuses_drifted_input_with_max_psi(trained_run, shifted_file, tmp_path):
-    from conftest import run_module
+def test_predict_refuses_drifted_input_with_max_psi(trained_run, shifted_file, tmp_path, capsys):
+    # The predict CLI's main in process (a child interpreter would only import torch again).
+    from processor.predict import main as predict_main
 
     out, report = tmp_path / "out.jsonl", tmp_path / "drift.json"
-    proc = run_module("processor.predict", "--model", str(trained_run.zip_path), "--input", str(shifted_file),
-                      "--output", str(out), "--max-psi", "0.2", "--drift-report", str(report))
-    assert proc.returncode == 1, proc.stderr
-    assert "max_psi 0.2" in proc.stderr and "atr=" in proc.stderr and "no predictions written" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code = predict_main(["--model", str(trained_run.zip_path), "--input", str(shifted_file), "--output", str(out),
+                         "--max-psi", "0.2", "--drift-report", str(report)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "max_psi 0.2" in err and "atr=" in err and "no predictions written" in err
+    assert "Traceback" not in err
     assert not out.exists()
     written = json.loads(report.read_text(encoding="utf-8"))
     assert written["refused"] is True and "atr" in written["over_warn"] and written["psi"]["atr"] > 0.2

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from conftest import CONTRACT_DIR, read_jsonl, tracking_at
+from conftest import CONTRACT_DIR, read_jsonl, run_modules, tracking_at
 from processor.contract_check import ContractError
 from processor.data import load_events
 from processor.predict import FRAME_SOURCE, check_frame, main
@@ -168,9 +168,9 @@ def test_predict_usage_errors_are_exit_2_without_traceback(trained_run, events_f
         "expected a positive integer": ["--model", str(trained_run.zip_path), "--input", str(events_file),
                                         "--batch-size", "0"],
     }
-    for needle, args in cases.items():
-        proc = subprocess.run([sys.executable, "-m", "processor.predict", *args, "--output", str(out)],
-                              capture_output=True, text=True, timeout=300)
+    # `python -m processor.predict` once per case, the four in one child interpreter (conftest.run_modules).
+    procs = run_modules(*[["processor.predict", *args, "--output", str(out)] for args in cases.values()], timeout=300)
+    for (needle, args), proc in zip(cases.items(), procs):
         assert proc.returncode == 2, (args, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not out.exists()

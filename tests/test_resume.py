@@ -1,5 +1,10 @@
 """Faults lose nothing: a training process killed for real (SIGKILL) mid-epoch or mid-save resumes to the
-very run an uninterrupted one gives, in the same MLflow run; a finished run is never retrained."""
+very run an uninterrupted one gives, in the same MLflow run; a finished run is never retrained.
+
+The uninterrupted run is the session's ``early_stopped_run`` (a few epochs, stopped by patience 2 after
+an early best epoch); the killed runs train the same settings through the CLI (EARLY_STOPPED_OVERRIDES).
+Resuming to the same figures needs the same run, not a long one: the default schedule (up to 30 epochs)
+would train the same thing twice more for nothing the exactness checks need."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from mlflow import MlflowClient
 
 from processor.train_loop import main
 
-from conftest import REPO
+from conftest import EARLY_STOPPED_OVERRIDES, REPO, as_cli_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +29,7 @@ pytestmark = pytest.mark.slow
 def _argv(sample_dir: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/tiny.yaml"),
             "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
-            "--output-dir", str(out), *extra]
+            "--output-dir", str(out), *as_cli_overrides(EARLY_STOPPED_OVERRIDES), *extra]
 
 
 def _saved_epoch(checkpoint: Path) -> float | None:
@@ -55,12 +60,13 @@ def _same_run(got: dict, want: dict) -> None:
     assert got["calibration"]["temperature"] == pytest.approx(want["calibration"]["temperature"], abs=1e-9)
 
 
-def test_kill_after_the_best_epoch_resumes_with_its_patience_in_the_same_mlflow_run(trained_run, sample_dir,
+def test_kill_after_the_best_epoch_resumes_with_its_patience_in_the_same_mlflow_run(early_stopped_run, sample_dir,
                                                                                      tmp_path, tracking):
     """Killed one epoch before the uninterrupted run stopped (early stopping's patience half spent), the
     resumed run stops at the same epoch (the patience counter comes back from the checkpoint), with the
     same metrics, as ONE MLflow run that ends FINISHED and holds every epoch's metrics."""
-    want = trained_run.metrics
+    want = early_stopped_run.metrics
+    assert want["epochs_run"] < EARLY_STOPPED_OVERRIDES["training.epochs"]  # stopped by its patience
     assert want["best_epoch"] < want["epochs_run"] - 1  # the kill lands while patience is being spent
     out = tmp_path / "killed"
     argv = _argv(sample_dir, out)
@@ -75,8 +81,9 @@ def test_kill_after_the_best_epoch_resumes_with_its_patience_in_the_same_mlflow_
     run_id = (out / "checkpoints" / "mlflow_run_id").read_text(encoding="utf-8").strip()
     client = MlflowClient(tracking)
     assert client.get_run(run_id).info.status == "RUNNING"  # the killed process could not end it
-    # Without --resume the unfinished directory is protected.
-    assert subprocess.run(argv, capture_output=True, timeout=600).returncode == 2
+    # Without --resume the unfinished directory is protected (the CLI's main in process: refused before
+    # anything is loaded).
+    assert main(argv[3:]) == 2
     resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=1500)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _same_run(json.loads((out / "metrics.json").read_text()), want)
@@ -91,7 +98,7 @@ def test_kill_after_the_best_epoch_resumes_with_its_patience_in_the_same_mlflow_
     assert [r.info.run_id for r in same_name if r.data.tags.get("output_dir") == out.as_posix()] == [run_id]
 
 
-def test_kill_mid_save_resumes_from_the_newest_complete_checkpoint(trained_run, sample_dir, tmp_path):
+def test_kill_mid_save_resumes_from_the_newest_complete_checkpoint(early_stopped_run, sample_dir, tmp_path):
     """SIGKILL while a checkpoint is being written (its folder exists, its trainer_state.json, written
     last, does not): --resume skips it with a note and ends as the uninterrupted run."""
     out = tmp_path / "mid-save"
@@ -115,7 +122,7 @@ def test_kill_mid_save_resumes_from_the_newest_complete_checkpoint(trained_run, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"skipping the incomplete checkpoint {cut}" in resumed.stderr
     assert "Traceback" not in resumed.stderr
-    _same_run(json.loads((out / "metrics.json").read_text()), trained_run.metrics)
+    _same_run(json.loads((out / "metrics.json").read_text()), early_stopped_run.metrics)
 
 
 def test_resume_on_a_finished_run_is_refused_and_changes_nothing(trained_run, sample_dir, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from demo_kit import sample_data as sd
 from processor.io import sha256_file
 from processor.schema import FEATURES, LABELS, SESSIONS
 
-from conftest import read_jsonl, run_module
+from conftest import read_jsonl
 
 FILES = ("train.jsonl", "val.jsonl", "data_card.json")
 
@@ -478,27 +477,25 @@ def test_generate_rejects_bad_arguments(kwargs: dict, message: str) -> None:
 # ------------------------------------------------------------------------------------ CLI
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("demo_kit.sample_data", *args, timeout=300)
-
-
-def test_cli_writes_three_files(tmp_path: Path) -> None:
+# `python -m demo_kit.sample_data` as a command (a child process) is test_docs.py's (the documented command,
+# run and its files checked) and test_cli.py's (a mistake: exit 2, one error line, nothing written); here
+# the CLI's own function, in process.
+def test_cli_writes_three_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "nested" / "data"
-    proc = _run_cli("--out", str(out), "--n", "300", "--seed", "4", "--rules", "v2", "--mix", "balanced")
-    assert proc.returncode == 0, proc.stderr
+    assert sd.main(["--out", str(out), "--n", "300", "--seed", "4", "--rules", "v2", "--mix", "balanced"]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     card = json.loads((out / "data_card.json").read_text(encoding="utf-8"))
     assert (card["n"], card["seed"], card["rules"], card["mix"]) == (300, 4, "v2", "balanced")
-    assert "Bayes ceiling" in proc.stdout
+    assert "Bayes ceiling" in capsys.readouterr().out
     in_memory = sd.generate(n=300, seed=4, rules="v2", mix="balanced")
     assert read_jsonl(out / "train.jsonl") == in_memory.train
 
 
-def test_cli_bad_argument_exits_2_without_traceback(tmp_path: Path) -> None:
-    proc = _run_cli("--out", str(tmp_path / "x"), "--n", "-10")
-    assert proc.returncode == 2
-    assert "n must be an integer >= 2" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_cli_bad_argument_exits_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert sd.main(["--out", str(tmp_path / "x"), "--n", "-10"]) == 2
+    err = capsys.readouterr().err
+    assert "n must be an integer >= 2" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
 

@@ -25,7 +25,7 @@ from processor.record import ServingSpec
 from processor.serialize import Serializer
 from processor.train_loop import UsageError, main, train
 
-from conftest import CONTRACT_DIR, REPO, assert_png_has_content, tiny_config
+from conftest import CONTRACT_DIR, REPO, assert_png_has_content, tiny_config, tiny_config_file
 
 pytestmark = pytest.mark.slow
 
@@ -286,7 +286,7 @@ def test_mlflow_run_logs_params_metrics_artifacts_and_model(trained_run, trackin
     assert np.allclose(out[[f"p_{c}" for c in LABELS]].sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, tmp_path):
+def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, tmp_path, capsys):
     bad = tmp_path / "val.jsonl"
     lines = (sample_dir / "val.jsonl").read_text().splitlines()
     lines[4] = lines[4].replace('"session": "', '"session": "tokyo-')
@@ -303,12 +303,13 @@ def test_bad_data_trains_nothing_and_marks_the_run_failed(tracking, sample_dir, 
     report = json.loads(Path(client.download_artifacts(run.info.run_id, "validation_report.json", str(tmp_path))).read_text())
     assert report["valid"] is False
     assert {"file": str(bad), "line": 5, "key": "session"}.items() <= report["problems"][0].items()
-    # The CLI says the same with exit code 1 and no traceback.
-    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/tiny.yaml"),
-                           "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(bad), "--no-mlflow",
-                           "--output-dir", str(tmp_path / "cli")], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1
-    assert "val.jsonl:5" in proc.stderr and "session" in proc.stderr and "Traceback" not in proc.stderr
+    # The CLI says the same with exit code 1 and no traceback (its function in process: how
+    # `python -m processor.train_loop` ends on a mistake is test_cli.py's).
+    capsys.readouterr()
+    assert main(["--config", str(REPO / "configs/tiny.yaml"), "--train-file", str(sample_dir / "train.jsonl"),
+                 "--val-file", str(bad), "--no-mlflow", "--output-dir", str(tmp_path / "cli")]) == 1
+    err = capsys.readouterr().err
+    assert "val.jsonl:5" in err and "session" in err and "Traceback" not in err
 
 
 def test_finished_output_dir_is_never_overwritten_silently(trained_run, sample_dir):
@@ -328,19 +329,21 @@ def test_missing_data_file_is_a_usage_error(tmp_path, capsys):
     assert "data file not found" in capsys.readouterr().err
 
 
-def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir):
-    proc = subprocess.run([sys.executable, "-m", "processor.train_loop", "--config", str(REPO / "configs/qwen.yaml"),
-                           "--train-file", str(sample_dir / "train.jsonl"), "--val-file", str(sample_dir / "val.jsonl"),
-                           "--no-mlflow", "--output-dir", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2
-    assert "Qwen/Qwen2.5-0.5B" in proc.stderr and "qwen-tiny" in proc.stderr and "Traceback" not in proc.stderr
+def test_unknown_hub_model_fails_with_a_clear_message(tmp_path, sample_dir, capsys):
+    # In process (conftest sets HF_HUB_OFFLINE=1 before anything imports huggingface_hub).
+    assert main(["--config", str(REPO / "configs/qwen.yaml"), "--train-file", str(sample_dir / "train.jsonl"),
+                 "--val-file", str(sample_dir / "val.jsonl"), "--no-mlflow", "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Qwen/Qwen2.5-0.5B" in err and "qwen-tiny" in err and "Traceback" not in err
 
 
 def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     """`mlflow run . -e main` with -P values ends in a finished run; a bad -P value is a clear failure."""
+    # The shipped config without the classic baselines (this test reads none of their figures; the tuned
+    # tree alone costs seconds in every fresh process): -P config= takes any config file.
+    config = tiny_config_file(tmp_path / "tiny.yaml", **{"eval.baselines": False})
     base = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "mlproject",
-            "-P", "config=configs/tiny.yaml", "-P", f"train_file={sample_dir / 'train.jsonl'}",
+            "-P", f"config={config}", "-P", f"train_file={sample_dir / 'train.jsonl'}",
             "-P", f"val_file={sample_dir / 'val.jsonl'}", "-P", "max_epochs=1"]
     # mlflow.set_experiment (earlier tests, in this process) exports MLFLOW_EXPERIMENT_ID; a user's
     # shell would not have it, and `mlflow run` refuses it beside --experiment-name.
@@ -353,6 +356,7 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.params["loss.gamma"] == "2.0" and runs[0].data.params["training.epochs"] == "1"
+    assert "baseline_gbdt_macro_f1" not in runs[0].data.metrics  # the -P config file was the one read
     assert "val_macro_f1" in runs[0].data.metrics
     # Training logs the pyfunc model but never registers it: that is the gate's job.
     assert client.search_model_versions(f"run_id = '{runs[0].info.run_id}'") == []
@@ -370,7 +374,10 @@ def test_mlflow_run_twice_without_an_output_dir_gives_each_run_its_own(tracking,
     import shutil
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")}
+    # The note names the baselines: one cheap one (the tuned tree costs seconds in every fresh process).
+    config = tiny_config_file(tmp_path / "tiny.yaml", **{"eval.baselines": ["hist_gradient_boosting"]})
     argv = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "twice",
+            "-P", f"config={config}",
             "-P", f"train_file={sample_dir / 'train.jsonl'}", "-P", f"val_file={sample_dir / 'val.jsonl'}",
             "-P", "max_epochs=1", "-P", "gamma=1.5"]
     client, dirs = MlflowClient(tracking), []

@@ -14,7 +14,7 @@ from processor.data import load_split
 from processor.trainable import UntrainableSplitError, check_trainable, require_trainable
 from processor.validate import DEFAULT_CALIBRATION_FOLDS, main as validate_main
 
-from conftest import REPO, run_module
+from conftest import REPO
 
 FOLDS = TrustConfig().calibration_folds
 
@@ -98,18 +98,21 @@ def test_validate_warns_about_an_untrainable_split(split, tmp_path, capsys):
     assert "val.jsonl: long has fewer events than the 5 calibration folds" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("oversample", ["true", "false"])
-def test_training_refuses_a_one_class_train_file_before_loading_a_model(split, tmp_path, oversample):
+def test_training_refuses_a_one_class_train_file_before_loading_a_model(split, tmp_path, oversample, capsys):
     """Today's crash: OversampleError (oversample on) or the prior correction's log(0) (off), with a
-    traceback. Now: exit 1, the reason in one line, nothing trained."""
+    traceback. Now: exit 1, the reason in one line, nothing trained. The train CLI's own function, in
+    process (refused before any model is loaded: fast); `python -m processor.train_loop`'s way of ending
+    on a mistake is test_cli.py's."""
+    from processor.train_loop import main
+
     train, val = split(only("long"))
     out = tmp_path / "out"
-    proc = run_module("processor.train_loop", "--config", str(REPO / "configs" / "tiny.yaml"),
-                      "--train-file", str(train), "--val-file", str(val), "--no-mlflow", "--output-dir", str(out),
-                      f"data.oversample={oversample}", cwd=REPO, timeout=600)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    reason = [line for line in proc.stderr.splitlines() if "cannot train a 3-class classifier" in line]
-    assert len(reason) == 1 and "no short and no no_trade event" in reason[0], proc.stderr
+    code = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--train-file", str(train), "--val-file", str(val),
+                 "--no-mlflow", "--output-dir", str(out), f"data.oversample={oversample}"])
+    err = capsys.readouterr().err
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err
+    reason = [line for line in err.splitlines() if "cannot train a 3-class classifier" in line]
+    assert len(reason) == 1 and "no short and no no_trade event" in reason[0], err
     assert not list(out.glob("*.zip")) and not (out / "metrics.json").exists()

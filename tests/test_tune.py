@@ -268,12 +268,17 @@ def test_stale_trial_of_a_killed_worker_is_retried(tracking, data_dir, tmp_path)
         worker.wait()
     time.sleep(4)  # past the grace period: trial 0's heartbeat is stale
 
-    assert tune.main(args) == 0
+    # The retrying worker runs the same sweep (space, study, storage) with a 1-epoch base config: a retry
+    # takes its trial's parameters from the stale trial, never its length, and 30 epochs would only cost.
+    retry_args = cli(sweep, out, name, 1, "--heartbeat", "1", "--grace-period", "3",
+                     *overrides(data_dir, "tune-stale", epochs=1))
+    assert tune.main(retry_args) == 0
     study = load_study(out, name)
     first, retry = study.trials
     assert first.state == optuna.trial.TrialState.FAIL
     assert retry.state == optuna.trial.TrialState.COMPLETE
     assert retry.params == first.params
+    assert retry.user_attrs["epochs_run"] == 1  # trained by the retrying worker, under its own base config
     assert retry.system_attrs["failed_trial"] == 0
     assert len(tune.counted(study.trials)) == 1
     client = MlflowClient()

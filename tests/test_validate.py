@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from processor.schema import ALL_KEYS, FEATURES, LABELS, contract_spec
 from processor.serialize import render_events
 from processor.validate import main, validate_paths
 
-from conftest import CONTRACT_DIR, run_module
+from conftest import CONTRACT_DIR, run_modules
 
 BASE: dict[str, Any] = {
     "id": "ev-000001", "timestamp": "2024-03-05T13:45:00Z", "symbol": "EURUSD",
@@ -475,28 +474,24 @@ def test_validate_paths_collects_problems_of_all_files(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ subprocess
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("processor.validate", *args, timeout=120)
-
-
 def test_cli_subprocess_exit_codes(tmp_path: Path) -> None:
     good = write_jsonl(tmp_path / "train.jsonl", [event(i) for i in range(3)])
     bad = write_jsonl(tmp_path / "val.jsonl", [event(10), event(11, ext_dir=True), "NaN", event(0)])
-    proc = _cli(str(good))
-    assert proc.returncode == 0, proc.stderr
-    assert "3 records (long 1, short 1, no_trade 1)" in proc.stdout
+    # `python -m processor.validate ...` four times, in one child interpreter (conftest.run_modules).
+    ok, broken, missing, no_file = run_modules(["processor.validate", str(good)], ["processor.validate", str(good), str(bad)],
+                                               ["processor.validate", str(tmp_path / "nope.jsonl")],
+                                               ["processor.validate", "--unlabeled"], timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "3 records (long 1, short 1, no_trade 1)" in ok.stdout
 
-    proc = _cli(str(good), str(bad))
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert f"{bad}:2 id=ev-000011 key=ext_dir" in proc.stderr
-    assert f"{bad}:3:" in proc.stderr  # not a JSON object
-    assert f"{bad}:4 id=ev-000000 key=id" in proc.stderr  # also in train
+    assert broken.returncode == 1
+    assert "Traceback" not in broken.stderr
+    assert f"{bad}:2 id=ev-000011 key=ext_dir" in broken.stderr
+    assert f"{bad}:3:" in broken.stderr  # not a JSON object
+    assert f"{bad}:4 id=ev-000000 key=id" in broken.stderr  # also in train
 
-    proc = _cli(str(tmp_path / "nope.jsonl"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no such file" in proc.stderr
-    proc = _cli("--unlabeled")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "no such file" in missing.stderr
+    assert no_file.returncode == 2 and "Traceback" not in no_file.stderr
 
 
 # ------------------------------------------------------------------------------------- property-based
