@@ -78,30 +78,30 @@ class WeightAverage(TrainerCallback):
 
     def __init__(self, decay: float):
         self.decay = decay
+        self.params: dict[str, torch.nn.Parameter] = {}
         self.shadow: dict[str, torch.Tensor] = {}
         self.raw: dict[str, torch.Tensor] = {}
 
-    def _params(self, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-        return {n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
-
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.shadow = {n: p.detach().clone() for n, p in self._params(model).items()}
+        # Looked up once: the same Parameter objects are updated in place for the whole run, and the step
+        # hook below should cost the average's arithmetic only.
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad or "lora_" in n}
+        self.shadow = {n: p.detach().clone() for n, p in self.params.items()}
 
     @torch.no_grad()
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        for n, p in self._params(model).items():
+    def on_step_end(self, args, state, control, **kwargs):
+        for n, p in self.params.items():
             self.shadow[n].lerp_(p.detach(), 1.0 - self.decay)
 
     @torch.no_grad()
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        params = self._params(model)
-        self.raw = {n: p.detach().clone() for n, p in params.items()}
-        for n, p in params.items():
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.raw = {n: p.detach().clone() for n, p in self.params.items()}
+        for n, p in self.params.items():
             p.copy_(self.shadow[n])
 
     @torch.no_grad()
-    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        for n, p in self._params(model).items():
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        for n, p in self.params.items():
             if n in self.raw:
                 p.copy_(self.raw[n])
         self.raw = {}
