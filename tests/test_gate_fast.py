@@ -128,3 +128,35 @@ def test_strict_true_in_the_checks_file_judges_the_ci_lower_bound(tmp_path, caps
     _, flag = _gate_dir(tmp_path, None, "--strict")
     assert flag["strict"] is True and {c["name"]: c for c in flag["checks"]}["val_macro_f1"]["data"]["used"] == "ci_low"
     assert "strict=yes" in capsys.readouterr().out
+
+
+class _RacedClient:
+    """A registry client whose first version-tag write collides with a racing gate's, as MLflow's SQL
+    stores answer two simultaneous first writes of one key."""
+
+    def __init__(self, error: str) -> None:
+        self.error, self.writes = error, []
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        self.writes.append((name, version, key, value))
+        if len(self.writes) == 1:
+            raise MlflowException(self.error)
+
+
+def test_mark_done_writes_again_when_a_racing_gate_wrote_the_tag_first():
+    from types import SimpleNamespace
+
+    from processor.gate.registry import OUTCOME_TAG, mark_done
+
+    client = _RacedClient("(sqlite3.IntegrityError) UNIQUE constraint failed: model_version_tags.key")
+    mark_done(client, "m", SimpleNamespace(version="3"), {"outcome": "promoted", "alias": "champion"})
+    assert client.writes == [("m", "3", OUTCOME_TAG, "promoted:champion")] * 2
+
+    other = _RacedClient("permission denied")  # any other error is the gate's to report, not to retry
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="permission denied"):
+        mark_done(other, "m", SimpleNamespace(version="3"), {"outcome": "promoted", "alias": "champion"})
+    assert len(other.writes) == 1

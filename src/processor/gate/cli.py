@@ -70,7 +70,7 @@ from processor.gate.evidence import Evidence, evidence_from_run, serving_json
 from processor.gate.bundle import already_bundled
 from processor.gate.bundle import bundle_base as bundle_base_into_run
 from processor.gate.registry import (GateInfraError, describe, is_not_found, mark_done, promote,
-                                     register_once, versions_of_run)
+                                     register_once, set_run_tags, versions_of_run)
 from processor.gate.thresholds import DEFAULT_CHECKS, GateUsageError, Thresholds, fraction, load_thresholds
 
 DEFAULT_MODEL_NAME = "train-loop-v3"
@@ -98,15 +98,14 @@ def _log_to_run(client: Any, run_id: str, report: GateReport, ev: Evidence, chec
                                              run_id=run_id),
                         encoding="utf-8")
         client.log_artifact(run_id, str(card))
-    client.set_tag(run_id, "gate.status", report.status)
-    for c in report.checks:
-        client.set_tag(run_id, f"gate.{c.name}", "pass" if c.passed else "fail")
+    tags = {"gate.status": report.status, **{f"gate.{c.name}": "pass" if c.passed else "fail" for c in report.checks}}
     reg = report.registration or {}
     if reg.get("version"):
-        client.set_tag(run_id, "gate.model_version", f"{reg['model_name']}/{reg['version']}")
+        tags["gate.model_version"] = f"{reg['model_name']}/{reg['version']}"
     # The run page's description: training's own paragraph kept, the verdict appended (or replaced).
     paragraph = gate_paragraph(report.checks, report.strict, checks_file, report.registration)
-    client.set_tag(run_id, NOTE_TAG, run_note(ev.run_tags.get(NOTE_TAG), ev, paragraph))
+    tags[NOTE_TAG] = run_note(ev.run_tags.get(NOTE_TAG), ev, paragraph)
+    set_run_tags(client, run_id, tags)
 
 
 def gate_run(run_id: str, th: Thresholds, *, strict: bool, model_name: str, alias: str,

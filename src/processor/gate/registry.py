@@ -18,6 +18,7 @@ from processor.blocks import number
 CHALLENGER_ALIAS = "challenger"
 OUTCOME_TAG = "gate.outcome"  # written last: the gate finished with this version
 _ALIAS_ATTEMPTS = 5
+_TAG_ATTEMPTS = 4
 # The registered model's description, set when the model has none (an edited one is kept).
 MODEL_DESCRIPTION = (
     "Trading-event classifier (long / short / no_trade): a Qwen causal LM with LoRA adapters and a "
@@ -183,5 +184,25 @@ def describe(client: Any, model_name: str, mv: Any, version_description: str, *,
 
 def mark_done(client: Any, model_name: str, mv: Any, decision: dict[str, Any]) -> None:
     """The last write of a gate: where the alias went, on the version (see the module docstring)."""
-    client.set_model_version_tag(model_name, mv.version, OUTCOME_TAG,
-                                 f"{decision.get('outcome')}:{decision.get('alias')}")
+    value = f"{decision.get('outcome')}:{decision.get('alias')}"
+    for attempt in range(_TAG_ATTEMPTS):
+        try:
+            return client.set_model_version_tag(model_name, mv.version, OUTCOME_TAG, value)
+        except Exception as exc:  # the store's error for a racing first write of the same key
+            if attempt == _TAG_ATTEMPTS - 1 or not _is_duplicate_key(exc):
+                raise
+            time.sleep(0.1 + random.random() * 0.2)  # the row exists now: the retry updates it
+
+
+def set_run_tags(client: Any, run_id: str, tags: dict[str, str]) -> None:
+    """The gate's tags on its run, in one batch. Racing gates of one run write the same keys at once;
+    the SQL stores insert a new tag by select-then-insert, so single ``set_tag`` calls can collide on the
+    unique key (seen as ``UNIQUE constraint failed``), while a batch retries the collision itself."""
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def _is_duplicate_key(exc: Exception) -> bool:
+    text = str(exc)
+    return "UNIQUE constraint failed" in text or "duplicate key" in text
