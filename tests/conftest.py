@@ -3,6 +3,7 @@ qwen-tiny build, sample data, and one real trained run reused by the tracking/ga
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -37,6 +38,63 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 
+# `make test` runs the suite on two pytest-xdist workers (`-n 2` in pyproject's addopts: training uses one
+# torch thread, so two runs fill two cores). Each worker builds its own fixtures, so the scheduler below
+# hands out units that share them: the tests of one trained run (trained once, not once per worker), a
+# fast test module (its module fixtures built once), a slow test alone (so both cores stay busy). xdist's
+# own `--dist loadgroup` cannot do the first on pytest 9.2 (its group rides on a node id pytest no longer
+# lets it change: pytest-xdist issue 1386), so each worker writes the unit of every test it collected to a
+# file, and the scheduler reads them.
+_ONE_WORKER = {"trained_run": "trained-run", "packaged": "trained-run", "early_stopped_run": "early-stopped-run"}
+
+
+def pytest_configure_node(node):  # xdist, on the controller: where the worker writes its units
+    node.workerinput["units_file"] = str(_units_dir(node.config) / f"{node.gateway.id}.json")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureUnits(LoadScopeScheduling):
+        """xdist's scope scheduling, with the units the workers wrote (pytest_collection_modifyitems)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            if not hasattr(self, "units"):  # first called once every worker has collected
+                self.units = {k: v for f in _units_dir(config).glob("*.json")
+                              for k, v in json.loads(f.read_text(encoding="utf-8")).items()}
+            return self.units.get(nodeid, nodeid)
+
+    return SharedFixtureUnits(config, log)
+
+
+_UNITS_DIR = pytest.StashKey[Path]()
+
+
+def _units_dir(config) -> Path:
+    if _UNITS_DIR not in config.stash:
+        config.stash[_UNITS_DIR] = Path(tempfile.mkdtemp(prefix="xdist-units-"))
+        config.add_cleanup(lambda: shutil.rmtree(config.stash[_UNITS_DIR], ignore_errors=True))
+    return config.stash[_UNITS_DIR]
+
+
+def pytest_collection_modifyitems(config, items):
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    Path(workerinput["units_file"]).write_text(json.dumps({item.nodeid: _unit(item) for item in items}),
+                                               encoding="utf-8")
+
+
+def _unit(item) -> str:
+    # A test that takes the fixture by name (request.getfixturevalue) has the name among its parameters.
+    params = getattr(item, "callspec", None)
+    used = {*item.fixturenames, *(v for v in (params.params.values() if params else ()) if isinstance(v, str))}
+    shared = sorted({_ONE_WORKER[name] for name in used if name in _ONE_WORKER})
+    if shared:
+        return "+".join(shared)
+    return item.nodeid if item.get_closest_marker("slow") else item.nodeid.split("::")[0]
+
+
 def run_module(module: str, *args: str, timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """``python -m module args...`` in a child process of this interpreter (the editable install makes
     ``processor`` importable there: no PYTHONPATH needed), output captured as text."""
@@ -44,18 +102,24 @@ def run_module(module: str, *args: str, timeout: float = 600, **kwargs: Any) -> 
                           timeout=timeout, **kwargs)
 
 
-# One interpreter runs several ``python -m module args...`` commands in turn, each as ``python -m`` runs it
-# (``runpy`` as ``__main__``; SystemExit's code is the exit code, an escaped exception exits 1 with its
-# traceback on stderr): torch, pandas and MLflow are imported once, not once per command.
+# One interpreter runs several commands in turn, each as ``python -m module args`` (or ``python script.py
+# args``) runs it: ``runpy`` as ``__main__``, SystemExit's code is the exit code, an escaped exception exits
+# 1 with its traceback on stderr. torch, pandas and MLflow are imported once, not once per command.
 _MODULES_RUNNER = """
-import contextlib, io, json, runpy, sys, traceback
+import contextlib, io, json, os, runpy, sys, traceback
 results = []
-for argv in json.loads(sys.argv[1]):
+for argv, cwd in json.loads(sys.argv[1]):
+    if cwd:
+        os.chdir(cwd)
+    script = argv[0].endswith(".py")
     sys.argv = list(argv)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+            if script:
+                runpy.run_path(argv[0], run_name="__main__")
+            else:
+                runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -67,13 +131,15 @@ print(json.dumps(results))
 """
 
 
-def run_modules(*commands: list[str], timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
-    """Each ``[module, *args]`` of ``commands`` run as ``python -m module args`` would, all in one child
-    process of this interpreter (see _MODULES_RUNNER); one CompletedProcess per command."""
-    import json
-
-    proc = subprocess.run([sys.executable, "-c", _MODULES_RUNNER, json.dumps(commands)], capture_output=True,
-                          text=True, timeout=timeout)
+def run_modules(*commands: list[str], cwds: list[Path] | None = None,
+                timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
+    """Each ``[module, *args]`` (or ``[script.py, *args]``) of ``commands`` run as ``python -m module args``
+    would, all in one child process of this interpreter (see _MODULES_RUNNER), the i-th from ``cwds[i]``
+    if given; this checkout's src/ comes first on the path. One CompletedProcess per command."""
+    dirs = [str(d) for d in cwds] if cwds is not None else [None] * len(commands)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", _MODULES_RUNNER, json.dumps(list(zip(commands, dirs)))],
+                          capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [subprocess.CompletedProcess(command, r["returncode"], r["stdout"], r["stderr"])
             for command, r in zip(commands, json.loads(proc.stdout.strip().splitlines()[-1]))]

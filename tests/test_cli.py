@@ -4,13 +4,10 @@ on stderr and exit 2, never a stack trace."""
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_modules
 
 SRC = REPO / "src"
 PACKAGE = SRC / "processor"
@@ -52,48 +49,19 @@ def test_every_entry_point_is_covered() -> None:
     assert _runnable_modules() <= set(ENTRY_POINTS), sorted(_runnable_modules() - set(ENTRY_POINTS))
 
 
-# One interpreter runs every entry point in turn (torch and MLflow are imported once, not once per
-# command): each as ``python -m`` / ``python script`` would run it, from its own empty directory.
-RUNNER = """
-import contextlib, io, json, os, runpy, sys
-results, entries, root = {}, json.loads(sys.argv[1]), sys.argv[2]
-for entry, argv in entries.items():
-    os.chdir(os.path.join(root, entry.replace("/", "_")))
-    module = argv[1] if argv[0] == "-m" else None
-    sys.argv = [module or argv[0], *argv[2 if module else 1:]]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True) if module else runpy.run_path(
-                argv[0], run_name="__main__")
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            import traceback
-            traceback.print_exc(file=err)
-            code = 1
-    results[entry] = {"code": code, "stderr": err.getvalue()}
-print(json.dumps(results))
-"""
-
-
 @pytest.fixture(scope="module")
 def mistakes(tmp_path_factory) -> dict[str, dict]:
-    import json
-
+    """Every entry point's exit code and stderr, each run from its own empty directory (all in one child
+    interpreter: conftest.run_modules)."""
     root = tmp_path_factory.mktemp("entry-points")
-    for entry in ENTRY_POINTS:
-        work = root / entry.replace("/", "_")
+    dirs = [root / entry.replace("/", "_") for entry in ENTRY_POINTS]
+    for work in dirs:
         work.mkdir()
         (work / "blocker").write_text("a file, not a directory\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(ENTRY_POINTS), str(root)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(SRC)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for entry in ENTRY_POINTS:
-        results[entry]["data_written"] = (root / entry.replace("/", "_") / "data").exists()
-    return results
+    argvs = [argv[1:] if argv[0] == "-m" else argv for argv in ENTRY_POINTS.values()]
+    procs = run_modules(*argvs, cwds=dirs)
+    return {entry: {"code": proc.returncode, "stderr": proc.stderr, "data_written": (work / "data").exists()}
+            for entry, proc, work in zip(ENTRY_POINTS, procs, dirs)}
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
