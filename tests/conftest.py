@@ -81,6 +81,10 @@ def pytest_collection_modifyitems(config, items):
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         return
+    # The longest units first (a trained fixture's tests, then tests marked `long`): started last, one of
+    # them would leave the other worker idle at the end (a cold clone builds a demo base there, ~1 min).
+    items.sort(key=lambda item: (_unit(item) in _ONE_WORKER.values(), item.get_closest_marker("long") is not None),
+               reverse=True)
     Path(workerinput["units_file"]).write_text(json.dumps({item.nodeid: _unit(item) for item in items}),
                                                encoding="utf-8")
 

@@ -157,6 +157,7 @@ def test_fuzzed_records_get_the_file_loader_s_verdict_and_problems(rows, labeled
     assert_same(rows, labeled)
 
 
+@pytest.mark.long
 @pytest.mark.slow
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(request_rows(), st.booleans())

@@ -23,6 +23,7 @@ from processor.schema import FEATURES, LABELS
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.long
 def test_train_gate_register_predict_on_the_qwen_standin(tracking, qwen_standin_dir, sample_dir, lenient_checks,
                                                          tmp_path):
     out = tmp_path / "out"

@@ -68,6 +68,7 @@ def test_an_event_costs_at_most_16_qwen_tokens():
     assert words > 2 * len(FEATURES)  # why the template exists: words-v1 is split by Qwen's BPE
 
 
+@pytest.mark.long
 @pytest.mark.slow
 def test_demo_base_builds_its_tokenizer_from_the_chosen_template():
     import json

@@ -368,6 +368,7 @@ def test_mlflow_run_entry_point(tracking, sample_dir, tmp_path):
     assert "Traceback" not in bad.stderr.split("mlflow.exceptions")[0]
 
 
+@pytest.mark.long
 def test_mlflow_run_twice_without_an_output_dir_gives_each_run_its_own(tracking, sample_dir, tmp_path):
     """The card's own command, run twice (a hand sweep): no output directory given, so each run writes to
     outputs/<run name>-<short run id>, tagged on the run, whose page has a description."""
@@ -419,6 +420,7 @@ def test_demo_mlflow_run_lands_in_the_project_experiment_with_a_readable_name(tr
 # Other rules (v2) and another class mix (balanced: no oversampling needed) than the defaults. The
 # "rare" mix (~10 % per minority class at n=1300) ships in 4 of 6 benchmark runs only (README), so a
 # single seed of it would test luck, not the mechanism.
+@pytest.mark.long
 @pytest.mark.parametrize("rules, mix", [("v2", "default"), ("v1", "balanced")])
 def test_demo_base_ships_on_other_rules_and_class_mixes(rules, mix, tmp_path, make_sample_data):
     data = make_sample_data(seed=1, rules=rules, mix=mix)
