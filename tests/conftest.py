@@ -81,21 +81,24 @@ def pytest_collection_modifyitems(config, items):
     workerinput = getattr(config, "workerinput", None)
     if workerinput is None:
         return
+    shared = {item.nodeid: _shared_fixtures(item) for item in items}
     # The longest units first (a trained fixture's tests, then tests marked `long`): started last, one of
     # them would leave the other worker idle at the end (a cold clone builds a demo base there, ~1 min).
-    items.sort(key=lambda item: (_unit(item) in _ONE_WORKER.values(), item.get_closest_marker("long") is not None),
-               reverse=True)
-    Path(workerinput["units_file"]).write_text(json.dumps({item.nodeid: _unit(item) for item in items}),
-                                               encoding="utf-8")
+    items.sort(key=lambda item: (bool(shared[item.nodeid]), item.get_closest_marker("long") is not None), reverse=True)
+    units = {item.nodeid: shared[item.nodeid] or _own_unit(item) for item in items}
+    Path(workerinput["units_file"]).write_text(json.dumps(units), encoding="utf-8")
 
 
-def _unit(item) -> str:
+def _shared_fixtures(item) -> str:
+    """The _ONE_WORKER unit of a test that uses such a fixture ("" if it uses none)."""
     # A test that takes the fixture by name (request.getfixturevalue) has the name among its parameters.
     params = getattr(item, "callspec", None)
     used = {*item.fixturenames, *(v for v in (params.params.values() if params else ()) if isinstance(v, str))}
-    shared = sorted({_ONE_WORKER[name] for name in used if name in _ONE_WORKER})
-    if shared:
-        return "+".join(shared)
+    return "+".join(sorted({_ONE_WORKER[name] for name in used if name in _ONE_WORKER}))
+
+
+def _own_unit(item) -> str:
+    """A slow test alone; a fast test with the rest of its module."""
     return item.nodeid if item.get_closest_marker("slow") else item.nodeid.split("::")[0]
 
 
