@@ -3,6 +3,8 @@ exactly one token, in a fixed layout, and an event costs at most 16 Qwen tokens.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -68,23 +70,42 @@ def test_an_event_costs_at_most_16_qwen_tokens():
     assert words > 2 * len(FEATURES)  # why the template exists: words-v1 is split by Qwen's BPE
 
 
-@pytest.mark.long
+# The template's tokenizer and build record need the full tokenizer recipe but not the full pretraining
+# (~1 min, the same code for every template: test_model builds and checks it): a short pretraining suffices.
+SHORT_PRETRAINING = {"pretrain_events": 640, "pretrain_steps": 10}
+
+
 @pytest.mark.slow
-def test_demo_base_builds_its_tokenizer_from_the_chosen_template():
+def test_demo_base_builds_its_tokenizer_from_the_chosen_template(tmp_path):
     import json
 
     from transformers import AutoTokenizer
 
-    from processor.model import resolve_model
-    from demo_kit.tiny_base import BUILD_INFO_FILE
+    from demo_kit.tiny_base import BUILD_INFO_FILE, TinyRecipe, build_qwen_tiny
 
     texts = render_events(sample_features(200, np.random.default_rng(3)), template=QWEN_TEMPLATE)
-    qwen_base = resolve_model("qwen-tiny", template=QWEN_TEMPLATE)
-    info = json.loads((qwen_base.path / BUILD_INFO_FILE).read_text(encoding="utf-8"))
+    built = build_qwen_tiny(tmp_path, recipe=replace(TinyRecipe(template=QWEN_TEMPLATE), **SHORT_PRETRAINING))
+    info = json.loads((built / BUILD_INFO_FILE).read_text(encoding="utf-8"))
     assert info["template"] == QWEN_TEMPLATE and info["tokens_per_event"] == len(FEATURES)
-    tok = AutoTokenizer.from_pretrained(qwen_base.path)
+    tok = AutoTokenizer.from_pretrained(built)
     assert {len(ids) for ids in tok(texts)["input_ids"]} == {len(FEATURES)}
-    # The words-v1 build is another revision, and a package's recorded revision finds its own build.
+
+
+def test_qwen_tiny_resolves_each_template_to_its_own_build(monkeypatch, tmp_path):
+    """resolve_model finds the build of the template asked for, and a package's recorded revision finds the
+    build it was trained on (the builds themselves: the test above and test_model)."""
+    import demo_kit.tiny_base as tiny_base
+    from processor.model import ModelNotAvailableError, resolve_model
+
+    built = []
+    monkeypatch.setattr(tiny_base, "build_qwen_tiny", lambda *, recipe: built.append(recipe) or tmp_path / recipe.template)
+    qwen_revision = tiny_base.TinyRecipe(template=QWEN_TEMPLATE).recipe_hash()
+    qwen_base = resolve_model("qwen-tiny", template=QWEN_TEMPLATE)
+    assert (qwen_base.path, qwen_base.revision) == (tmp_path / QWEN_TEMPLATE, qwen_revision)
     default = resolve_model("qwen-tiny")
+    assert (default.path, default.revision) == (tmp_path / TEMPLATE_NAME, tiny_base.TinyRecipe().recipe_hash())
     assert default.revision != qwen_base.revision
-    assert resolve_model("qwen-tiny", revision=qwen_base.revision).path == qwen_base.path
+    assert resolve_model("qwen-tiny", revision=qwen_revision).path == qwen_base.path
+    assert [r.template for r in built] == [QWEN_TEMPLATE, TEMPLATE_NAME, QWEN_TEMPLATE]
+    with pytest.raises(ModelNotAvailableError, match="revision 0123456789abcdef was requested"):
+        resolve_model("qwen-tiny", revision="0123456789abcdef")
