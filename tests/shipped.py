@@ -43,7 +43,9 @@ class TinyPackage:
     serving: dict[str, Any]
     events: list[dict[str, Any]]  # the first N_EVENTS unlabeled val events (id + features), in file order
     train_events: list[dict[str, Any]]  # the training split as loaded (what the profile was fitted on)
-    logits: np.ndarray  # the classifier's logits per event, computed one event at a time (no padding)
+    # The classifier's logits per event, computed one event at a time (no padding); for several members,
+    # the log of their averaged softmax (what the head then corrects, as for one member's logits).
+    logits: np.ndarray
     expected: np.ndarray  # softmax((logits + bias) / T): what every prediction path must ship
     min_confidence: float
 
@@ -82,11 +84,36 @@ def hand_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int = 
     return torch.stack(rows).double().numpy()
 
 
-def build(out_dir: Path, sample_dir: Path) -> TinyPackage:
+def add_random_member(model: Any, name: str, seed: int) -> None:
+    """One more adapter on ``model`` (training.members), made different from the first: random LoRA B
+    (peft starts it at zero) and its own random head."""
+    with torch.no_grad():
+        model.add_adapter(name, model.peft_config["default"])
+        generator = torch.Generator().manual_seed(seed)
+        for param_name, p in model.named_parameters():
+            if f".{name}." in f".{param_name}." and ("lora_B" in param_name or "modules_to_save" in param_name):
+                p.copy_(torch.randn(p.shape, generator=generator) * (0.02 * HEAD_SCALE if "score" in param_name else 0.5))
+    model.set_adapter("default")
+
+
+def member_logits(model: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
+    """hand_logits of each adapter of ``model``, turned into the log of their averaged softmax."""
+    members = list(model.peft_config)
+    if len(members) == 1:
+        return hand_logits(model, tokenizer, texts)
+    probs = []
+    for name in members:
+        model.set_adapter(name)
+        probs.append(softmax(hand_logits(model, tokenizer, texts), axis=1))
+    model.set_adapter(members[0])
+    return np.log(np.mean(probs, axis=0))
+
+
+def build(out_dir: Path, sample_dir: Path, members: int = 1) -> TinyPackage:
     from processor import drift
     from processor.data import load_events
     from processor.io import weights_sha256
-    from processor.model import apply_lora, load_for_classification, resolve_model
+    from processor.model import apply_lora, load_for_classification, member_name, resolve_model
     from processor.package import write_package
     from processor.schema import FEATURES, LABELS, schema_fingerprint
     from processor.serialize import Serializer
@@ -99,6 +126,8 @@ def build(out_dir: Path, sample_dir: Path) -> TinyPackage:
         for name, p in model.named_parameters():
             if "modules_to_save" in name and ".score." in f".{name}":
                 p.mul_(HEAD_SCALE)
+    for k in range(1, members):
+        add_random_member(model, member_name(k), SEED + k)
 
     train = load_events(sample_dir / "train.jsonl")
     val = load_events(sample_dir / "val.jsonl", labeled=False)
@@ -106,7 +135,7 @@ def build(out_dir: Path, sample_dir: Path) -> TinyPackage:
     # Enough events for a drift check (processor.drift.MIN_EVENTS), few enough to stay fast.
     events = val[["id", *FEATURES]].head(N_EVENTS).to_dict(orient="records")
     serializer = Serializer.fit(train)
-    logits = hand_logits(model, tokenizer, serializer.render_all(events))
+    logits = member_logits(model, tokenizer, serializer.render_all(events))
     expected = softmax((logits + np.asarray(LOGIT_BIAS)) / TEMPERATURE, axis=1)
     tops = np.sort(expected.max(axis=1))
     # Midway between two events' tops about a third of the way up: some abstain, most do not, and

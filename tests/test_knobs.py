@@ -38,7 +38,8 @@ def test_every_flag_sets_its_config_key():
     values = {"train_file": "a.jsonl", "val_file": "b.jsonl", "model": "qwen-base", "revision": "abc",
               "lora_r": "8", "lora_alpha": "16", "lora_dropout": "0.1", "batch_size": "4", "grad_accum": "3",
               "lr": "0.002", "max_epochs": "4", "early_stop_metric": "val_loss", "patience": "3",
-              "max_length": "48", "device": "cpu", "gamma": "0.5", "class_weights": "none", "oversample": "false",
+              "members": "3", "max_length": "48", "device": "cpu", "gamma": "0.5", "class_weights": "none",
+              "oversample": "false",
               "output_dir": "outputs/x", "zip_final": "m.zip", "bundle_base": "true", "seed": "7",
               "experiment_name": "exp"}
     assert set(values) == {k.name for k in FLAGS}

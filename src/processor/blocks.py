@@ -236,7 +236,7 @@ class DataBlock:
 
 @dataclass(frozen=True)
 class ModelBlock:
-    """``model``: the base as asked for and as resolved, and the LoRA adapter's rank and alpha."""
+    """``model``: the base as asked for and as resolved, the LoRA adapters' rank and alpha, and how many."""
 
     name: str | None = None
     base_id: str | None = None
@@ -244,12 +244,13 @@ class ModelBlock:
     is_demo: bool | None = None
     lora_r: int | None = None
     lora_alpha: float | None = None
+    members: int | None = None  # adapters whose softmax ships averaged (training.members); None: before it
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelBlock:
         d = mapping(d)
         return cls(text(d.get("name")), text(d.get("base_id")), text(d.get("revision")), flag(d.get("is_demo")),
-                   whole(d.get("lora_r")), real(d.get("lora_alpha")))
+                   whole(d.get("lora_r")), real(d.get("lora_alpha")), whole(d.get("members")))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -95,6 +95,7 @@ RANGES: dict[str, Range] = {
     "training.torch_threads": Range(0, 4096),
     "training.loraplus_ratio": Range(0.0, 1024.0, typical=(0.0, 64.0)),
     "training.head_warmup_epochs": Range(0, 10000, typical=(0, 10)),
+    "training.members": Range(1, 64, typical=(1, 5)),
     "training.weight_average": Range(0.0, 1.0, hi_open=True, typical=(0.0, 0.999)),
     "loss.gamma": Range(0.0, 10.0, typical=(0.0, 5.0)),
     "loss.mae": Range(0.0, 100.0, typical=(0.0, 10.0)),
@@ -160,6 +161,10 @@ class TrainingConfig:
     # step (processor.trainer.WeightAverage). 0 = off: a tie on the v3 selection runs (docs/quality.md).
     # The average lives in memory: --resume restarts it from the checkpoint's (averaged) weights.
     weight_average: float = 0.0
+    # Train this many LoRA adapters on the one base, member k with seed + 1000 k (init, data order,
+    # dropout), and ship their averaged softmax (processor.model.ensemble_probabilities): K x the training
+    # time and K forward passes per event. 1 = one adapter, the run as it always was.
+    members: int = 1
 
 
 @dataclass

@@ -44,6 +44,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("max_epochs", "training.epochs", "most epochs (early stopping may end sooner)"),
     Knob("early_stop_metric", "training.early_stop_metric", "val_macro_f1, val_accuracy or val_loss"),
     Knob("patience", "training.patience", "epochs without improvement before stopping"),
+    Knob("members", "training.members", "adapters trained on the one base, their softmax averaged (K x the time)"),
     Knob("max_length", "training.max_length", "tokens per event (longer events are truncated)"),
     Knob("device", "training.device", "auto, cpu, cuda or mps"),
     Knob("gamma", "loss.gamma", "focal-loss gamma (0 = weighted cross-entropy)", sweep=float),

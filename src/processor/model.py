@@ -459,3 +459,36 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+# --------------------------------------------------------------------------------------------------
+# Members: K adapters on one base (training.members), their softmax averaged
+# --------------------------------------------------------------------------------------------------
+def member_name(k: int) -> str:
+    """The adapter name of member ``k``: peft's "default" for the first, then "member-01", ... (two digits,
+    so a package's sorted adapter directories come back in training order)."""
+    return "default" if k == 0 else f"member-{k:02d}"
+
+
+def ensemble_members(model: Any) -> list[str]:
+    """The adapters whose softmax ``model`` averages, in training order; [] for one adapter or none."""
+    config = getattr(model, "peft_config", None)
+    return list(config) if isinstance(config, dict) and len(config) > 1 else []
+
+
+def ensemble_probabilities(model: Any, softmax_of_active: Callable[[], Any]) -> Any:
+    """``softmax_of_active()`` (the active adapter's softmax probabilities) averaged over the members of
+    ``model``; called once, as it is, for a model of one adapter. The first adapter is active after."""
+    import numpy as np
+
+    members = ensemble_members(model)
+    if not members:
+        return softmax_of_active()
+    try:
+        probs = []
+        for name in members:
+            model.set_adapter(name)
+            probs.append(softmax_of_active())
+        return np.mean(probs, axis=0).astype(probs[0].dtype)
+    finally:
+        model.set_adapter(members[0])

@@ -52,7 +52,8 @@ def _base(m: Metrics, spec: ServingSpec) -> list[str]:
     else:
         lines.append("- Not the demo base: weights resolved by id/revision and checked against sha256 "
                      f"`{str(base.weights_sha256 or 'n/a')[:16]}`.")
-    lines.append(f"- Adapter: LoRA r={_or(model.lora_r)}, alpha={_or(model.lora_alpha)}; "
+    members = f" x {model.members} members, their softmax averaged" if (model.members or 1) > 1 else ""
+    lines.append(f"- Adapter: LoRA r={_or(model.lora_r)}, alpha={_or(model.lora_alpha)}{members}; "
                  f"last-token classification head; focal loss gamma {_num(_gamma(m), 'g')}; "
                  f"template `{spec.template or 'n/a'}`; seed {_or(m.seed)}")
     alpha = m.prior_correction.alpha if m.prior_correction else None
@@ -172,7 +173,8 @@ def run_summary(m: Metrics) -> str:
     model, data = m.model or ModelBlock(), m.data or DataBlock()
     what = (f"{model.base_id or model.name or 'unknown base'}"
             + (" (demo base, not Qwen's weights)" if model.is_demo else "")
-            + f" + LoRA r={_or(model.lora_r)}, focal loss gamma {_num(_gamma(m), 'g')}.")
+            + f" + LoRA r={_or(model.lora_r)}" + (f" x {model.members}" if (model.members or 1) > 1 else "")
+            + f", focal loss gamma {_num(_gamma(m), 'g')}.")
     trained = " ".join(
         f"{split} {Path(file or '?').name} ({_or(n, '?')} events, sha256 {(sha or '')[:12]})"
         for split, file, n, sha in (("train", data.train_file, data.n_train, data.train_sha256),

@@ -2,7 +2,8 @@
 
 Zip layout::
 
-    adapter/        peft adapter (LoRA weights + the trained ``score`` head via modules_to_save)
+    adapter/        peft adapter (LoRA weights + the trained ``score`` head via modules_to_save); a run of
+                    training.members = K > 1 adds adapter/member-01/ ... (one per further member)
     tokenizer/      tokenizer files, exactly as used in training
     model_config.json   the classification model's config (labels, pad token id, ...)
     label_map.json      {"labels": [...], "label2id": {...}}
@@ -212,11 +213,18 @@ def predict_texts(model: Any, tokenizer: Any, texts: list[str], max_length: int,
 
     Texts are batched by length (shortest first), so a batch pads to its own longest text rather than
     to the longest of a random mix; rows come back in the input order."""
+    from processor.model import ensemble_probabilities
+
     if model.training:  # eval() walks every module: ~0.5 ms, a tenth of a one-event request
         model.eval()
-    device = next(model.parameters()).device
     if not texts:
         return np.zeros((0, len(LABELS)), dtype=np.float32)
+    # A model of several adapters (training.members) averages their softmax: one pass per adapter.
+    return ensemble_probabilities(model, lambda: _softmax_batches(model, tokenizer, texts, max_length, batch_size))
+
+
+def _softmax_batches(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
+    device = next(model.parameters()).device
     order = np.argsort([len(t) for t in texts], kind="stable")  # characters: a proxy for tokens
     chunks = []
     for start in range(0, len(order), batch_size):
@@ -255,7 +263,7 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: 
     (None: :func:`inference_threads`)."""
     from peft import PeftModel
 
-    from processor.model import load_for_classification, quiet_peft, resolve_model
+    from processor.model import ensemble_members, load_for_classification, quiet_peft, resolve_model
 
     torch.set_num_threads(inference_threads() if threads is None else threads)
     zip_path = Path(zip_path)
@@ -280,7 +288,10 @@ def load_packaged_model(zip_path: str | Path, *, device: str = "cpu", base_dir: 
         base_model.config.pad_token_id = tokenizer.pad_token_id
         with quiet_peft():
             model = PeftModel.from_pretrained(base_model, workdir / "adapter").to(device)
-        if merge:
+            # The other members of a training.members > 1 run: peft saved each in adapter/<name>/.
+            for member in sorted(p for p in (workdir / "adapter").iterdir() if (p / "adapter_config.json").is_file()):
+                model.load_adapter(member, adapter_name=member.name)
+        if merge and not ensemble_members(model):  # several adapters cannot fold into one set of weights
             model = model.merge_and_unload()
         model.eval()
         return PackagedModel(model=model, tokenizer=tokenizer, serving=serving, metrics=metrics,

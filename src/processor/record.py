@@ -28,7 +28,7 @@ unchanged.
     tokens_per_event, tokens_per_event_qwen
     data.{train_file,val_file,train_sha256,val_sha256,n_train,n_train_fit,n_val,train_counts,val_counts,
           time_range,bayes_ceiling}
-    model.{name,base_id,revision,is_demo,lora_r,lora_alpha}, loss.{type,gamma,mae}, seed
+    model.{name,base_id,revision,is_demo,lora_r,lora_alpha,members}, loss.{type,gamma,mae}, seed
     leakage.{...}      (trust.check_time_leakage; processor.leakage)
     drift.{val_psi,max_psi,note}                      val vs the training feature profile (processor.drift)
     calibration.{method,n_bins,ece_before,brier_before,nll_before,temperature,fitting,fold_temperatures,

@@ -140,6 +140,9 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, callbac
     if given is None and (resume or distributed.world_size() > 1):
         raise UsageError("--resume and multi-process runs need the run's --output-dir (every process, and the "
                          "resumed run, must find the same directory)")
+    if cfg.training.members > 1 and (resume or distributed.world_size() > 1):
+        raise UsageError(f"training.members={cfg.training.members} trains its adapters one after another in one "
+                         "process: it does not resume (--overwrite starts it again) and does not run under torchrun")
     # A given directory is checked before any MLflow run exists: refusing it must not leave a failed run.
     out = prepare_output_dir(given, resume=resume, overwrite=overwrite) if given else None
     # Other ranks of a torchrun/accelerate job never write or track: rank 0's run is the run.
@@ -176,6 +179,7 @@ def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Seq
     built = build_model(cfg, rec)
     encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
     trainer = fit(cfg, out, data, built, encoded, rec, resume=resume, callbacks=callbacks)
+    add_members(cfg, out, data, encoded, trainer, rec)
     raw = predict_val(trainer, encoded, data)
     zip_path = out / cfg.packaging.zip_final
     if not distributed.is_main_process():
@@ -323,6 +327,24 @@ def fit(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, encoded: 
     return trainer
 
 
+def add_members(cfg: Config, out: Path, data: PreparedData, encoded: EncodedData, trainer: FocalTrainer,
+                rec: NullRecorder) -> None:
+    """Members 1..K-1 of ``training.members``: each a run of its own on a fresh copy of the base, with seed
+    + 1000 k (init, data order, dropout), early-stopped on its own val score, then loaded into the first
+    member's model as one more adapter. Only the first member is tracked epoch by epoch."""
+    from processor.model import member_name
+
+    for k in range(1, cfg.training.members):
+        name, member_cfg = member_name(k), replace(cfg, seed=cfg.seed + 1000 * k)
+        member_dir = out / "members" / name
+        built = build_model(member_cfg, NullRecorder(out))
+        build_trainer(member_cfg, member_dir, data, built, encoded, NullRecorder(out)).train()
+        built.model.save_pretrained(member_dir / "adapter")
+        trainer.model.load_adapter(member_dir / "adapter", adapter_name=name)
+        rec.note(f"member {k + 1}/{cfg.training.members} trained (seed {member_cfg.seed})")
+    shutil.rmtree(out / "members", ignore_errors=True)  # every adapter is in the first member's model now
+
+
 def build_trainer(cfg: Config, out: Path, data: PreparedData, built: BuiltModel, encoded: EncodedData,
                   rec: NullRecorder, callbacks: Sequence[Any] = ()) -> FocalTrainer:
     """Trainer with the class-weighted focal loss: accumulation, per-epoch eval and checkpoints, early
@@ -400,12 +422,24 @@ def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData)
     """The restored best model's logits on val. Every rank takes part (the prediction is sharded);
     Trainer's gather_for_metrics drops the distributed sampler's padding, so each val event counts once.
     After it, the other ranks of a multi-process job are done: rank 0 alone goes on."""
-    prediction = trainer.predict(encoded.val_ds)
-    check_whole_val_set(prediction.label_ids, list(data.val["label"]))
+    import numpy as np
+    from scipy.special import softmax
+
+    from processor.model import ensemble_members, ensemble_probabilities
+
+    def active_logits() -> Any:
+        prediction = trainer.predict(encoded.val_ds)
+        check_whole_val_set(prediction.label_ids, list(data.val["label"]))
+        return prediction.predictions
+
+    if ensemble_members(trainer.model):  # training.members > 1: the log of the averaged softmax
+        logits = np.log(ensemble_probabilities(trainer.model, lambda: softmax(active_logits(), axis=-1)))
+    else:
+        logits = active_logits()
     if distributed.world_size() > 1:
         distributed.barrier()
         distributed.end()
-    return prediction.predictions
+    return logits
 
 
 def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, trainer: FocalTrainer,
@@ -425,7 +459,8 @@ def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: Encode
         tokens_per_event_qwen=round(float(encoded.tokens_per_event_qwen), 2),
         data=_data_block(data),
         model=ModelBlock(name=cfg.model, base_id=built.resolved.base_id, revision=built.resolved.revision,
-                         is_demo=built.resolved.is_demo, lora_r=cfg.lora.r, lora_alpha=cfg.lora.alpha),
+                         is_demo=built.resolved.is_demo, lora_r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                         members=cfg.training.members),
         loss=trainer.focal.block(),
         prior_correction=data.head.prior_block(),
         seed=cfg.seed,
