@@ -419,7 +419,8 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel, *, n_train: in
 
 # -- phase 5: evaluate ------------------------------------------------------------------------
 def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData) -> Any:
-    """The restored best model's logits on val. Every rank takes part (the prediction is sharded);
+    """The restored best model's logits on val (of several members: the log of their averaged softmax,
+    which the shipped head turns into the probabilities the package ships). Every rank takes part (the prediction is sharded);
     Trainer's gather_for_metrics drops the distributed sampler's padding, so each val event counts once.
     After it, the other ranks of a multi-process job are done: rank 0 alone goes on."""
     import numpy as np
