@@ -9,7 +9,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import softmax
 
 import shipped
 from conftest import tiny_config

@@ -334,11 +334,12 @@ def add_members(cfg: Config, out: Path, data: PreparedData, encoded: EncodedData
     member's model as one more adapter. Only the first member is tracked epoch by epoch."""
     from processor.model import member_name
 
+    untracked = NullRecorder(out)
     for k in range(1, cfg.training.members):
         name, member_cfg = member_name(k), replace(cfg, seed=cfg.seed + 1000 * k)
         member_dir = out / "members" / name
-        built = build_model(member_cfg, NullRecorder(out))
-        build_trainer(member_cfg, member_dir, data, built, encoded, NullRecorder(out)).train()
+        built = build_model(member_cfg, untracked)
+        build_trainer(member_cfg, member_dir, data, built, encoded, untracked).train()
         built.model.save_pretrained(member_dir / "adapter")
         trainer.model.load_adapter(member_dir / "adapter", adapter_name=name)
         rec.note(f"member {k + 1}/{cfg.training.members} trained (seed {member_cfg.seed})")
@@ -420,8 +421,9 @@ def training_arguments(cfg: Config, out: Path, built: BuiltModel, *, n_train: in
 # -- phase 5: evaluate ------------------------------------------------------------------------
 def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData) -> Any:
     """The restored best model's logits on val (of several members: the log of their averaged softmax,
-    which the shipped head turns into the probabilities the package ships). Every rank takes part (the prediction is sharded);
-    Trainer's gather_for_metrics drops the distributed sampler's padding, so each val event counts once.
+    which the shipped head turns into the probabilities the package ships). Every rank takes part (the
+    prediction is sharded); Trainer's gather_for_metrics drops the distributed sampler's padding, so each
+    val event counts once.
     After it, the other ranks of a multi-process job are done: rank 0 alone goes on."""
     import numpy as np
     from scipy.special import softmax
