@@ -71,7 +71,7 @@ def test_an_event_costs_at_most_16_qwen_tokens():
 
 
 # The template's tokenizer and build record need the full tokenizer recipe but not the full pretraining
-# (~1 min, the same code for every template: test_model builds and checks it): a short pretraining suffices.
+# (the same code for every template: test_model builds and checks it): a short pretraining suffices.
 SHORT_PRETRAINING = {"pretrain_events": 640, "pretrain_steps": 10}
 
 

@@ -362,7 +362,7 @@ def build_qwen_tiny(cache_dir: Path | None = None, *, recipe: TinyRecipe | None 
         if target.exists():  # leftover of a crashed build from before the atomic rename existed
             shutil.rmtree(target)
         staging = root / f".qwen-tiny-{recipe_hash}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        logger.info("building the qwen-tiny demo base into %s (once; about a minute on 2 CPU cores)", target)
+        logger.info("building the qwen-tiny demo base into %s (once; seconds on 2 CPU cores)", target)
         try:
             with _isolated_build(recipe.torch_threads):
                 _build_into(staging, recipe, recipe_hash)
