@@ -8,7 +8,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import Qwen2Config, Qwen2ForSequenceClassification, TrainingArguments, default_data_collator
+from transformers import (Qwen2Config, Qwen2ForSequenceClassification, Trainer, TrainingArguments,
+                          default_data_collator)
 
 from processor.loss import FocalLoss, focal_loss
 from processor.trainer import FocalTrainer
@@ -54,6 +55,21 @@ def test_the_trainer_loss_is_the_weighted_focal_loss(tmp_path):
     for other in (F.cross_entropy(logits, labels), F.cross_entropy(logits, labels, weight=weight),
                   focal_loss(logits, labels, gamma=2.0)):
         assert abs(float(other) - float(expected)) > 1e-3
+
+
+def test_floating_point_ops_is_trainers_estimate_with_the_parameters_counted_once(tmp_path, monkeypatch):
+    """total_flos as Trainer computes it, without a walk over every parameter on every step."""
+    model = tiny_classifier()
+    trainer = trainer_for(model, tmp_path, FocalLoss(gamma=1.5))
+    batch = default_data_collator(examples(4))
+    expected = Trainer.floating_point_ops(trainer, batch)
+    assert expected == 6 * batch["input_ids"].numel() * model.num_parameters(exclude_embeddings=True) > 0
+    counts = []
+    monkeypatch.setattr(model, "num_parameters", lambda **kw: counts.append(kw) or 7)
+    assert [trainer.floating_point_ops(batch) for _ in range(3)] == [6 * 4 * 6 * 7] * 3
+    assert counts == [{"exclude_embeddings": True}]
+    trainer.model = tiny_classifier(seed=1)  # another model is counted again
+    assert trainer.floating_point_ops(batch) == expected
 
 
 @pytest.mark.slow

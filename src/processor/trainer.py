@@ -27,6 +27,7 @@ class FocalTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.focal = focal
         self.loraplus_ratio = loraplus_ratio
+        self._counted: tuple[Any, int] = (None, 0)  # (model, its non-embedding parameters): floating_point_ops
         if self.pop_callback(ProgressCallback) is not None:  # only where Trainer shows a bar at all
             self.add_callback(EpochProgress)
 
@@ -44,6 +45,17 @@ class FocalTrainer(Trainer):
                                                    loraplus_lr_ratio=self.loraplus_ratio,
                                                    loraplus_weight_decay=self.args.weight_decay, **kwargs)
         return self.optimizer
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """Trainer's estimate, 6 × tokens × non-embedding parameters (``total_flos``), with the parameters
+        counted once per model: Trainer counts them on every step, a walk over every module and parameter
+        of the LoRA-wrapped model (~0.8 ms of a ~40 ms training step on the demo base)."""
+        tokens = inputs.get(getattr(self.model, "main_input_name", "input_ids"))
+        if tokens is None or not hasattr(self.model, "num_parameters"):
+            return 0
+        if self._counted[0] is not self.model:
+            self._counted = (self.model, self.model.num_parameters(exclude_embeddings=True))
+        return 6 * tokens.numel() * self._counted[1]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
