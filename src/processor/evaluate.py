@@ -1,6 +1,6 @@
 """The evaluate phase of a training run, in one place: :func:`evaluate_run` scores the shipped
 predictions on val (processor.scores: accuracy, macro-F1, per-class scores, bootstrap CIs), fits the
-classic baselines (here; the tuned tree from processor.tuned_tree), measures calibration and abstention
+classic baselines (here, run by processor.baseline_job; the tuned tree from processor.tuned_tree), measures calibration and abstention
 (processor.calibrate) and the val split's drift (processor.drift), reads the per-epoch history off the
 Trainer (processor.trainer), and says which figures the run shows. It returns metrics.json's pieces as
 their typed records (processor.blocks); the run's recorder writes the figures.
@@ -239,11 +239,11 @@ class Evaluation:
                 "baselines": self.baselines}
 
 
-def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, train: pd.DataFrame, val: pd.DataFrame,
-                 profile: Mapping[str, Any], trainer: Any, metric: str) -> Evaluation:
+def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, baselines: dict[str, BaselineScore] | None,
+                 val: pd.DataFrame, profile: Mapping[str, Any], trainer: Any, metric: str) -> Evaluation:
     """Score the restored best model's val ``logits`` as they ship (``head``: prior correction; the
-    temperature keeps the argmax) with their bootstrap CIs, beside the classic baselines fitted on
-    ``train``; calibration and abstention (the temperature cross-fitted over val folds); val's drift
+    temperature keeps the argmax) with their bootstrap CIs, beside the classic ``baselines`` fitted on
+    the same split (fit_baselines' result, by processor.baseline_job); calibration and abstention (the temperature cross-fitted over val folds); val's drift
     from the training ``profile``; the per-epoch history and best epoch by ``metric`` (the Trainer's
     name) from ``trainer``. Writes nothing: the figures are returned for the recorder."""
     from processor.trainer import best_epoch, epoch_history
@@ -259,7 +259,7 @@ def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, train: pd.DataF
         scores=score(y_true, y_pred),
         bootstrap=bootstrap_intervals(y_true, y_pred, confidence=cfg.eval.confidence,
                                       n_resamples=cfg.eval.bootstrap_resamples, seed=cfg.seed),
-        baselines=_run_baselines(cfg, train, val),
+        baselines=baselines,
         epoch_history=history,
         best_epoch=best_epoch(trainer.state, history, metric),
         epochs_run=int(round(trainer.state.epoch or 0)),
@@ -267,14 +267,6 @@ def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, train: pd.DataF
         trust=trust)
     done.plots = {**_figures(cfg.model, done), **trust.plots}
     return done
-
-
-def _run_baselines(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> dict[str, BaselineScore] | None:
-    """The classic models of eval.baselines on the same split (None when the list is empty)."""
-    names, e = cfg.eval.baseline_names(), cfg.eval
-    search = tuned_tree.Search(trials=e.tuned_trials, folds=e.tuned_folds, max_trees=e.tuned_max_trees,
-                               offsets=e.tuned_offsets)
-    return fit_baselines(train, val, seed=cfg.seed, names=names, search=search) if names else None
 
 
 def _figures(model: str, done: Evaluation) -> dict[str, Draw]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from processor import distributed, drift
+from processor.baseline_job import PendingBaselines, start_baselines
 from processor.blocks import ClassBalance, DataBlock, ModelBlock
 from processor.cli import nothing_trained, parse_bool, run
 from processor.config import Config, resolve_config
@@ -176,15 +177,19 @@ def _run(cfg: Config, out: Path, rec: NullRecorder, resume: bool, callbacks: Seq
     set_seed(cfg.seed)
     rec.config(cfg)
     data = prepare_data(cfg, rec)
-    built = build_model(cfg, rec)
-    encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
-    trainer = fit(cfg, out, data, built, encoded, rec, resume=resume, callbacks=callbacks)
-    add_members(cfg, out, data, encoded, trainer, rec)
-    raw = predict_val(trainer, encoded, data)
     zip_path = out / cfg.packaging.zip_final
-    if not distributed.is_main_process():
-        return RunResult(output_dir=out, zip_path=zip_path, run_id=None)
-    metrics, evaluation = evaluate(cfg, data, built, encoded, trainer, raw)
+    # The classic baselines need the data alone: a process of their own fits them while the LLM trains
+    # (rank 0 alone evaluates).
+    job = start_baselines(cfg, data.train, data.val) if distributed.is_main_process() else PendingBaselines()
+    with job as baselines:
+        built = build_model(cfg, rec)
+        encoded = encode(cfg, built.tokenizer, train=data.train, fit=data.fit, val=data.val)
+        trainer = fit(cfg, out, data, built, encoded, rec, resume=resume, callbacks=callbacks)
+        add_members(cfg, out, data, encoded, trainer, rec)
+        raw = predict_val(trainer, encoded, data)
+        if not distributed.is_main_process():
+            return RunResult(output_dir=out, zip_path=zip_path, run_id=None)
+        metrics, evaluation = evaluate(cfg, data, built, encoded, trainer, raw, baselines.result())
     spec = serving_spec(cfg, data, built, encoded, evaluation.temperature)
     write_package(zip_path, model=trainer.model, tokenizer=built.tokenizer, serving=spec.to_dict(),
                   metrics=metrics.to_dict())
@@ -446,12 +451,13 @@ def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData)
 
 
 def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, trainer: FocalTrainer,
-             logits: Any) -> tuple[Metrics, Evaluation]:
-    """The evaluate phase (processor.evaluate.evaluate_run: scores, bootstrap, baselines, calibration,
-    abstention, drift, history, the figures) and the run's record around it: what trained on what."""
+             logits: Any, baselines: Any) -> tuple[Metrics, Evaluation]:
+    """The evaluate phase (processor.evaluate.evaluate_run: scores, bootstrap, calibration, abstention,
+    drift, history, the figures; ``baselines`` fitted beside training) and the run's record around it:
+    what trained on what."""
     from processor.evaluate import evaluate_run
 
-    done = evaluate_run(cfg, logits, head=data.head, train=data.train, val=data.val, profile=data.profile,
+    done = evaluate_run(cfg, logits, head=data.head, baselines=baselines, val=data.val, profile=data.profile,
                         trainer=trainer, metric=TRAINER_METRIC[cfg.training.early_stop_metric])
     metrics = Metrics(
         **done.metrics_fields(),
