@@ -48,13 +48,12 @@ sys.exit(train_loop.main(sys.argv[1:]))
 BASELINES_ALONE = """
 import sys, time
 import pandas as pd
-from processor.baseline_job import _search
 from processor.config import Config
 from processor.evaluate import fit_baselines
 train, val = (pd.read_json(p, lines=True) for p in sys.argv[1:3])
 cfg = Config(seed=int(sys.argv[3]))
 started = time.perf_counter()
-fit_baselines(train, val, seed=cfg.seed, names=cfg.eval.baseline_names(), search=_search(cfg))
+fit_baselines(train, val, seed=cfg.seed, names=cfg.eval.baseline_names(), search=cfg.eval.tree_search())
 print(time.perf_counter() - started)
 """
 

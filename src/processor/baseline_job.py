@@ -5,8 +5,9 @@ process of their own before it trains and collects them in its evaluate phase: t
 most of that phase, runs on the idle core meanwhile (docs/benchmarks.md gives the seconds).
 
 The job is a fresh interpreter that runs :func:`job` (pickles in and out; an internal step, not a
-command), not multiprocessing: a spawned worker re-imports the caller's ``__main__``, so a script that calls ``train()``
-without a main guard would start training again in it, and a forked one inherits torch's threads.
+command), not multiprocessing: a spawned worker re-imports the caller's ``__main__``, so a script that
+calls ``train()`` without a main guard would start training again in it, and a forked one inherits
+torch's threads.
 
 Baselines are a pure function of (train, val, seed, names, search), so results are memoised per process:
 a sweep's trials, which share one split and seed, fit them once.
@@ -84,7 +85,7 @@ def start_baselines(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> Pend
     names = cfg.eval.baseline_names()
     if not names:
         return PendingBaselines()
-    kwargs = {"seed": cfg.seed, "names": names, "search": _search(cfg)}
+    kwargs = {"seed": cfg.seed, "names": names, "search": cfg.eval.tree_search()}
     key = _key(train, val, kwargs)
     if key in _FITTED:
         return PendingBaselines(done=_FITTED[key])
@@ -93,15 +94,6 @@ def start_baselines(cfg: Config, train: pd.DataFrame, val: pd.DataFrame) -> Pend
     process = subprocess.Popen([sys.executable, "-c", _RUN_JOB, str(folder / "in.pkl"), str(folder / "out.pkl")],
                                env=_child_env(), stdin=subprocess.DEVNULL)
     return PendingBaselines(key=key, process=process, folder=folder)
-
-
-def _search(cfg: Config) -> Any:
-    """The tuned tree's search, from eval.tuned_*."""
-    from processor import tuned_tree
-
-    e = cfg.eval
-    return tuned_tree.Search(trials=e.tuned_trials, folds=e.tuned_folds, max_trees=e.tuned_max_trees,
-                             offsets=e.tuned_offsets)
 
 
 def _child_env() -> dict[str, str] | None:

@@ -229,6 +229,11 @@ class EvalConfig:
             return list(BASELINES) if self.baselines else []
         return list(self.baselines)
 
+    def tree_search(self) -> TreeSearch:
+        """The tuned tree's search, as the tuned_* keys above size it."""
+        return TreeSearch(trials=self.tuned_trials, folds=self.tuned_folds, max_trees=self.tuned_max_trees,
+                          offsets=self.tuned_offsets)
+
 
 @dataclass
 class TrustConfig:

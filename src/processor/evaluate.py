@@ -1,8 +1,9 @@
 """The evaluate phase of a training run, in one place: :func:`evaluate_run` scores the shipped
-predictions on val (processor.scores: accuracy, macro-F1, per-class scores, bootstrap CIs), fits the
-classic baselines (here, run by processor.baseline_job; the tuned tree from processor.tuned_tree), measures calibration and abstention
-(processor.calibrate) and the val split's drift (processor.drift), reads the per-epoch history off the
-Trainer (processor.trainer), and says which figures the run shows. It returns metrics.json's pieces as
+predictions on val (processor.scores: accuracy, macro-F1, per-class scores, bootstrap CIs) beside the
+classic baselines (:func:`fit_baselines`, here, which processor.baseline_job runs while the LLM trains; the
+tuned tree from processor.tuned_tree), measures calibration and abstention (processor.calibrate) and the
+val split's drift (processor.drift), reads the per-epoch history off the Trainer (processor.trainer), and
+says which figures the run shows. It returns metrics.json's pieces as
 their typed records (processor.blocks); the run's recorder writes the figures.
 
 Class order is always ``processor.schema.LABELS`` (rows of the confusion matrix are the true class).
@@ -243,9 +244,10 @@ def evaluate_run(cfg: Config, logits: Any, *, head: ShippedHead, baselines: dict
                  val: pd.DataFrame, profile: Mapping[str, Any], trainer: Any, metric: str) -> Evaluation:
     """Score the restored best model's val ``logits`` as they ship (``head``: prior correction; the
     temperature keeps the argmax) with their bootstrap CIs, beside the classic ``baselines`` fitted on
-    the same split (fit_baselines' result, by processor.baseline_job); calibration and abstention (the temperature cross-fitted over val folds); val's drift
-    from the training ``profile``; the per-epoch history and best epoch by ``metric`` (the Trainer's
-    name) from ``trainer``. Writes nothing: the figures are returned for the recorder."""
+    the same split (fit_baselines' result, by processor.baseline_job); calibration and abstention (the
+    temperature cross-fitted over val folds); val's drift from the training ``profile``; the per-epoch
+    history and best epoch by ``metric`` (the Trainer's name) from ``trainer``. Writes nothing: the figures
+    are returned for the recorder."""
     from processor.trainer import best_epoch, epoch_history
 
     y_true = list(val["label"])

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from processor import distributed, drift
 from processor.baseline_job import PendingBaselines, start_baselines
-from processor.blocks import ClassBalance, DataBlock, ModelBlock
+from processor.blocks import BaselineScore, ClassBalance, DataBlock, ModelBlock
 from processor.cli import nothing_trained, parse_bool, run
 from processor.config import Config, resolve_config
 from processor.data import UsageError, records
@@ -451,7 +451,7 @@ def predict_val(trainer: FocalTrainer, encoded: EncodedData, data: PreparedData)
 
 
 def evaluate(cfg: Config, data: PreparedData, built: BuiltModel, encoded: EncodedData, trainer: FocalTrainer,
-             logits: Any, baselines: Any) -> tuple[Metrics, Evaluation]:
+             logits: Any, baselines: dict[str, BaselineScore] | None) -> tuple[Metrics, Evaluation]:
     """The evaluate phase (processor.evaluate.evaluate_run: scores, bootstrap, calibration, abstention,
     drift, history, the figures; ``baselines`` fitted beside training) and the run's record around it:
     what trained on what."""
